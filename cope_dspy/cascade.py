@@ -1,0 +1,427 @@
+"""Cascade: COPE's three stages as a DSPy module (small plans and executes; large plans, small executes;
+large plans and executes), escalating only when a stage is not confident enough."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import warnings
+from collections.abc import Callable, Generator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import dspy
+
+from .adapter import LenientChatAdapter
+from .consensus import Candidate, Decision
+from .costs import Budget, CostTracker, Prices, tag
+from .errors import BudgetExceeded, CopeError, CopeInputError, LargeModelError
+from .policy import Policy, Temperatures
+from .signatures import format_plans
+from .tasks import Math, Task
+
+
+class Job:
+    """One unit of concurrent work (a sample, or a plan): a sync and an async way to run it."""
+
+    def __init__(self, run: Callable[[], Any], arun: Callable[[], Any]):
+        self.run, self.arun = run, arun
+
+
+class Cascade(dspy.Module):
+    """COPE (arXiv 2506.11578): a small model and a large model take turns as planner and executor.
+
+    | stage | planner                    | executor                      | accept when            |
+    |-------|----------------------------|-------------------------------|------------------------|
+    | 1     | small writes n goals       | small, one solution per goal  | agreement >= tau1      |
+    | 2     | large writes one guideline | small, n solutions (g_S, g_L) | agreement >= tau2      |
+    | 3     | large reuses its guideline | large, one greedy solution    | always                 |
+
+    Only plans cross stages, never answers. Example::
+
+        import dspy
+        from cope_dspy import Cascade, Math
+        from cope_dspy.models import ollama, api
+
+        cascade = Cascade(small=ollama("qwen2.5:1.5b"), large=api("openai/gpt-4o-mini"), task=Math())
+        pred = cascade(question="What is 1/2 + 1/4?")
+        print(pred.answer, pred.stage, pred.confidence, pred.cost)
+
+    Args:
+        small, large: the two `dspy.LM`s; each role's predictor is pinned to its LM with `set_lm`.
+        task: how to ask, read and judge answers (`Math()` by default).
+        n: samples in stages 1 and 2. tau1, tau2: agreement needed to accept stage 1 / 2, in [0, 1];
+            0 always accepts, 1 always escalates.
+        stages: which stages run, e.g. (1, 2) stops after stage 2, (2, 3) skips stage 1. The last one
+            listed always answers.
+        temperatures: per role, the paper's by default. early_stop: stop drawing samples once a vote is
+            decided (same decision, fewer calls). max_concurrency: samples in flight at once
+            (default: a whole wave). budget: a `Budget` capping paid spend across calls. prices: `Prices`
+            for the cost figures. adapter: DSPy adapter (default: `LenientChatAdapter`).
+    """
+
+    def __init__(
+        self,
+        small: dspy.BaseLM | None = None,
+        large: dspy.BaseLM | None = None,
+        task: Task | None = None,
+        *,
+        n: int = 8,
+        tau1: float = 0.75,
+        tau2: float = 0.5,
+        stages: tuple[int, ...] = (1, 2, 3),
+        temperatures: Temperatures | None = None,
+        early_stop: bool = True,
+        max_concurrency: int | None = None,
+        budget: Budget | None = None,
+        prices: Prices | None = None,
+        adapter: dspy.Adapter | None = None,
+    ):
+        super().__init__()
+        for name, lm in (("small", small), ("large", large)):
+            if lm is not None and not isinstance(lm, dspy.BaseLM):
+                raise CopeInputError(f"{name} must be a dspy.LM (e.g. cope_dspy.models.ollama(...)), got {lm!r}")
+        if task is not None and not isinstance(task, Task):
+            raise CopeInputError(f"task must be a cope_dspy Task such as Math() or ExactMatch(), got {task!r}")
+        if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
+            raise CopeInputError(f"max_concurrency must be an integer >= 1 or None, got {max_concurrency!r}")
+        if budget is not None and not isinstance(budget, Budget):
+            raise CopeInputError(f"budget must be a cope_dspy.Budget, got {budget!r}")
+        self.task = task or Math()
+        self.policy = Policy(n=n, tau1=tau1, tau2=tau2, stages=stages, temperatures=temperatures or Temperatures())
+        self.goal_planner = dspy.Predict(self.task.signature("goal_planner"))
+        self.guideline_planner = dspy.Predict(self.task.signature("guideline_planner"))
+        self.small_executor = dspy.Predict(self.task.signature("small_executor"))
+        self.large_executor = dspy.Predict(self.task.signature("large_executor"))
+        if small is not None:
+            self.goal_planner.set_lm(small)
+            self.small_executor.set_lm(small)
+        if large is not None:
+            self.guideline_planner.set_lm(large)
+            self.large_executor.set_lm(large)
+        self.early_stop = bool(early_stop)
+        self.max_concurrency = max_concurrency
+        self.budget = budget
+        self.prices = prices or Prices()
+        self.adapter = adapter or LenientChatAdapter()
+
+    # The policy's fields, readable and settable on the cascade itself (validated on set).
+    n = property(lambda self: self.policy.n, lambda self, v: self._set_policy(n=v))
+    tau1 = property(lambda self: self.policy.tau1, lambda self, v: self._set_policy(tau1=v))
+    tau2 = property(lambda self: self.policy.tau2, lambda self, v: self._set_policy(tau2=v))
+    stages = property(lambda self: self.policy.stages, lambda self, v: self._set_policy(stages=v))
+
+    def _set_policy(self, **changes) -> None:
+        state = {**self.policy.dump_state(), **changes}
+        self.policy.load_state(state)
+
+    # ---------------------------------------------------------------- entry points
+
+    def forward(self, **inputs) -> dspy.Prediction:
+        protocol, tracker = self._begin(inputs, full=False)
+        with self._context(tracker):
+            return self._finish(_drive(protocol, self._run_wave), tracker)
+
+    async def aforward(self, **inputs) -> dspy.Prediction:
+        protocol, tracker = self._begin(inputs, full=False)
+        with self._context(tracker):
+            return self._finish(await _adrive(protocol, self._arun_wave), tracker)
+
+    def record(self, **inputs) -> dspy.Prediction:
+        """Run every stage in full (all n samples of stages 1 and 2, then stage 3) whatever the votes say.
+        The prediction is the one a live run without early stopping returns; the trace holds everything,
+        with each sample's cost: what calibration replays offline."""
+        protocol, tracker = self._begin(inputs, full=True)
+        with self._context(tracker):
+            return self._finish(_drive(protocol, self._run_wave), tracker)
+
+    def _begin(self, inputs: dict[str, Any], full: bool):
+        self.task.check_inputs(inputs)
+        for role in _roles(self.policy.stages):
+            if getattr(self, role).lm is None and dspy.settings.lm is None:
+                which = "small" if role in ("goal_planner", "small_executor") else "large"
+                raise CopeInputError(
+                    f"the cascade has no {which} model for its {role}: pass Cascade({which}=dspy.LM(...)) "
+                    "or dspy.configure(lm=...)"
+                )
+        return self._protocol(inputs, full), CostTracker(prices=self.prices, budget=self.budget)
+
+    def _context(self, tracker: CostTracker):
+        return dspy.context(adapter=self.adapter, callbacks=[*dspy.settings.callbacks, tracker])
+
+    @staticmethod
+    def _finish(pred: dspy.Prediction, tracker: CostTracker) -> dspy.Prediction:
+        pred.cost = tracker.usage()
+        pred.cost_by_stage = tracker.by_stage()
+        return pred
+
+    # ---------------------------------------------------------------- the protocol
+
+    def _protocol(self, inputs: dict[str, Any], full: bool) -> Generator[list[Job], list[Any], dspy.Prediction]:
+        """The cascade as a generator: it yields waves of jobs and receives their results, so the same
+        logic runs under threads (`forward`) and asyncio (`aforward`). `full` records every stage."""
+        p = self.policy
+        question = inputs[self.task.input_field]
+        trace: list[dict[str, Any]] = []
+        goal = guideline = None
+        result = None  # what a live run returns: the first accepting stage, or the last stage run
+        last: Decision | None = None
+        try:
+            if 1 in p.stages:
+                last = yield from self._vote(1, p.tau1, inputs, full, lambda i: self._stage1_job(question, i))
+                goal = _goal_behind(last)
+                trace.append(_stage_record(1, p.tau1, last))
+                if last.accepted or p.stages[-1] == 1:
+                    result = _prediction(last, 1, trace, goal)
+                    if not full or p.stages[-1] == 1:
+                        return result
+            if 2 in p.stages or 3 in p.stages:
+                (guideline,) = yield [self._guideline_job(question, stage=2 if 2 in p.stages else 3)]
+            if 2 in p.stages:
+                plans = format_plans(goal, guideline)
+                d = yield from self._vote(2, p.tau2, inputs, full, lambda i: self._stage2_job(question, plans, i))
+                trace.append(_stage_record(2, p.tau2, d, guideline))
+                if result is None:
+                    last = d
+                    if d.accepted or p.stages[-1] == 2:
+                        result = _prediction(d, 2, trace, goal, guideline)
+                if result is not None and (not full or p.stages[-1] == 2):
+                    return result
+            (final,) = yield [self._stage3_job(question, guideline)]
+            trace.append({"stage": 3, "accepted": True, "answer": final.answer, "candidates": [final.to_dict()]})
+            return result or dspy.Prediction(
+                answer=final.answer, solution=final.solution, stage=3, confidence=None, accepted=True,
+                plans=_plans(goal, guideline), trace=trace, budget_limited=False,
+            )
+        except BudgetExceeded:
+            if self.budget is None or self.budget.on_exceed != "fallback" or last is None:
+                raise
+            fallback = _prediction(last, trace[-1]["stage"], trace, goal, guideline)
+            fallback.budget_limited = True
+            return fallback
+
+    def _vote(self, stage: int, tau: float, inputs, full: bool, make_job):
+        """Draw samples in waves until the stage's ballot is decided (all n when recording)."""
+        ballot = self.task.consensus().ballot(self.policy.n, tau, self.task.same, inputs, early_stop=self.early_stop and not full)
+        drawn = 0
+        while k := ballot.wave():
+            ballot.add((yield [make_job(i) for i in range(drawn, drawn + k)]))
+            drawn += k
+        decision = ballot.decision()
+        if decision.candidates and all(c.error for c in decision.candidates):
+            warnings.warn(
+                f"every sample of stage {stage} failed (first error: {decision.candidates[0].error}); the stage "
+                "escalates. Check that the small model's server is running.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return decision
+
+    # ---------------------------------------------------------------- jobs (one sample or plan each)
+
+    def _stage1_job(self, question: str, i: int) -> Job:
+        t = self.policy.temperatures
+        goal_args = (self.goal_planner, 1, "goal_planner", t.goal, i)
+        exec_args = (self.small_executor, 1, "small_executor", t.stage1_executor, i)
+
+        def run():
+            goal = self._call(*goal_args, question=question).goal
+            out = self._call(*exec_args, question=question, plans=format_plans(goal=goal))
+            return self._candidate(i, out, goal=goal)
+
+        async def arun():
+            goal = (await self._acall(*goal_args, question=question)).goal
+            out = await self._acall(*exec_args, question=question, plans=format_plans(goal=goal))
+            return self._candidate(i, out, goal=goal)
+
+        return self._sample(i, run, arun)
+
+    def _stage2_job(self, question: str, plans: str, i: int) -> Job:
+        args = (self.small_executor, 2, "small_executor", self.policy.temperatures.stage2_executor, i)
+        return self._sample(
+            i,
+            lambda: self._candidate(i, self._call(*args, question=question, plans=plans)),
+            lambda: _then(self._acall(*args, question=question, plans=plans), lambda out: self._candidate(i, out)),
+        )
+
+    def _guideline_job(self, question: str, stage: int) -> Job:
+        args = (self.guideline_planner, stage, "guideline_planner", self.policy.temperatures.guideline, None)
+        return Job(
+            lambda: self._call(*args, question=question).guideline,
+            lambda: _then(self._acall(*args, question=question), lambda out: out.guideline),
+        )
+
+    def _stage3_job(self, question: str, guideline: str | None) -> Job:
+        args = (self.large_executor, 3, "large_executor", self.policy.temperatures.large_executor, None)
+        plans = format_plans(guideline=guideline)
+        return Job(
+            lambda: self._candidate(0, self._call(*args, question=question, plans=plans), guideline=guideline),
+            lambda: _then(self._acall(*args, question=question, plans=plans),
+                          lambda out: self._candidate(0, out, guideline=guideline)),
+        )
+
+    def _sample(self, i: int, run, arun) -> Job:
+        """A small-model sample: if its calls fail (server error, unparseable reply) it abstains, with the
+        error kept in the trace. Our own errors (bad input, budget) still propagate."""
+
+        def abstain(exc: Exception) -> Candidate:
+            if isinstance(exc, CopeError):
+                raise exc
+            return Candidate(index=i, answer=None, error=f"{type(exc).__name__}: {exc}")
+
+        def safe_run():
+            try:
+                return run()
+            except Exception as exc:  # noqa: BLE001 - see docstring
+                return abstain(exc)
+
+        async def safe_arun():
+            try:
+                return await arun()
+            except Exception as exc:  # noqa: BLE001 - see docstring
+                return abstain(exc)
+
+        return Job(safe_run, safe_arun)
+
+    # ---------------------------------------------------------------- one LM call
+
+    def _config(self, predictor, role: str, temperature: float, rollout: int | None, kwargs) -> dict[str, Any]:
+        if self.budget is not None and role in _LARGE_ROLES:
+            lm = predictor.lm or dspy.settings.lm
+            messages = self.adapter.format(predictor.signature, predictor.demos, kwargs)
+            self.budget.check(lm.model, messages, lm.kwargs.get("max_tokens"), api_base=lm.kwargs.get("api_base"))
+        config: dict[str, Any] = {"temperature": temperature}
+        if rollout is not None and temperature > 0:
+            config["rollout_id"] = rollout  # a distinct cache entry per sample; a rerun still hits the cache
+        return config
+
+    def _call(self, predictor, stage: int, role: str, temperature: float, rollout: int | None, **kwargs):
+        with tag(stage=stage, role=role), _large_errors(role):
+            return predictor(**kwargs, config=self._config(predictor, role, temperature, rollout, kwargs))
+
+    async def _acall(self, predictor, stage: int, role: str, temperature: float, rollout: int | None, **kwargs):
+        with tag(stage=stage, role=role), _large_errors(role):
+            return await predictor.acall(**kwargs, config=self._config(predictor, role, temperature, rollout, kwargs))
+
+    def _candidate(self, i: int, out, goal: str | None = None, guideline: str | None = None) -> Candidate:
+        solution, answer = getattr(out, "solution", "") or "", getattr(out, "answer", "") or ""
+        return Candidate(
+            index=i, solution=solution, answer=self.task.parse(solution, answer), plans=_plans(goal, guideline),
+            extra={"raw_answer": answer} if answer else {},
+        )
+
+    # ---------------------------------------------------------------- running a wave
+
+    def _run_wave(self, jobs: list[Job]) -> list[Any]:
+        if len(jobs) == 1:
+            return [jobs[0].run()]
+        workers = min(len(jobs), self.max_concurrency or len(jobs))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cope") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, job.run) for job in jobs]
+            return [f.result() for f in futures]
+
+    async def _arun_wave(self, jobs: list[Job]) -> list[Any]:
+        if self.max_concurrency is None:
+            return list(await asyncio.gather(*(job.arun() for job in jobs)))
+        gate = asyncio.Semaphore(self.max_concurrency)
+
+        async def gated(job):
+            async with gate:
+                return await job.arun()
+
+        return list(await asyncio.gather(*(gated(job) for job in jobs)))
+
+
+# -------------------------------------------------------------------- helpers
+
+_LARGE_ROLES = ("guideline_planner", "large_executor")
+
+
+def _roles(stages: tuple[int, ...]) -> set[str]:
+    roles = set()
+    if 1 in stages:
+        roles |= {"goal_planner", "small_executor"}
+    if 2 in stages:
+        roles |= {"guideline_planner", "small_executor"}
+    if 3 in stages:
+        roles |= {"guideline_planner", "large_executor"}
+    return roles
+
+
+@contextlib.contextmanager
+def _large_errors(role: str):
+    """A failed large-model call ends the cascade with LargeModelError: never an unchecked answer."""
+    try:
+        yield
+    except CopeError:
+        raise
+    except Exception as exc:
+        if role not in _LARGE_ROLES:
+            raise
+        raise LargeModelError(
+            f"the large model failed in its {role} call ({type(exc).__name__}: {exc}). The cascade returns no "
+            "answer rather than an unchecked one; retries for transient errors are set on the LM "
+            "(dspy.LM(..., num_retries=...))."
+        ) from exc
+
+
+async def _then(awaitable, fn):
+    return fn(await awaitable)
+
+
+def _drive(protocol, run_wave):
+    """Run a protocol generator with a synchronous wave runner; a budget refusal is thrown back into it."""
+    try:
+        jobs = next(protocol)
+        while True:
+            try:
+                results = run_wave(jobs)
+            except BudgetExceeded as exc:
+                jobs = protocol.throw(exc)
+                continue
+            jobs = protocol.send(results)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def _adrive(protocol, run_wave):
+    try:
+        jobs = next(protocol)
+        while True:
+            try:
+                results = await run_wave(jobs)
+            except BudgetExceeded as exc:
+                jobs = protocol.throw(exc)
+                continue
+            jobs = protocol.send(results)
+    except StopIteration as stop:
+        return stop.value
+
+
+def _plans(goal: str | None, guideline: str | None) -> dict[str, str]:
+    return {k: v for k, v in (("goal", goal), ("guideline", guideline)) if v}
+
+
+def _goal_behind(d: Decision) -> str | None:
+    """g_S: the goal of the first sample behind the majority answer. Samples are exchangeable, so this is
+    distributed as the paper's random pick among them, and it is deterministic."""
+    chosen = d.supporters[0] if d.supporters else d.chosen
+    return chosen.plans.get("goal") if chosen else None
+
+
+def _stage_record(stage: int, tau: float, d: Decision, guideline: str | None = None) -> dict[str, Any]:
+    record = {
+        "stage": stage, "tau": tau, "drawn": d.drawn, "accepted": d.accepted, "confidence": d.confidence,
+        "answer": d.answer, "candidates": [c.to_dict() for c in d.candidates],
+    }
+    if guideline is not None:
+        record["guideline"] = guideline
+    return record
+
+
+def _prediction(d: Decision, stage: int, trace, goal=None, guideline=None) -> dspy.Prediction:
+    return dspy.Prediction(
+        answer=d.answer, solution=d.chosen.solution if d.chosen else "", stage=stage, confidence=d.confidence,
+        accepted=d.accepted, plans=_plans(goal, guideline), trace=trace, budget_limited=False,
+    )

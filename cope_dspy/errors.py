@@ -1,0 +1,29 @@
+"""Exceptions of cope-dspy: each message says what went wrong and how to fix it."""
+
+
+class CopeError(Exception):
+    """Base class of every error cope-dspy raises on purpose."""
+
+
+class CopeInputError(CopeError, ValueError):
+    """A bad argument or input field; raised before any LM call is made."""
+
+
+class BudgetExceeded(CopeError):
+    """A paid call would cross the configured budget."""
+
+
+class ModelUnavailable(CopeError):
+    """A model server is not reachable, or the model is not present on it."""
+
+
+class MissingAPIKey(CopeError):
+    """The provider's API key environment variable is not set."""
+
+
+class LocalModelMissing(CopeError):
+    """The embedded llama.cpp server or its model package is not installed."""
+
+
+class LargeModelError(CopeError):
+    """The large (paid) model failed after retries; the cascade cannot give a trustworthy answer."""

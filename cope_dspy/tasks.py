@@ -1,0 +1,118 @@
+"""A Task says how to ask (instructions per role), how to read an answer, and how to judge consensus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+
+from .answers import extract_math_answer, math_equal, normalize_text
+from .consensus import Consensus, Vote
+from .errors import CopeInputError
+from .signatures import Execute, PlanGoal, PlanGuideline
+
+ROLES = ("goal_planner", "guideline_planner", "small_executor", "large_executor")
+_BASE = {"goal_planner": PlanGoal, "guideline_planner": PlanGuideline, "small_executor": Execute, "large_executor": Execute}
+
+
+class Task:
+    """Base class. Subclasses set `instructions` (role -> text) and override `parse` / `same`.
+
+    `input_field` names the call argument that holds the problem (`cascade(question=...)`);
+    `context_fields` are further arguments the task reads (e.g. a code task's tests) and the LMs never see.
+    """
+
+    name = "task"
+    input_field = "question"
+    context_fields: tuple[str, ...] = ()
+    instructions: dict[str, str] = {}
+
+    def __init__(self, instructions: dict[str, str] | None = None):
+        unknown = set(instructions or {}) - set(ROLES)
+        if unknown:
+            raise CopeInputError(f"instructions: unknown role(s) {sorted(unknown)}; roles are {list(ROLES)}")
+        self.instructions = {**type(self).instructions, **(instructions or {})}
+
+    def signature(self, role: str) -> type[dspy.Signature]:
+        sig = _BASE[role]
+        text = self.instructions.get(role)
+        return sig.with_instructions(text) if text else sig
+
+    def parse(self, solution: str, answer: str = "") -> str | None:
+        """The answer a vote counts, or None to abstain."""
+        text = (answer or "").strip() or (solution or "").strip()
+        return text or None
+
+    def same(self, a: str, b: str) -> bool:
+        return a == b
+
+    def consensus(self) -> Consensus:
+        return Vote()
+
+    def check_inputs(self, inputs: dict[str, Any]) -> None:
+        """Raise CopeInputError naming the field when a call is missing what this task needs."""
+        for name in (self.input_field, *self.context_fields):
+            if name not in inputs:
+                raise CopeInputError(
+                    f"missing input field {name!r}: call the cascade as cascade({name}=...) "
+                    f"(the {self.name} task reads {[self.input_field, *self.context_fields]})"
+                )
+        value = inputs[self.input_field]
+        if not isinstance(value, str) or not value.strip():
+            raise CopeInputError(f"{self.input_field!r} must be a non-empty string, got {value!r}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Math(Task):
+    """Math word problems and competition math: answers from `\\boxed{}` or the answer field, compared
+    symbolically with math-verify so that 0.5, 1/2 and \\frac{1}{2} vote together."""
+
+    name = "math"
+
+    def parse(self, solution: str, answer: str = "") -> str | None:
+        return extract_math_answer(solution, answer)
+
+    def same(self, a: str, b: str) -> bool:
+        return math_equal(a, b)
+
+
+class ExactMatch(Task):
+    """Short-answer QA and classification: answers vote together when equal after normalisation
+    (case, punctuation, articles). With `choices`, an answer outside them abstains."""
+
+    name = "qa"
+    instructions = {
+        "goal_planner": "State the goal of the question in one sentence: what must be found. Do not answer it.",
+        "guideline_planner": (
+            "Explain how to answer the question: the strategy and key facts to use, in one or two sentences. "
+            "Give only the guideline as plain text; do not answer it."
+        ),
+        "small_executor": "Answer the question, reasoning briefly first and following the plan if one is given.",
+        "large_executor": "Answer the question, reasoning briefly first and following the plan if one is given.",
+    }
+
+    def __init__(self, choices: list[str] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.choices = {normalize_text(c): c for c in choices} if choices else None
+
+    def signature(self, role: str) -> type[dspy.Signature]:
+        sig = super().signature(role)
+        if role.endswith("executor"):
+            sig = sig.with_updated_fields("solution", desc="brief reasoning").with_updated_fields(
+                "answer", desc="the short final answer only" + (f", one of {list(self.choices.values())}" if self.choices else "")
+            )
+        return sig
+
+    def parse(self, solution: str, answer: str = "") -> str | None:
+        text = (answer or "").strip()
+        if not text:
+            return None
+        key = normalize_text(text)
+        if self.choices is not None:
+            return self.choices.get(key)
+        return text if key else None
+
+    def same(self, a: str, b: str) -> bool:
+        return normalize_text(a) == normalize_text(b)

@@ -1,0 +1,177 @@
+"""Benchmark loaders: `load("gsm8k")` gives `dspy.Example`s from the Hugging Face hub or, offline, from the
+copies committed in `evals/data/` (see `evals/data/LICENSES.md`).
+
+Every example has an `id`, a `question` (its only input) and the gold fields its metric needs:
+`answer` for gsm8k / math500; `tests`, `test_setup`, `entry_point` for mbpp / humaneval; `turns`,
+`reference` for mtbench. `solution` is the reference solution where the benchmark has one.
+
+Splits: each benchmark's test set is divided once and for all into `dev` (for calibration) and `test`
+(for reporting). Ids are ranked by sha256(f"{SPLIT_SEED}:{id}") and the first round(DEV_FRACTION * n)
+are dev. Ids depend only on the benchmark (row index in its official order, or its own task id), so the
+split is the same on every run, machine and source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from urllib.parse import urlparse
+
+import datasets
+import dspy
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+DEV_FRACTION = 0.2
+SPLIT_SEED = "cope-dspy-v1"
+HUB_PROBE_TIMEOUT_S = 2.0
+
+
+def _gsm8k(i: int, row: dict) -> dict:
+    # The hub's `answer` is the whole solution ending in "#### N"; the committed copy has split them.
+    solution = row.get("solution") or row["answer"]
+    answer = solution.split("####")[-1].strip().replace(",", "")
+    return {"id": f"gsm8k-{i}", "question": row["question"], "answer": answer, "solution": solution}
+
+
+def _math500(i: int, row: dict) -> dict:
+    return {
+        "id": f"math500-{i}",
+        "question": row["problem"],
+        "answer": row["answer"],
+        "solution": row["solution"],
+        "level": int(row["level"]),
+        "subject": row.get("subject"),
+    }
+
+
+def _mbpp(i: int, row: dict) -> dict:
+    tests = list(row["test_list"])
+    # The function the tests call: the first `def` of the gold code whose name the first test uses.
+    names = re.findall(r"^def\s+(\w+)", row["code"], flags=re.MULTILINE)
+    entry_point = next((n for n in names if re.search(rf"\b{n}\s*\(", tests[0])), names[-1] if names else "")
+    return {
+        "id": f"mbpp-{row['task_id']}",
+        # As in the MBPP paper's prompt: the task, then a test that shows the expected signature.
+        "question": f"{row['text']}\nYour code should pass this test:\n{tests[0]}",
+        "tests": tests,
+        "test_setup": row.get("test_setup_code") or "",
+        "entry_point": entry_point,
+        "solution": row["code"],
+    }
+
+
+def _humaneval(i: int, row: dict) -> dict:
+    return {
+        "id": row["task_id"],
+        "question": row["prompt"],
+        # One test program: HumanEval's `check(candidate)` and its call on the entry point.
+        "tests": [f"{row['test']}\n\ncheck({row['entry_point']})\n"],
+        "test_setup": "",
+        "entry_point": row["entry_point"],
+        "solution": row["prompt"] + row["canonical_solution"],
+    }
+
+
+def _mtbench(i: int, row: dict) -> dict:
+    return {
+        "id": f"mtbench-{row['question_id']}",
+        "question": row["turns"][0],
+        "turns": list(row["turns"]),
+        "category": row["category"],
+        "reference": list(row["reference"]) if row.get("reference") else None,
+        "reference_gpt4": list(row["reference_gpt4"]) if row.get("reference_gpt4") else None,
+    }
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    file: str  # committed copy in evals/data/
+    hub: tuple[str, str | None, str]  # (dataset path, config, split) on the Hugging Face hub
+    to_example: Callable[[int, dict], dict]
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "gsm8k": Benchmark("gsm8k.jsonl.gz", ("openai/gsm8k", "main", "test"), _gsm8k),
+    "math500": Benchmark("math500.jsonl.gz", ("HuggingFaceH4/MATH-500", None, "test"), _math500),
+    "mbpp": Benchmark("mbpp.jsonl.gz", ("google-research-datasets/mbpp", "full", "test"), _mbpp),
+    "humaneval": Benchmark("humaneval.jsonl.gz", ("openai/openai_humaneval", None, "test"), _humaneval),
+    "mtbench": Benchmark("mtbench.jsonl", ("lighteval/mt-bench", None, "train"), _mtbench),
+}
+
+
+def load(
+    name: str, split: str = "test", limit: int | None = None, source: str = "auto"
+) -> list[dspy.Example]:
+    """Examples of benchmark `name` ("gsm8k", "math500", "mbpp", "humaneval", "mtbench").
+
+    split: "test" (reporting), "dev" (calibration) or "all". limit: keep the first `limit` of the split,
+    in the benchmark's own order. source: "hub" (Hugging Face hub, fail if unreachable), "local" (the
+    committed copy) or "auto" (the hub unless offline or unreachable, then the committed copy).
+    """
+    if name not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
+    if split not in ("test", "dev", "all"):
+        raise ValueError(f"split must be 'test', 'dev' or 'all', not {split!r}")
+    if source not in ("auto", "hub", "local"):
+        raise ValueError(f"source must be 'auto', 'hub' or 'local', not {source!r}")
+
+    to_example = BENCHMARKS[name].to_example
+    examples = [
+        dspy.Example(**to_example(i, row)).with_inputs("question")
+        for i, row in enumerate(_rows(name, source))
+    ]
+    if split != "all":
+        dev = dev_ids([ex.id for ex in examples])
+        examples = [ex for ex in examples if (ex.id in dev) == (split == "dev")]
+    return examples if limit is None else examples[:limit]
+
+
+def dev_ids(ids: list[str], fraction: float = DEV_FRACTION) -> set[str]:
+    """The ids that form the dev split: a seeded shuffle by sha256 of the id, first `fraction` of it."""
+    ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{SPLIT_SEED}:{i}".encode()).hexdigest())
+    return set(ranked[: round(fraction * len(ranked))])
+
+
+@cache
+def _rows(name: str, source: str) -> tuple[dict, ...]:
+    bench = BENCHMARKS[name]
+    if source == "hub" or (source == "auto" and not _offline()):
+        path, config, split = bench.hub
+        if source == "hub" or _hub_reachable():
+            try:
+                return tuple(datasets.load_dataset(path, config, split=split))
+            except (OSError, datasets.exceptions.DatasetsError) as e:
+                if source == "hub":
+                    raise
+                log.warning("%s: hub load of %s failed (%s); using evals/data/%s", name, path, e, bench.file)
+        else:
+            log.warning("%s: Hugging Face hub unreachable; using evals/data/%s", name, bench.file)
+    data = datasets.load_dataset("json", data_files=str(DATA_DIR / bench.file), split="train")
+    return tuple(data)
+
+
+def _offline() -> bool:
+    flags = (os.environ.get(var, "").upper() for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return any(flag in ("1", "ON", "YES", "TRUE") for flag in flags)
+
+
+@cache
+def _hub_reachable() -> bool:
+    # A plain TCP connect fails in milliseconds offline, where `load_dataset` would retry for ~25 s.
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=HUB_PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,113 @@
+"""Scripted LMs for unit tests: real `dspy.LM`s whose engine answers from a Python function.
+
+Each call is recorded with the role it served (goal / guideline / execute, read from the prompt), the
+plans it saw, its temperature and rollout id, so tests can assert who was asked what.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import dspy
+from dspy.lm15 import Message, Response, TextPart, Usage
+from dspy.utils.callback import BaseCallback
+
+_call_kwargs: ContextVar[dict] = ContextVar("scripted_call_kwargs", default={})
+
+
+@dataclass
+class Call:
+    lm: str
+    role: str  # "goal", "guideline" or "execute"
+    question: str
+    plans: str
+    temperature: float | None
+    rollout_id: Any
+    system: str
+    user: str
+    extra: dict = field(default_factory=dict)
+
+
+def reply(**fields: str) -> str:
+    """A reply in DSPy's chat format: reply(solution="...", answer="42")."""
+    body = "".join(f"[[ ## {k} ## ]]\n{v}\n\n" for k, v in fields.items())
+    return body + "[[ ## completed ## ]]"
+
+
+def _section(text: str, name: str) -> str:
+    m = re.search(rf"\[\[ ## {name} ## \]\]\n(.*?)(?=\n\n\[\[ ## |\Z)", text, re.S)
+    return m.group(1).strip() if m else ""
+
+
+class _Capture(BaseCallback):
+    def on_lm_start(self, call_id, instance, inputs):
+        _call_kwargs.set(dict(inputs.get("kwargs") or {}))
+
+
+class _Engine:
+    def __init__(self, owner: ScriptedLM):
+        self.owner = owner
+
+    def complete(self, request):
+        system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system or ())
+        user = "\n".join(m.text or "" for m in request.messages if m.role == "user")
+        kwargs = _call_kwargs.get()
+        role = "goal" if "`goal`" in system else "guideline" if "`guideline`" in system else "execute"
+        call = Call(
+            lm=self.owner.name, role=role, question=_section(user, "question"), plans=_section(user, "plans"),
+            temperature=kwargs.get("temperature"), rollout_id=kwargs.get("rollout_id"), system=system, user=user,
+        )
+        with self.owner.lock:
+            self.owner.calls.append(call)
+        text = self.owner.respond(call)
+        if isinstance(text, BaseException):
+            raise text
+        usage = self.owner.usage
+        return Response(
+            id=None, model=self.owner.name, message=Message.assistant([TextPart(text)]), finish_reason="stop",
+            usage=Usage(input_tokens=usage[0], output_tokens=usage[1], total_tokens=sum(usage)) if usage else None,
+        )
+
+
+class _AsyncEngine:
+    def __init__(self, sync: _Engine):
+        self.sync = sync
+
+    async def complete(self, request):
+        return self.sync.complete(request)
+
+
+class ScriptedLM:
+    """Builds a `dspy.LM` named `name` that answers with `respond(call) -> str` (or an exception to raise)."""
+
+    def __init__(self, name: str, respond: Callable[[Call], str], usage: tuple[int, int] | None = (100, 20),
+                 cache: bool = False):
+        self.name, self.respond, self.usage = name, respond, usage
+        self.calls: list[Call] = []
+        self.lock = threading.Lock()
+        engine = _Engine(self)
+        self.lm = dspy.LM(name, engine=engine, async_engine=_AsyncEngine(engine), cache=cache, callbacks=[_Capture()])
+
+    def by_role(self, role: str) -> list[Call]:
+        return [c for c in self.calls if c.role == role]
+
+
+def math_model(name: str, answers: Callable[[Call], str], goal: str = "Find the number.",
+               guideline: str = "Add the parts carefully.", **kwargs) -> ScriptedLM:
+    """A scripted model for math cascades: plans are fixed text, executions answer `answers(call)`."""
+
+    def respond(call: Call) -> str:
+        if call.role == "goal":
+            return reply(goal=f"{goal} #{call.rollout_id}")
+        if call.role == "guideline":
+            return reply(guideline=guideline)
+        a = answers(call)
+        if isinstance(a, BaseException):
+            return a
+        return reply(solution=f"Working... so the answer is \\boxed{{{a}}}.", answer=a)
+
+    return ScriptedLM(name, respond, **kwargs)

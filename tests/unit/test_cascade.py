@@ -1,0 +1,290 @@
+"""The cascade's behaviour on scripted models: exits, votes, early decisions, who saw what, composition."""
+
+import asyncio
+
+import dspy
+import pytest
+from fakes import math_model
+
+from cope_dspy import Cascade, ExactMatch, Math
+from cope_dspy.consensus import Candidate, Vote
+
+Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+
+
+def small_answers(stage1: list, stage2: list | None = None):
+    """Executor answers per sample index; stage 2 calls are recognised by the guideline in their plans."""
+
+    def answers(call):
+        table = stage2 if "Guideline:" in call.plans else stage1
+        return table[call.rollout_id]
+
+    return answers
+
+
+def make(stage1, stage2=None, large_answer="7", **kwargs):
+    small = math_model("scripted/small", small_answers(stage1, stage2))
+    large = math_model("scripted/large", lambda call: large_answer, guideline="Count all apples together.")
+    return Cascade(small=small.lm, large=large.lm, task=Math(), **kwargs), small, large
+
+
+def test_stage1_exit_when_small_model_agrees():
+    cascade, small, large = make(["7"] * 8)
+    pred = cascade(question=Q)
+    assert (pred.answer, pred.stage, pred.accepted) == ("7", 1, True)
+    assert pred.confidence >= 0.75
+    assert large.calls == []  # the paid model was never called
+    assert pred.plans["goal"].startswith("Find the number.")
+
+
+def test_stage2_exit_uses_guideline_and_small_executor():
+    cascade, small, large = make(list("12345678"), ["7", "7", "7", "7", "9", "9", "1", "2"])
+    pred = cascade(question=Q)
+    assert (pred.answer, pred.stage) == ("7", 2)
+    assert [c.role for c in large.calls] == ["guideline"]
+    assert pred.plans == {"goal": pred.plans["goal"], "guideline": "Count all apples together."}
+
+
+def test_stage3_exit_when_nobody_agrees():
+    cascade, small, large = make(list("12345678"), list("12345678"), large_answer="7")
+    pred = cascade(question=Q)
+    assert (pred.answer, pred.stage, pred.confidence) == ("7", 3, None)
+    assert [c.role for c in large.calls] == ["guideline", "execute"]
+    assert large.by_role("execute")[0].temperature == 0.0  # greedy
+
+
+def test_six_of_eight_passes_tau_075_and_five_does_not():
+    six = ["7"] * 6 + ["1", "2"]
+    pred = make(six)[0](question=Q)
+    assert (pred.stage, pred.confidence) == (1, 0.75)
+    five = ["7"] * 5 + ["1", "2", "3"]
+    cascade, _, _ = make(five, list("12345678"))
+    assert cascade(question=Q).stage == 3
+
+
+def test_equivalent_answers_vote_together():
+    cascade, _, _ = make(["0.5", "1/2", "\\frac{1}{2}", "0.50", "1/2", "0.5", "3", "4"])
+    pred = cascade(question=Q)
+    assert pred.stage == 1 and pred.confidence == 0.75
+
+
+def test_tie_goes_to_the_answer_voted_first():
+    ballot = Vote().ballot(4, 0.5, lambda a, b: a == b, early_stop=False)
+    ballot.add([Candidate(0, answer="B"), Candidate(1, answer="A"), Candidate(2, answer="A"), Candidate(3, answer="B")])
+    d = ballot.decision()
+    assert (d.answer, d.confidence, d.accepted) == ("B", 0.5, True)
+    assert [c.index for c in d.supporters] == [0, 3]
+
+
+def test_unparseable_samples_abstain_but_count_in_n():
+    # 5 agree, 3 produce nothing readable: 5/8 < 0.75 although every readable answer agrees
+    cascade, small, _ = make(["7"] * 5 + [""] * 3, ["7"] * 8)
+    pred = cascade(question=Q)
+    stage1 = pred.trace[0]
+    assert stage1["confidence"] == 5 / 8 and not stage1["accepted"]
+    assert sum(c["answer"] is None for c in stage1["candidates"]) == 3
+    assert pred.stage == 2
+
+
+def test_a_failing_small_call_abstains_instead_of_crashing():
+    def answers(call):
+        return RuntimeError("connection reset") if call.rollout_id in (0, 1) else "7"
+
+    small = math_model("scripted/small", answers)
+    large = math_model("scripted/large", lambda call: "7")
+    pred = Cascade(small=small.lm, large=large.lm)(question=Q)
+    errors = [c["error"] for c in pred.trace[0]["candidates"] if c["error"]]
+    assert len(errors) == 2 and "connection reset" in errors[0]
+    assert pred.trace[0]["confidence"] == 6 / 8 and pred.stage == 1
+
+
+def test_early_decision_draws_fewer_samples_and_decides_the_same():
+    unanimous = ["7"] * 8
+    early, small_early, _ = make(unanimous)
+    full, small_full, _ = make(unanimous, early_stop=False)
+    a, b = early(question=Q), full(question=Q)
+    assert (a.answer, a.stage, a.accepted) == (b.answer, b.stage, b.accepted)
+    assert len(small_early.by_role("execute")) == 6 < len(small_full.by_role("execute")) == 8
+    # rejection is decided early too: four different answers out of eight cannot reach 6 votes
+    scattered = list("1234") + ["5"] * 4
+    early, small_early, _ = make(scattered, ["7"] * 8)
+    full, small_full, _ = make(scattered, ["7"] * 8, early_stop=False)
+    a, b = early(question=Q), full(question=Q)
+    assert (a.answer, a.stage) == (b.answer, b.stage) == ("7", 2)
+    stage1_calls = [c for c in small_early.by_role("execute") if "Guideline" not in c.plans]
+    assert len(stage1_calls) == 4 and a.trace[0]["drawn"] == 4
+
+
+def test_lms_and_plans_per_role():
+    cascade, small, large = make(list("12345678"), list("12345678"), early_stop=False)
+    pred = cascade(question=Q)
+    assert {c.role for c in small.calls} == {"goal", "execute"}
+    assert {c.role for c in large.calls} == {"guideline", "execute"}
+    stage1 = [c for c in small.by_role("execute") if "Guideline" not in c.plans]
+    stage2 = [c for c in small.by_role("execute") if "Guideline" in c.plans]
+    assert len(stage1) == len(stage2) == 8
+    assert all(c.plans.startswith("Goal:") and "Count all apples" not in c.plans for c in stage1)  # no g_L in stage 1
+    g_s = pred.plans["goal"]
+    assert all(f"Goal: {g_s}" in c.plans and "Guideline: Count all apples together." in c.plans for c in stage2)
+    (large_exec,) = large.by_role("execute")
+    assert "Goal:" not in large_exec.plans and "Guideline: Count all apples together." in large_exec.plans  # no g_S
+    assert all(Q in c.question for c in small.calls + large.calls)
+
+
+def test_g_s_is_a_goal_behind_the_majority_answer():
+    cascade, small, _ = make(["1", "7", "7", "7", "7", "2", "3", "4"], ["7"] * 8)
+    pred = cascade(question=Q)
+    assert pred.stage == 2 and pred.plans["goal"].endswith("#1")  # sample 1 is the first behind "7"
+
+
+def test_temperatures_and_rollout_ids():
+    cascade, small, large = make(list("12345678"), list("12345678"), early_stop=False)
+    cascade(question=Q)
+    goals = small.by_role("goal")
+    assert {c.temperature for c in goals} == {0.8} and sorted(c.rollout_id for c in goals) == list(range(8))
+    stage1 = [c for c in small.by_role("execute") if "Guideline" not in c.plans]
+    stage2 = [c for c in small.by_role("execute") if "Guideline" in c.plans]
+    assert {c.temperature for c in stage1} == {0.4} and sorted(c.rollout_id for c in stage1) == list(range(8))
+    assert {c.temperature for c in stage2} == {0.8} and sorted(c.rollout_id for c in stage2) == list(range(8))
+    assert large.by_role("guideline")[0].temperature == 0.8
+    assert large.by_role("execute")[0].rollout_id is None
+
+
+def test_rollout_ids_bust_the_cache_but_a_rerun_is_cached(tmp_path):
+    import itertools
+
+    counter = itertools.count()
+    small = math_model("scripted/small-cached", lambda call: str(next(counter)), cache=True)
+    large = math_model("scripted/large-cached", lambda call: "7", cache=True)
+    cascade = Cascade(small=small.lm, large=large.lm, stages=(1,), n=4, early_stop=False)
+    first = cascade(question="What is 40 + 2?")
+    answers = [c["answer"] for c in first.trace[0]["candidates"]]
+    assert len(set(answers)) == 4  # four distinct samples, not one cached sample four times
+    calls = len(small.calls)
+    again = cascade(question="What is 40 + 2?")
+    assert len(small.calls) == calls  # identical rerun: every call served from the cache
+    assert [c["answer"] for c in again.trace[0]["candidates"]] == answers
+
+
+def test_stage_subsets_thresholds_and_sample_counts():
+    # stop after stage 2: its majority answer is final even below tau2
+    cascade, _, large = make(list("12345678"), ["9", "9", "1", "2", "3", "4", "5", "6"], stages=(1, 2))
+    pred = cascade(question=Q)
+    assert (pred.stage, pred.answer, pred.accepted) == (2, "9", False)
+    assert [c.role for c in large.calls] == ["guideline"]
+    # skip stage 1: no goals written
+    cascade, small, _ = make(["7"] * 8, ["7"] * 8, stages=(2, 3))
+    pred = cascade(question=Q)
+    assert pred.stage == 2 and small.by_role("goal") == [] and "goal" not in pred.plans
+    # tau1 = 0 always accepts; tau1 = 1 always escalates, even when unanimous
+    assert make(list("12345678"), tau1=0.0)[0](question=Q).stage == 1
+    assert make(["7"] * 8, ["7"] * 8, tau1=1.0)[0](question=Q).stage == 2
+    # any n
+    cascade, small, _ = make(["7"] * 3, n=3)
+    assert cascade(question=Q).stage == 1 and len(small.by_role("goal")) == 3
+
+
+def test_async_acall_matches_sync():
+    cascade, small, large = make(list("12345678"), ["7"] * 4 + list("1234"))
+    pred = asyncio.run(cascade.acall(question=Q))
+    sync_cascade, sync_small, _ = make(list("12345678"), ["7"] * 4 + list("1234"))
+    expected = sync_cascade(question=Q)
+    assert (pred.answer, pred.stage, pred.confidence) == (expected.answer, expected.stage, expected.confidence) == ("7", 2, 0.5)
+    assert len(small.calls) == len(sync_small.calls) and [c.role for c in large.calls] == ["guideline"]
+
+
+def test_composes_inside_a_module_evaluate_and_parallel():
+    cascade, _, _ = make(["7"] * 8)
+
+    class Program(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.solve = cascade
+
+        def forward(self, question):
+            return dspy.Prediction(answer=self.solve(question=question).answer)
+
+    program = Program()
+    assert program(question=Q).answer == "7"
+    assert {name for name, _ in program.named_predictors()} >= {"solve.goal_planner", "solve.large_executor"}
+
+    devset = [dspy.Example(question=Q, answer="7").with_inputs("question") for _ in range(3)]
+    result = dspy.Evaluate(devset=devset, metric=lambda ex, pred, trace=None: ex.answer == pred.answer,
+                           num_threads=2, display_progress=False)(program)
+    assert result.score == 100.0
+
+    outputs = dspy.Parallel(num_threads=3)([(cascade, ex) for ex in devset])
+    assert [o.answer for o in outputs] == ["7", "7", "7"]
+
+
+def test_save_load_keeps_policy_and_pinned_lms(tmp_path):
+    small, large = dspy.LM("ollama_chat/qwen2.5:1.5b"), dspy.LM("openai/gpt-4o-mini")
+    cascade = Cascade(small=small, large=large, n=5, tau1=0.6, tau2=0.4, stages=(1, 3))
+    path = tmp_path / "cascade.json"
+    cascade.save(str(path))
+    loaded = Cascade(task=Math())
+    loaded.load(str(path))
+    assert (loaded.n, loaded.tau1, loaded.tau2, loaded.stages) == (5, 0.6, 0.4, (1, 3))
+    assert loaded.goal_planner.lm.model == "ollama_chat/qwen2.5:1.5b"
+    assert loaded.small_executor.lm.model == "ollama_chat/qwen2.5:1.5b"
+    assert loaded.guideline_planner.lm.model == "openai/gpt-4o-mini"
+    assert loaded.large_executor.lm.model == "openai/gpt-4o-mini"
+
+
+def test_policy_survives_save_when_nested(tmp_path):
+    class Outer(dspy.Module):
+        def __init__(self, **kw):
+            super().__init__()
+            self.inner = Cascade(**kw)
+
+    Outer(n=3, tau1=0.9).save(str(tmp_path / "outer.json"))
+    loaded = Outer()
+    loaded.load(str(tmp_path / "outer.json"))
+    assert (loaded.inner.n, loaded.inner.tau1) == (3, 0.9)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"n": 0}, "n must be an integer >= 1"),
+        ({"n": 2.5}, "n must be an integer"),
+        ({"tau1": 1.2}, "tau1 must be a number in [0, 1]"),
+        ({"tau2": -0.1}, "tau2 must be a number in [0, 1]"),
+        ({"stages": (0, 2)}, "stages must be a non-empty subset"),
+        ({"stages": ()}, "stages must be a non-empty subset"),
+        ({"small": "qwen"}, "small must be a dspy.LM"),
+        ({"task": "math"}, "task must be a cope_dspy Task"),
+        ({"max_concurrency": 0}, "max_concurrency"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs, words):
+    with pytest.raises(ValueError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        Cascade(**kwargs)
+
+
+def test_bad_call_inputs_raise_before_any_lm_call():
+    cascade, small, large = make(["7"] * 8)
+    with pytest.raises(ValueError, match="missing input field 'question'"):
+        cascade(problem=Q)
+    with pytest.raises(ValueError, match="'question' must be a non-empty string"):
+        cascade(question="   ")
+    with pytest.raises(ValueError, match="tau1"):
+        cascade.tau1 = 2
+    assert small.calls == [] and large.calls == []
+
+
+def test_missing_models_are_named():
+    with pytest.raises(ValueError, match="no small model"):
+        Cascade()(question=Q)
+
+
+def test_exact_match_task_with_choices():
+    def answers(call):
+        return ["Positive", "positive.", "POSITIVE", "negative", "maybe", "positive", "Positive", "positive"][call.rollout_id]
+
+    small = math_model("scripted/small", answers)
+    large = math_model("scripted/large", lambda call: "negative")
+    cascade = Cascade(small=small.lm, large=large.lm, task=ExactMatch(choices=["positive", "negative"]))
+    pred = cascade(question="Review: great film!")
+    assert pred.stage == 1 and pred.answer.lower().startswith("positive") and pred.confidence == 6 / 8
+    assert sum(c["answer"] is None for c in pred.trace[0]["candidates"]) == 1  # "maybe" abstains
