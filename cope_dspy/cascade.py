@@ -177,11 +177,12 @@ class Cascade(dspy.Module):
                     if not full or p.stages[-1] == 1:
                         return result
             if 2 in p.stages or 3 in p.stages:
-                (guideline,) = yield [self._guideline_job(question, stage=2 if 2 in p.stages else 3)]
+                ((guideline, guideline_usage),) = yield [self._guideline_job(question, stage=2 if 2 in p.stages else 3)]
+                trace.append({"kind": "guideline", "stage": 2 if 2 in p.stages else 3, "guideline": guideline,
+                              "usage": guideline_usage})
             if 2 in p.stages:
-                plans = format_plans(goal, guideline)
-                d = yield from self._vote(2, p.tau2, inputs, full, lambda i: self._stage2_job(question, plans, i))
-                trace.append(_stage_record(2, p.tau2, d, guideline))
+                d = yield from self._vote(2, p.tau2, inputs, full, lambda i: self._stage2_job(question, goal, guideline, i))
+                trace.append(_stage_record(2, p.tau2, d))
                 if result is None:
                     last = d
                     if d.accepted or p.stages[-1] == 2:
@@ -189,7 +190,8 @@ class Cascade(dspy.Module):
                 if result is not None and (not full or p.stages[-1] == 2):
                     return result
             (final,) = yield [self._stage3_job(question, guideline)]
-            trace.append({"stage": 3, "accepted": True, "answer": final.answer, "candidates": [final.to_dict()]})
+            trace.append({"kind": "final", "stage": 3, "accepted": True, "answer": final.answer,
+                          "candidates": [final.to_dict()]})
             return result or dspy.Prediction(
                 answer=final.answer, solution=final.solution, stage=3, confidence=None, accepted=True,
                 plans=_plans(goal, guideline), trace=trace, budget_limited=False,
@@ -197,7 +199,7 @@ class Cascade(dspy.Module):
         except BudgetExceeded:
             if self.budget is None or self.budget.on_exceed != "fallback" or last is None:
                 raise
-            fallback = _prediction(last, trace[-1]["stage"], trace, goal, guideline)
+            fallback = _prediction(last, [t for t in trace if t["kind"] == "vote"][-1]["stage"], trace, goal, guideline)
             fallback.budget_limited = True
             return fallback
 
@@ -237,12 +239,14 @@ class Cascade(dspy.Module):
 
         return self._sample(i, run, arun)
 
-    def _stage2_job(self, question: str, plans: str, i: int) -> Job:
+    def _stage2_job(self, question: str, goal: str | None, guideline: str, i: int) -> Job:
         args = (self.small_executor, 2, "small_executor", self.policy.temperatures.stage2_executor, i)
+        plans = format_plans(goal, guideline)
         return self._sample(
             i,
-            lambda: self._candidate(i, self._call(*args, question=question, plans=plans)),
-            lambda: _then(self._acall(*args, question=question, plans=plans), lambda out: self._candidate(i, out)),
+            lambda: self._candidate(i, self._call(*args, question=question, plans=plans), goal, guideline),
+            lambda: _then(self._acall(*args, question=question, plans=plans),
+                          lambda out: self._candidate(i, out, goal, guideline)),
         )
 
     def _guideline_job(self, question: str, stage: int) -> Job:
@@ -315,22 +319,31 @@ class Cascade(dspy.Module):
 
     def _run_wave(self, jobs: list[Job]) -> list[Any]:
         if len(jobs) == 1:
-            return [jobs[0].run()]
+            return [self._metered(jobs[0].run)]
         workers = min(len(jobs), self.max_concurrency or len(jobs))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cope") as pool:
-            futures = [pool.submit(contextvars.copy_context().run, job.run) for job in jobs]
+            futures = [pool.submit(contextvars.copy_context().run, self._metered, job.run) for job in jobs]
             return [f.result() for f in futures]
 
     async def _arun_wave(self, jobs: list[Job]) -> list[Any]:
-        if self.max_concurrency is None:
-            return list(await asyncio.gather(*(job.arun() for job in jobs)))
-        gate = asyncio.Semaphore(self.max_concurrency)
+        gate = asyncio.Semaphore(self.max_concurrency or len(jobs))
 
-        async def gated(job):
+        async def run(job):
             async with gate:
-                return await job.arun()
+                return await self._ametered(job.arun)
 
-        return list(await asyncio.gather(*(gated(job) for job in jobs)))
+        return list(await asyncio.gather(*(run(job) for job in jobs)))
+
+    def _metered(self, run):
+        """Run one job under its own tracker: each sample's and plan's cost goes into the trace."""
+        tracker = CostTracker(prices=self.prices)
+        with dspy.context(callbacks=[*dspy.settings.callbacks, tracker]):
+            return _with_usage(run(), tracker)
+
+    async def _ametered(self, arun):
+        tracker = CostTracker(prices=self.prices)
+        with dspy.context(callbacks=[*dspy.settings.callbacks, tracker]):
+            return _with_usage(await arun(), tracker)
 
 
 # -------------------------------------------------------------------- helpers
@@ -364,6 +377,13 @@ def _large_errors(role: str):
             "answer rather than an unchecked one; retries for transient errors are set on the LM "
             "(dspy.LM(..., num_retries=...))."
         ) from exc
+
+
+def _with_usage(result, tracker: CostTracker):
+    if isinstance(result, Candidate):
+        result.usage = tracker.usage().to_dict()
+        return result
+    return result, tracker.usage().to_dict()  # a plan: (text, usage)
 
 
 async def _then(awaitable, fn):
@@ -410,14 +430,11 @@ def _goal_behind(d: Decision) -> str | None:
     return chosen.plans.get("goal") if chosen else None
 
 
-def _stage_record(stage: int, tau: float, d: Decision, guideline: str | None = None) -> dict[str, Any]:
-    record = {
-        "stage": stage, "tau": tau, "drawn": d.drawn, "accepted": d.accepted, "confidence": d.confidence,
+def _stage_record(stage: int, tau: float, d: Decision) -> dict[str, Any]:
+    return {
+        "kind": "vote", "stage": stage, "tau": tau, "drawn": d.drawn, "accepted": d.accepted, "confidence": d.confidence,
         "answer": d.answer, "candidates": [c.to_dict() for c in d.candidates],
     }
-    if guideline is not None:
-        record["guideline"] = guideline
-    return record
 
 
 def _prediction(d: Decision, stage: int, trace, goal=None, guideline=None) -> dspy.Prediction:

@@ -23,6 +23,7 @@ class Candidate:
     error: str | None = None
     score: float | None = None  # consensus-specific: tests passed (code), mean log-likelihood (text)
     extra: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] | None = None  # what this sample's LM calls cost (tokens, USD)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +33,7 @@ class Candidate:
             "plans": dict(self.plans),
             "error": self.error,
             "score": self.score,
+            "usage": self.usage,
             **({"extra": self.extra} if self.extra else {}),
         }
 
