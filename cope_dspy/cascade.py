@@ -89,6 +89,7 @@ class Cascade(dspy.Module):
         if budget is not None and not isinstance(budget, Budget):
             raise CopeInputError(f"budget must be a cope_dspy.Budget, got {budget!r}")
         self.task = task or Math()
+        self.task.check_lms(small, large)
         self.policy = Policy(n=n, tau1=tau1, tau2=tau2, stages=stages, temperatures=temperatures or Temperatures())
         self.goal_planner = dspy.Predict(self.task.signature("goal_planner"))
         self.guideline_planner = dspy.Predict(self.task.signature("guideline_planner"))
@@ -290,29 +291,34 @@ class Cascade(dspy.Module):
 
     # ---------------------------------------------------------------- one LM call
 
-    def _config(self, predictor, role: str, temperature: float, rollout: int | None, kwargs) -> dict[str, Any]:
-        if self.budget is not None and role in _LARGE_ROLES:
-            lm = predictor.lm or dspy.settings.lm
-            messages = self.adapter.format(predictor.signature, predictor.demos, kwargs)
-            self.budget.check(lm.model, messages, lm.kwargs.get("max_tokens"), api_base=lm.kwargs.get("api_base"))
-        config: dict[str, Any] = {"temperature": temperature}
+    def _config(self, role: str, temperature: float, rollout: int | None) -> dict[str, Any]:
+        config: dict[str, Any] = {**self.task.lm_config(role), "temperature": temperature}
         if rollout is not None and temperature > 0:
             config["rollout_id"] = rollout  # a distinct cache entry per sample; a rerun still hits the cache
         return config
 
+    def _budget_guard(self, predictor, role: str, kwargs):
+        """Hold the estimated cost of a paid call against the budget while it runs (refused if it would
+        cross the cap), so concurrent calls cannot overshoot it together."""
+        if self.budget is None or role not in _LARGE_ROLES:
+            return contextlib.nullcontext()
+        lm = predictor.lm or dspy.settings.lm
+        messages = self.adapter.format(predictor.signature, predictor.demos, kwargs)
+        return self.budget.reserve(lm.model, messages, lm.kwargs.get("max_tokens"), api_base=lm.kwargs.get("api_base"))
+
     def _call(self, predictor, stage: int, role: str, temperature: float, rollout: int | None, **kwargs):
-        with tag(stage=stage, role=role), _large_errors(role):
-            return predictor(**kwargs, config=self._config(predictor, role, temperature, rollout, kwargs))
+        with tag(stage=stage, role=role), _large_errors(role), self._budget_guard(predictor, role, kwargs):
+            return predictor(**kwargs, config=self._config(role, temperature, rollout))
 
     async def _acall(self, predictor, stage: int, role: str, temperature: float, rollout: int | None, **kwargs):
-        with tag(stage=stage, role=role), _large_errors(role):
-            return await predictor.acall(**kwargs, config=self._config(predictor, role, temperature, rollout, kwargs))
+        with tag(stage=stage, role=role), _large_errors(role), self._budget_guard(predictor, role, kwargs):
+            return await predictor.acall(**kwargs, config=self._config(role, temperature, rollout))
 
     def _candidate(self, i: int, out, goal: str | None = None, guideline: str | None = None) -> Candidate:
         solution, answer = getattr(out, "solution", "") or "", getattr(out, "answer", "") or ""
         return Candidate(
             index=i, solution=solution, answer=self.task.parse(solution, answer), plans=_plans(goal, guideline),
-            extra={"raw_answer": answer} if answer else {},
+            score=self.task.score(out), extra={"raw_answer": answer} if answer else {},
         )
 
     # ---------------------------------------------------------------- running a wave

@@ -49,6 +49,17 @@ class Task:
     def consensus(self) -> Consensus:
         return Vote()
 
+    def lm_config(self, role: str) -> dict[str, Any]:
+        """Extra per-call LM settings for a role (e.g. logprobs for a perplexity judge)."""
+        return {}
+
+    def score(self, prediction: dspy.Prediction) -> float | None:
+        """A number the consensus reads from an executor's raw prediction (e.g. mean log-likelihood)."""
+        return None
+
+    def check_lms(self, small: dspy.BaseLM | None, large: dspy.BaseLM | None) -> None:
+        """Fail at construction when the models cannot serve this task (e.g. no logprobs)."""
+
     def check_inputs(self, inputs: dict[str, Any]) -> None:
         """Raise CopeInputError naming the field when a call is missing what this task needs."""
         for name in (self.input_field, *self.context_fields):

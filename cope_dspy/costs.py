@@ -1,0 +1,905 @@
+"""What every LM call costs: `Prices` (data), `CostTracker` (a DSPy callback), `Budget` (a hard cap).
+
+Tokens come from the provider's reported usage; where it reports none they are counted with tiktoken
+(offline) and the call is marked `estimated`. Dollars come from `Prices`, never from DSPy's own figure,
+so user prices apply. A local model costs 0; a paid model with no known price is never a silent 0.
+"""
+
+import contextvars
+import importlib.util
+import json
+import math
+import os
+import re
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from dspy.utils.callback import BaseCallback
+
+from cope_dspy.errors import BudgetExceeded, CopeInputError
+
+ROLES = ("goal_planner", "guideline_planner", "small_executor", "large_executor", "judge", "other")
+LOCAL_PREFIXES = ("ollama/", "ollama_chat/", "local/")
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+# Completion tokens assumed by `Budget` when a call sets no max_tokens (the provider's limit is unknown).
+DEFAULT_COMPLETION_ESTIMATE = 1024
+# Float sums of per-call dollars may differ from the cap in the last bits; a billionth of a dollar is noise.
+_USD_EPSILON = 1e-9
+
+
+# ---------------------------------------------------------------------------------------------- usage
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Counts that add with `+` (and `sum()`): calls, billed tokens, dollars."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float = 0.0
+    cached_calls: int = 0
+    estimated_calls: int = 0
+    unpriced_calls: int = 0
+    failed_calls: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+    def __radd__(self, other: Any) -> "Usage":
+        if other == 0:  # sum() starts from 0
+            return self
+        return self.__add__(other)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "total_tokens": self.total_tokens}
+
+    @classmethod
+    def from_records(cls, records: Iterable["CallRecord"]) -> "Usage":
+        return sum((r.usage() for r in records), cls())
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One LM call as billed: no prompt text, no keys, no headers."""
+
+    time: float
+    model: str
+    stage: int | None
+    role: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float = 0.0
+    cached: bool = False
+    estimated: bool = False
+    priced: bool = True
+    error: str | None = None
+
+    def usage(self) -> Usage:
+        return Usage(
+            calls=1,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            usd=self.usd,
+            cached_calls=int(self.cached),
+            estimated_calls=int(self.estimated),
+            unpriced_calls=int(not self.priced),
+            failed_calls=int(self.error is not None),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def group_usage(records: Iterable[CallRecord], key: str) -> dict[Any, Usage]:
+    """Usage per value of a record attribute ("model", "stage", "role"), in first-seen order."""
+    groups: dict[Any, Usage] = {}
+    for r in records:
+        k = getattr(r, key)
+        groups[k] = groups.get(k, Usage()) + r.usage()
+    return groups
+
+
+# ------------------------------------------------------------------------------------------------ tags
+
+
+@dataclass(frozen=True)
+class Tag:
+    """Which cascade stage and role an LM call belongs to."""
+
+    stage: int | None = None
+    role: str | None = None
+
+
+current_tag: contextvars.ContextVar[Tag | None] = contextvars.ContextVar("cope_dspy_tag", default=None)
+
+
+@contextmanager
+def tag(stage: int | None = None, role: str | None = None):
+    """Attribute the LM calls made inside the block to `stage` and `role`.
+
+    Fields left as None are inherited from an enclosing `tag`. The tag is a contextvar: asyncio tasks
+    and `contextvars.copy_context().run` see it; a plain new thread does not (set it inside the thread).
+    """
+    if stage is not None and (isinstance(stage, bool) or not isinstance(stage, int)):
+        raise CopeInputError(f"tag(stage=...) must be an int or None, got {stage!r}")
+    if role is not None and not isinstance(role, str):
+        raise CopeInputError(f"tag(role=...) must be a string such as {ROLES[0]!r}, got {role!r}")
+    outer = current_tag.get() or Tag()
+    token = current_tag.set(
+        Tag(stage if stage is not None else outer.stage, role if role is not None else outer.role)
+    )
+    try:
+        yield
+    finally:
+        current_tag.reset(token)
+
+
+# ---------------------------------------------------------------------------------------------- prices
+
+
+class UnknownPriceWarning(UserWarning):
+    """A paid model has no known price: its calls count 0 USD and are marked priced=False."""
+
+
+_warned_models: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def is_local(model: str, api_base: str | None = None) -> bool:
+    """True for models served on this machine: `ollama/`, `ollama_chat/`, `local/`, or a loopback api_base."""
+    if str(model).startswith(LOCAL_PREFIXES):
+        return True
+    if api_base:
+        host = urlparse(api_base if "://" in api_base else f"http://{api_base}").hostname or ""
+        return host in LOCAL_HOSTS or host.startswith("127.")
+    return False
+
+
+def _check_price(value: Any, model: str, field: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise CopeInputError(
+            f"{where}price of {model!r}: {field} must be a number of USD per million tokens, got {value!r}"
+        )
+    if value < 0:
+        raise CopeInputError(
+            f"{where}price of {model!r}: {field} must be >= 0 USD per million tokens, got {value}"
+        )
+    return float(value)
+
+
+def _parse_rate(model: Any, value: Any, where: str = "") -> tuple[float, float]:
+    if not isinstance(model, str) or not model:
+        raise CopeInputError(
+            f"{where}price keys must be model names such as 'openai/gpt-4o-mini', got {model!r}"
+        )
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"input", "output"})
+        if unknown:
+            raise CopeInputError(
+                f"{where}price of {model!r}: unknown key(s) {unknown}; use 'input' and 'output' "
+                "(USD per million tokens)"
+            )
+        missing = sorted({"input", "output"} - set(value))
+        if missing:
+            raise CopeInputError(
+                f"{where}price of {model!r}: missing {missing}; give both 'input' and 'output' "
+                "(USD per million tokens)"
+            )
+        pair = (value["input"], value["output"])
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        pair = tuple(value)
+    else:
+        raise CopeInputError(
+            f"{where}price of {model!r} must be (input, output) or {{'input': .., 'output': ..}} "
+            f"in USD per million tokens, got {value!r}"
+        )
+    return (_check_price(pair[0], model, "input", where), _check_price(pair[1], model, "output", where))
+
+
+def _litellm_rate(name: str) -> tuple[float, float] | None:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # the bundled map: no network
+    import litellm
+
+    entry = litellm.model_cost.get(name)
+    if not isinstance(entry, Mapping):
+        return None
+    inp, out = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+    if not isinstance(inp, (int, float)) or not isinstance(out, (int, float)):
+        return None
+    return (round(inp * 1e6, 10), round(out * 1e6, 10))
+
+
+def _names(model: str) -> list[str]:
+    """The model name as given, then without its provider prefix ('openai/gpt-4o-mini' -> 'gpt-4o-mini')."""
+    names = [model]
+    if "/" in model:
+        names.append(model.split("/", 1)[1])
+    return names
+
+
+class Prices:
+    """USD per million input / output tokens, per model name.
+
+    Defaults come from litellm's bundled price map (read offline); `overrides` win. Local models cost 0
+    unless overridden.
+
+        prices = Prices({"openai/gpt-4o-mini": (0.15, 0.60), "my/model": {"input": 1.0, "output": 2.0}})
+        prices.cost("openai/gpt-4o-mini", prompt_tokens=1000, completion_tokens=200)   # 0.00027
+    """
+
+    def __init__(self, overrides: Mapping[str, Any] | None = None):
+        if overrides is not None and not isinstance(overrides, Mapping):
+            raise CopeInputError(
+                f"Prices(overrides=...) must be a mapping of model name to price, got {overrides!r}"
+            )
+        self.overrides: dict[str, tuple[float, float]] = {
+            m: _parse_rate(m, v) for m, v in (overrides or {}).items()
+        }
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> "Prices":
+        """Read overrides from a TOML or JSON file of the same shape as `overrides`.
+
+        TOML:  ["openai/gpt-4o-mini"]        JSON: {"openai/gpt-4o-mini": {"input": 0.15, "output": 0.6}}
+               input = 0.15
+               output = 0.6
+        """
+        path = Path(path)
+        where = f"{path}: "
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CopeInputError(f"cannot read the prices file {path}: {exc.strerror or exc}") from exc
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".toml":
+                import tomllib
+
+                data = tomllib.loads(text)
+            elif suffix == ".json":
+                data = json.loads(text)
+            else:
+                raise CopeInputError(f"prices file {path} must end in .toml or .json")
+        except (ValueError, UnicodeDecodeError) as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+            if isinstance(exc, CopeInputError):
+                raise
+            raise CopeInputError(f"{where}not valid {suffix[1:].upper()}: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise CopeInputError(f"{where}expected a table of model name -> price, got {type(data).__name__}")
+        prices = cls()
+        prices.overrides = {m: _parse_rate(m, v, where) for m, v in data.items()}
+        return prices
+
+    def rate(self, model: str, api_base: str | None = None) -> tuple[float, float] | None:
+        """(input, output) USD per million tokens, or None when the price is unknown."""
+        names = _names(str(model))
+        for name in names:
+            if name in self.overrides:
+                return self.overrides[name]
+        if is_local(model, api_base):
+            return (0.0, 0.0)
+        for name in names:
+            if (found := _litellm_rate(name)) is not None:
+                return found
+        return None
+
+    def cost(
+        self, model: str, prompt_tokens: int, completion_tokens: int, api_base: str | None = None
+    ) -> float:
+        """Dollars for these tokens. An unknown paid model warns once (UnknownPriceWarning) and counts 0."""
+        if prompt_tokens == 0 and completion_tokens == 0:
+            return 0.0
+        rate = self.rate(model, api_base)
+        if rate is None:
+            _warn_unknown(str(model))
+            return 0.0
+        return (prompt_tokens * rate[0] + completion_tokens * rate[1]) / 1e6
+
+    def __repr__(self) -> str:
+        return f"Prices(overrides={self.overrides!r})"
+
+
+def _warn_unknown(model: str) -> None:
+    with _warned_lock:
+        if model in _warned_models:
+            return
+        _warned_models.add(model)
+    warnings.warn(
+        f"No price is known for model {model!r}: its calls are recorded with priced=False and count $0 in "
+        f"totals. Add its price (USD per million tokens) in code: Prices({{{model!r}: (input, output)}}), or in "
+        f'a file loaded with Prices.from_file("prices.toml") containing: ["{model}"] input = ... output = ...',
+        UnknownPriceWarning,
+        stacklevel=3,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- tokens
+
+_encodings: dict[str, Any] = {}
+_encodings_lock = threading.Lock()
+
+
+def _encoding(model: str | None):
+    """tiktoken encoding for `model`: its own where tiktoken knows it, else o200k_base. Never downloads."""
+    if "TIKTOKEN_CACHE_DIR" not in os.environ:
+        spec = importlib.util.find_spec("litellm")
+        if spec and spec.submodule_search_locations:
+            bundled = Path(spec.submodule_search_locations[0]) / "litellm_core_utils" / "tokenizers"
+            os.environ["TIKTOKEN_CACHE_DIR"] = str(bundled)  # litellm ships cl100k_base and o200k_base
+    import tiktoken
+
+    name = "o200k_base"
+    for candidate in _names(model) if model else []:
+        try:
+            # Only the two encodings litellm bundles: older ones map to cl100k_base, the closest.
+            name = (
+                "o200k_base" if tiktoken.encoding_name_for_model(candidate) == "o200k_base" else "cl100k_base"
+            )
+            break
+        except KeyError:
+            continue
+    with _encodings_lock:
+        if name not in _encodings:
+            _encodings[name] = tiktoken.get_encoding(name)
+        return _encodings[name]
+
+
+def count_tokens(text: str, model: str | None = None) -> int:
+    """Tokens in `text` with tiktoken (offline), using the model's encoding where known."""
+    if not text:
+        return 0
+    return len(_encoding(model).encode(str(text), disallowed_special=()))
+
+
+# OpenAI's accounting for chat messages: a few tokens of framing per message and for the reply.
+_TOKENS_PER_MESSAGE = 3
+_TOKENS_FOR_REPLY = 3
+_TOKENS_PER_IMAGE = 85
+
+
+def _content_tokens(content: Any, model: str | None) -> int:
+    if content is None:
+        return 0
+    if isinstance(content, str):
+        return count_tokens(content, model)
+    if isinstance(content, list):
+        total = 0
+        for part in content:
+            if isinstance(part, str):
+                total += count_tokens(part, model)
+            elif isinstance(part, Mapping):
+                if part.get("type") in ("image_url", "image", "input_image"):
+                    total += _TOKENS_PER_IMAGE
+                else:
+                    total += count_tokens(str(part.get("text") or ""), model)
+        return total
+    return count_tokens(str(content), model)
+
+
+def estimate_prompt_tokens(messages: Any, model: str | None = None) -> int:
+    """Prompt tokens of chat `messages` (list of {"role", "content"}) or of a plain prompt string."""
+    if messages is None:
+        return 0
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    total = _TOKENS_FOR_REPLY
+    for message in messages:
+        if not isinstance(message, Mapping):
+            total += _TOKENS_PER_MESSAGE + count_tokens(str(message), model)
+            continue
+        total += _TOKENS_PER_MESSAGE + count_tokens(str(message.get("role") or ""), model)
+        total += _content_tokens(message.get("content"), model)
+        if message.get("name"):
+            total += 1 + count_tokens(str(message["name"]), model)
+        if message.get("tool_calls"):
+            total += count_tokens(json.dumps(message["tool_calls"], default=str), model)
+    return total
+
+
+def _estimate_completion_tokens(outputs: Any, model: str | None) -> int:
+    total = 0
+    for out in outputs if isinstance(outputs, list) else []:
+        if isinstance(out, str):
+            total += count_tokens(out, model)
+        elif isinstance(out, Mapping):
+            total += count_tokens(str(out.get("text") or ""), model)
+            total += count_tokens(str(out.get("reasoning_content") or ""), model)
+            if out.get("tool_calls"):
+                total += count_tokens(json.dumps(out["tool_calls"], default=str), model)
+    return total
+
+
+# ------------------------------------------------------------------------------- reading DSPy history
+
+
+def _find_entry(instance: Any, outputs: Any) -> dict | None:
+    """The history entry DSPy wrote for this call: it is written before on_lm_end fires, and holds
+    the very `outputs` object the call returned (or, for an explicit Request, the Response)."""
+    if outputs is None:
+        return None
+    for entry in reversed(list(getattr(instance, "history", None) or [])):  # a snapshot: others append
+        if isinstance(entry, dict) and (entry.get("outputs") is outputs or entry.get("response") is outputs):
+            return entry
+    return None
+
+
+def _as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _reported_usage(usage: Any) -> tuple[int | None, int | None]:
+    if not isinstance(usage, Mapping):
+        return None, None
+    prompt = _as_int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = _as_int(usage.get("completion_tokens", usage.get("output_tokens")))
+    return prompt, completion
+
+
+def _has_usage(response: Any) -> bool:
+    usage = response.get("usage") if isinstance(response, Mapping) else getattr(response, "usage", None)
+    if isinstance(usage, Mapping):
+        return bool(usage)
+    return any(getattr(usage, k, None) is not None for k in ("input_tokens", "output_tokens", "total_tokens"))
+
+
+def _is_cache_hit(entry: dict) -> bool:
+    """DSPy 3.4 serves a cached reply with usage {} in history; the reply it stored still carries the
+    original usage (native engine), or is stamped `cache_hit=True` (LiteLLM objects, TypeSafe entries)."""
+    if entry.get("cache_hit") is True:
+        return True
+    response = entry.get("response")
+    responses = response if isinstance(response, (tuple, list)) else (response,)
+    for r in responses:
+        if (r.get("cache_hit") if isinstance(r, Mapping) else getattr(r, "cache_hit", None)) is True:
+            return True
+    return not entry.get("usage") and any(_has_usage(r) for r in responses if r is not None)
+
+
+_SECRET_PATTERNS = [
+    re.compile(p, re.IGNORECASE)
+    for p in (
+        r"\bsk-[A-Za-z0-9_\-]{6,}",
+        r"bearer\s+\S+",
+        r"(api[_-]?key|token|secret)(['\"]?\s*[:=]\s*)\S+",
+    )
+]
+
+
+def _describe_error(exc: BaseException, instance: Any, call_kwargs: Mapping) -> str:
+    """Exception type and first line of its message, with anything that looks like a credential removed."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    secrets = [call_kwargs.get("api_key"), (getattr(instance, "kwargs", None) or {}).get("api_key")]
+    secrets += [v for k, v in os.environ.items() if re.search(r"KEY|TOKEN|SECRET|PASSWORD", k, re.I)]
+    for secret in secrets:
+        if isinstance(secret, str) and len(secret) >= 6:
+            text = text.replace(secret, "***")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) + m.group(2) + "***") if m.lastindex else "***", text)
+    return text[:300]
+
+
+# --------------------------------------------------------------------------------------------- tracker
+
+
+@dataclass
+class _Pending:
+    instance: Any
+    model: str
+    api_base: str | None
+    tag: Tag | None
+    prompt: Any
+    messages: Any
+    kwargs: Mapping
+
+
+class CostTracker(BaseCallback):
+    """Counts every LM call by model, stage and role, as a DSPy callback.
+
+        tracker = CostTracker(prices=Prices({"openai/gpt-4o-mini": (0.15, 0.60)}))
+        with tracker:                        # or dspy.context(callbacks=[tracker]), or lm.callbacks
+            program(question="...")
+        print(tracker.report())
+
+    Provider usage is read from the LM's history entry (DSPy's history must be on, the default);
+    cache hits are counted but not billed; calls without reported usage are counted with tiktoken
+    and marked estimated. With `ledger=` every call is also written to SQLite; with `budget=` every
+    call's spend is charged to the budget.
+    """
+
+    def __init__(
+        self, prices: "Prices | Mapping | None" = None, ledger: Any = None, budget: "Budget | None" = None
+    ):
+        self.prices = prices if isinstance(prices, Prices) else Prices(prices)
+        if ledger is not None and not hasattr(ledger, "write"):
+            from cope_dspy.ledger import Ledger
+
+            ledger = Ledger(ledger)
+        self.ledger = ledger
+        if budget is not None and not isinstance(budget, Budget):
+            raise CopeInputError(f"CostTracker(budget=...) must be a Budget, got {budget!r}")
+        if budget is not None and budget.prices is None:
+            budget.prices = self.prices
+        self.budget = budget
+        self._lock = threading.Lock()
+        self._pending: dict[str, _Pending] = {}
+        self._records: list[CallRecord] = []
+        self._contexts: list[Any] = []
+
+    # -- DSPy callback hooks
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        kwargs = inputs.get("kwargs") or {}
+        lm_kwargs = getattr(instance, "kwargs", None) or {}
+        api_base = next(
+            (src.get(k) for src in (kwargs, lm_kwargs) for k in ("api_base", "base_url") if src.get(k)), None
+        )
+        pending = _Pending(
+            instance,
+            str(getattr(instance, "model", "unknown")),
+            api_base,
+            current_tag.get(),
+            inputs.get("prompt"),
+            inputs.get("messages"),
+            kwargs,
+        )
+        with self._lock:
+            self._pending.setdefault(call_id, pending)  # registered twice (global + LM) counts once
+
+    def on_lm_end(self, call_id: str, outputs: Any, exception: BaseException | None = None) -> None:
+        with self._lock:
+            pending = self._pending.pop(call_id, None)
+        if pending is None:
+            return
+        record, paid_tokens = self._measure(pending, outputs, exception)
+        with self._lock:
+            self._records.append(record)
+        if self.budget is not None:
+            self.budget.charge(record.usd, paid_tokens)
+        if self.ledger is not None:
+            self.ledger.write(record)
+
+    def _measure(self, p: _Pending, outputs: Any, exception: BaseException | None) -> tuple[CallRecord, int]:
+        tag_ = p.tag or Tag()
+        base = dict(time=time.time(), model=p.model, stage=tag_.stage, role=tag_.role)
+        entry = _find_entry(p.instance, outputs)
+        if entry is not None and _is_cache_hit(entry):
+            return CallRecord(**base, cached=True), 0
+        prompt, completion = _reported_usage(entry.get("usage") if entry else None)
+        error = _describe_error(exception, p.instance, p.kwargs) if exception is not None else None
+        estimated = False
+        if error is None and (prompt is None or completion is None):
+            estimated = True
+            if prompt is None:
+                messages = (entry or {}).get("messages") or p.messages
+                text = messages if messages is not None else (entry or {}).get("prompt", p.prompt)
+                prompt = estimate_prompt_tokens(text if isinstance(text, (str, list)) else None, p.model)
+            if completion is None:
+                completion = _estimate_completion_tokens((entry or {}).get("outputs", outputs), p.model)
+        prompt, completion = prompt or 0, completion or 0
+        rate = self.prices.rate(p.model, p.api_base)
+        priced = rate is not None or prompt + completion == 0
+        usd = self.prices.cost(p.model, prompt, completion, p.api_base)
+        paid_tokens = 0 if rate is not None and rate == (0.0, 0.0) else prompt + completion
+        return CallRecord(
+            **base,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            usd=usd,
+            estimated=estimated,
+            priced=priced,
+            error=error,
+        ), paid_tokens
+
+    # -- registration for a block
+    def __enter__(self) -> "CostTracker":
+        import dspy
+
+        callbacks = list(dspy.settings.get("callbacks", None) or [])
+        context = dspy.settings.context(callbacks=callbacks if self in callbacks else [*callbacks, self])
+        context.__enter__()
+        self._contexts.append(context)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._contexts.pop().__exit__(*exc_info)
+
+    # -- results
+    @property
+    def records(self) -> list[CallRecord]:
+        with self._lock:
+            return list(self._records)
+
+    def usage(self) -> Usage:
+        return Usage.from_records(self.records)
+
+    def by_model(self) -> dict[str, Usage]:
+        return group_usage(self.records, "model")
+
+    def by_stage(self) -> dict[int | None, Usage]:
+        return group_usage(self.records, "stage")
+
+    def by_role(self) -> dict[str | None, Usage]:
+        return group_usage(self.records, "role")
+
+    def to_dict(self) -> dict[str, Any]:
+        records = self.records
+        return {**summarize_records(records), "records": [r.to_dict() for r in records]}
+
+    def report(self, fmt: str = "table") -> str:
+        """A readable table per model and per stage/role with totals, or the same figures as JSON."""
+        if fmt not in ("table", "json"):
+            raise CopeInputError(f"report(fmt=...) must be 'table' or 'json', got {fmt!r}")
+        summary = summarize_records(self.records)
+        return json.dumps(summary, indent=2) if fmt == "json" else format_summary(summary)
+
+
+# ----------------------------------------------------------------------------------------- summaries
+
+
+def _stage_key(stage: Any) -> str:
+    return "untagged" if stage is None else str(stage)
+
+
+def summarize_records(records: list[CallRecord]) -> dict[str, Any]:
+    """Totals and breakdowns as plain JSON-ready data (the shape `format_summary` prints)."""
+    pairs = [
+        CallRecord(**{**r.to_dict(), "role": f"{_stage_key(r.stage)}/{r.role or 'untagged'}"})
+        for r in records
+    ]
+    return {
+        "usage": Usage.from_records(records).to_dict(),
+        "by_model": {m: u.to_dict() for m, u in group_usage(records, "model").items()},
+        "by_stage": {_stage_key(s): u.to_dict() for s, u in group_usage(records, "stage").items()},
+        "by_role": {(r or "untagged"): u.to_dict() for r, u in group_usage(records, "role").items()},
+        "by_stage_role": {k: u.to_dict() for k, u in group_usage(pairs, "role").items()},
+        "unpriced_models": sorted({r.model for r in records if not r.priced}),
+    }
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """Text columns left-aligned, figures right-aligned; a rule above a final "total" row."""
+    text_columns = {i for i, h in enumerate(headers) if h in ("model", "stage", "role")}
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i in text_columns else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    body = [line(r) for r in rows]
+    if rows and rows[-1][0] == "total":
+        body.insert(len(body) - 1, rule)
+    return "\n".join([line(headers), rule, *body])
+
+
+def _figures(u: Mapping[str, Any]) -> list[str]:
+    usd = f"${u['usd']:,.6f}"
+    if u["unpriced_calls"]:  # dollars are incomplete: say so rather than print a false figure
+        usd = "no price" if u["unpriced_calls"] == u["calls"] - u["cached_calls"] else f"{usd} + unpriced"
+    return [
+        f"{u['calls']:,}",
+        f"{u['cached_calls']:,}",
+        f"{u['estimated_calls']:,}",
+        f"{u['failed_calls']:,}",
+        f"{u['prompt_tokens']:,}",
+        f"{u['completion_tokens']:,}",
+        f"{u['total_tokens']:,}",
+        usd,
+    ]
+
+
+_FIGURE_HEADERS = ["calls", "cached", "estimated", "failed", "prompt", "completion", "tokens", "USD"]
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """The text report of a summary from `CostTracker.to_dict()` / `summarize_ledger()`."""
+    total = summary["usage"]
+    out = [
+        f"{total['calls']:,} LM calls ({total['cached_calls']:,} cached, {total['estimated_calls']:,} estimated, "
+        f"{total['failed_calls']:,} failed), {total['total_tokens']:,} tokens, {_figures(total)[-1]}"
+    ]
+    if summary.get("unpriced_models"):
+        names = ", ".join(repr(m) for m in summary["unpriced_models"])
+        out.append(
+            f"WARNING: {total['unpriced_calls']:,} calls to {names} have no known price and count $0; "
+            "add prices with Prices({model: (input, output)}) or Prices.from_file(path)."
+        )
+    for run in summary.get("runs", []):
+        out.append(
+            f"run {run['run_id']}: {run['start']} .. {run['end']}, {run['calls']:,} calls, ${run['usd']:,.6f}"
+        )
+    out += ["", "By model"]
+    rows = [[m, *_figures(u)] for m, u in summary["by_model"].items()]
+    out.append(_table(["model", *_FIGURE_HEADERS], [*rows, ["total", *_figures(total)]]))
+    out += ["", "By stage and role"]
+    rows = [[*k.split("/", 1), *_figures(u)] for k, u in summary["by_stage_role"].items()]
+    out.append(_table(["stage", "role", *_FIGURE_HEADERS], [*rows, ["total", "", *_figures(total)]]))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------- budget
+
+
+def _check_cap(value: Any, name: str, integer: bool = False) -> Any:
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        raise CopeInputError(
+            f"Budget({name}=...) must be {'an integer' if integer else 'a number'} or None, got {value!r}"
+        )
+    if value < 0:
+        raise CopeInputError(f"Budget({name}=...) must be >= 0, got {value}")
+    return value
+
+
+class Budget:
+    """A hard cap on what a run pays: dollars, and/or tokens sent to paid models.
+
+        budget = Budget(usd=0.50)                       # fed actual spend by CostTracker(budget=budget)
+        budget.check("openai/gpt-4o-mini", messages, max_tokens=512)   # raises BudgetExceeded if it would cross
+
+    Local and free (price 0) models are never refused. `on_exceed` says what the cascade does when a call
+    is refused: "raise" the `BudgetExceeded`, or "fallback" to the answer of the last confident stage.
+    """
+
+    def __init__(
+        self,
+        usd: float | None = None,
+        tokens: int | None = None,
+        on_exceed: str = "raise",
+        prices: Prices | None = None,
+    ):
+        self.usd = _check_cap(usd, "usd")
+        self.tokens = _check_cap(tokens, "tokens", integer=True)
+        if on_exceed not in ("raise", "fallback"):
+            raise CopeInputError(f"Budget(on_exceed=...) must be 'raise' or 'fallback', got {on_exceed!r}")
+        if prices is not None and not isinstance(prices, Prices):
+            raise CopeInputError(f"Budget(prices=...) must be a Prices, got {prices!r}")
+        self.on_exceed = on_exceed
+        self.prices = prices
+        self._lock = threading.Lock()
+        self._spent_usd = 0.0
+        self._spent_tokens = 0
+        self._reserved_usd = 0.0
+        self._reserved_tokens = 0
+
+    @property
+    def spent_usd(self) -> float:
+        return self._spent_usd
+
+    @property
+    def spent_tokens(self) -> int:
+        return self._spent_tokens
+
+    def charge(self, usd: float, tokens: int = 0) -> None:
+        """Add actual spend (called by CostTracker for every recorded call)."""
+        with self._lock:
+            self._spent_usd += usd
+            self._spent_tokens += tokens
+
+    def estimate(
+        self, model: str, messages: Any, max_tokens: int | None, api_base: str | None = None
+    ) -> tuple[int, float]:
+        """(paid tokens, USD) this call may cost at most: prompt tokens counted, plus max_tokens."""
+        if max_tokens is not None and (
+            isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0
+        ):
+            raise CopeInputError(f"max_tokens must be a non-negative integer or None, got {max_tokens!r}")
+        completion = DEFAULT_COMPLETION_ESTIMATE if max_tokens is None else max_tokens
+        prices = self.prices or Prices()
+        rate = prices.rate(model, api_base)
+        if rate == (0.0, 0.0):
+            return 0, 0.0
+        prompt = estimate_prompt_tokens(messages, model)
+        if rate is None:
+            if self.usd is not None:
+                raise CopeInputError(
+                    f"a USD budget cannot be enforced for {model!r}: its price is unknown. Add it: "
+                    f"Prices({{{model!r}: (input, output)}}) in USD per million tokens."
+                )
+            return prompt + completion, 0.0
+        return prompt + completion, (prompt * rate[0] + completion * rate[1]) / 1e6
+
+    def _refuse_if_crossing(self, model: str, tokens: int, usd: float, max_tokens: int | None) -> None:
+        spent_usd, spent_tokens = (
+            self._spent_usd + self._reserved_usd,
+            self._spent_tokens + self._reserved_tokens,
+        )
+        how = (
+            "Raise the cap (Budget(usd=..., tokens=...)), lower max_tokens, or pass on_exceed='fallback' "
+            "to answer from the last confident stage instead."
+        )
+        if self.usd is not None and usd > 0 and spent_usd + usd > self.usd + _USD_EPSILON:
+            raise BudgetExceeded(
+                f"Budget exceeded: a call to {model!r} may cost ${usd:.6f} (prompt + max_tokens={max_tokens}); "
+                f"${spent_usd:.6f} is already spent or in flight, and the cap is ${self.usd:.6f}. {how}"
+            )
+        if self.tokens is not None and tokens > 0 and spent_tokens + tokens > self.tokens:
+            raise BudgetExceeded(
+                f"Budget exceeded: a call to {model!r} may use {tokens:,} paid tokens (prompt + "
+                f"max_tokens={max_tokens}); {spent_tokens:,} are already spent or in flight, and the cap is "
+                f"{self.tokens:,} tokens. {how}"
+            )
+
+    def check(self, model: str, messages: Any, max_tokens: int | None, api_base: str | None = None) -> None:
+        """Raise BudgetExceeded if this call could take spend past the cap; a call that fits is never refused."""
+        tokens, usd = self.estimate(model, messages, max_tokens, api_base)
+        with self._lock:
+            self._refuse_if_crossing(model, tokens, usd, max_tokens)
+
+    @contextmanager
+    def reserve(self, model: str, messages: Any, max_tokens: int | None, api_base: str | None = None):
+        """`check` that also holds the estimate while the call runs, so concurrent calls cannot all pass
+        the check and then cross the cap together. Wrap the LM call: `with budget.reserve(...): lm(...)`."""
+        tokens, usd = self.estimate(model, messages, max_tokens, api_base)
+        with self._lock:
+            self._refuse_if_crossing(model, tokens, usd, max_tokens)
+            self._reserved_usd += usd
+            self._reserved_tokens += tokens
+        try:
+            yield tokens, usd
+        finally:
+            with self._lock:
+                self._reserved_usd -= usd
+                self._reserved_tokens -= tokens
+
+    def __repr__(self) -> str:
+        return (
+            f"Budget(usd={self.usd}, tokens={self.tokens}, on_exceed={self.on_exceed!r}; "
+            f"spent ${self._spent_usd:.6f}, {self._spent_tokens} tokens)"
+        )
+
+
+# --------------------------------------------------------------------------------------------- savings
+
+
+def _as_usage(value: Any, name: str) -> Usage:
+    if isinstance(value, Usage):
+        return value
+    if isinstance(value, CostTracker):
+        return value.usage()
+    raise CopeInputError(f"savings({name}=...) must be a CostTracker or a Usage, got {type(value).__name__}")
+
+
+def savings(baseline: "CostTracker | Usage", candidate: "CostTracker | Usage") -> dict[str, Any]:
+    """What `candidate` saves against `baseline`, both measured on the same examples."""
+    b, c = _as_usage(baseline, "baseline"), _as_usage(candidate, "candidate")
+    for name, u in (("baseline", b), ("candidate", c)):
+        if u.unpriced_calls:
+            raise CopeInputError(
+                f"the {name} has {u.unpriced_calls} calls with no known price, so its dollars "
+                "are incomplete; add the missing prices with Prices({model: (input, output)})."
+            )
+    if b.usd <= 0:
+        raise CopeInputError(
+            "the baseline cost $0, so a saving relative to it is undefined: measure the baseline "
+            "with a paid (or user-priced) model, e.g. Prices({'my/large-model': (input, output)})."
+        )
+    return {
+        "baseline_usd": b.usd,
+        "candidate_usd": c.usd,
+        "saved_usd": b.usd - c.usd,
+        "saved_fraction": (b.usd - c.usd) / b.usd,
+        "baseline_tokens": b.total_tokens,
+        "candidate_tokens": c.total_tokens,
+        "saved_tokens": b.total_tokens - c.total_tokens,
+        "baseline_calls": b.calls,
+        "candidate_calls": c.calls,
+    }
