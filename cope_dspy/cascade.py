@@ -357,15 +357,11 @@ class Cascade(dspy.Module):
 _LARGE_ROLES = ("guideline_planner", "large_executor")
 
 
-def _roles(stages: tuple[int, ...]) -> set[str]:
-    roles = set()
-    if 1 in stages:
-        roles |= {"goal_planner", "small_executor"}
-    if 2 in stages:
-        roles |= {"guideline_planner", "small_executor"}
-    if 3 in stages:
-        roles |= {"guideline_planner", "large_executor"}
-    return roles
+def _roles(stages: tuple[int, ...]) -> list[str]:
+    """The predictors the given stages call, in the order they are first called."""
+    per_stage = {1: ("goal_planner", "small_executor"), 2: ("guideline_planner", "small_executor"),
+                 3: ("guideline_planner", "large_executor")}
+    return list(dict.fromkeys(role for s in stages for role in per_stage[s]))
 
 
 @contextlib.contextmanager
