@@ -4,6 +4,7 @@ Public names only; importing this package does no work (no clients, no network, 
 """
 
 from .cascade import Cascade
+from .code import Code, SandboxError, TestsPass
 from .consensus import Candidate, Decision, Vote
 from .costs import Budget, CostTracker, Prices, Usage
 from .errors import (
@@ -18,9 +19,10 @@ from .errors import (
 from .policy import Policy, Temperatures
 from .signatures import Execute, PlanGoal, PlanGuideline
 from .tasks import ExactMatch, Math, Task
+from .text import Perplexity, Text
 
 __all__ = [
-    "Cascade", "Task", "Math", "ExactMatch", "Vote", "Candidate", "Decision", "Policy", "Temperatures",
+    "Cascade", "Task", "Math", "ExactMatch", "Code", "Text", "Vote", "TestsPass", "Perplexity", "SandboxError", "Candidate", "Decision", "Policy", "Temperatures",
     "PlanGoal", "PlanGuideline", "Execute", "CostTracker", "Prices", "Budget", "Usage",
     "CopeError", "CopeInputError", "BudgetExceeded", "LargeModelError", "ModelUnavailable", "MissingAPIKey",
     "LocalModelMissing",

@@ -41,10 +41,9 @@ def strip_math(answer: str) -> str:
 def extract_math_answer(solution: str, answer: str = "") -> str | None:
     """The final answer of a math solution: the `answer` field if filled, else the last `\\boxed{}`,
     else an 'Answer: ...' line, else the last number. None when nothing answer-like is there."""
-    if answer and answer.strip() and answer.strip().lower() not in {"none", "n/a", "unknown"}:
-        a = strip_math(answer)
-        if a:
-            return a
+    a = _clean_answer_field(answer)
+    if a:
+        return a
     text = solution or ""
     boxed = last_boxed(text)
     if boxed:
@@ -54,6 +53,23 @@ def extract_math_answer(solution: str, answer: str = "") -> str | None:
         return strip_math(lines[-1])
     numbers = _NUMBER.findall(text)
     return numbers[-1] if numbers else None
+
+
+def _clean_answer_field(answer: str) -> str | None:
+    """The answer field as small models fill it: code fences, several lines or a whole sentence.
+    Keep a short expression as is; from prose keep its boxed part or its last number."""
+    text = re.sub(r"```\w*", "", answer or "").replace("`", "").strip()
+    if not text or text.lower() in {"none", "n/a", "unknown"}:
+        return None
+    boxed = last_boxed(text)
+    if boxed:
+        return strip_math(boxed)
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
+    a = strip_math(line)
+    if len(re.findall(r"[A-Za-z]{2,}", re.sub(r"\\[A-Za-z]+", "", a))) > 2:  # prose, not an expression
+        numbers = _NUMBER.findall(text)
+        return numbers[-1] if numbers else None
+    return a or None
 
 
 def _quiet_math_verify() -> None:

@@ -1,0 +1,492 @@
+"""Calibrate tau1, tau2 and n on recorded traces: an Optuna study whose every trial is an offline replay.
+
+    records = record(cascade, devset, metric, "dev.jsonl")    # the only LM calls
+    cal = calibrate(records, constraint=within_points_of_large(1.0))
+    cal.apply(cascade); cal.plot("pareto.png")
+
+Workers sharing one study (any Optuna RDB URL, e.g. PostgreSQL):
+    python -m cope_dspy.calibrate worker --records dev.jsonl --storage URL --study NAME --trials 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import sqlite3
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CopeError, CopeInputError
+from .policy import check_stages
+from .records import Records, ReplayResult, large_alone, record, replay, resolve_same
+
+__all__ = [
+    "record", "replay", "calibrate", "Records", "ReplayResult", "Calibration", "Constraint",
+    "within_points_of_large", "max_usd_per_1k", "grid_settings", "run_worker", "main",
+]
+
+PAPER_DEFAULT = {"tau1": 0.75, "tau2": 0.5}
+_EPS = 1e-12
+
+
+# ------------------------------------------------------------------------------------------ constraints
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """How to pick one point: `within_points_of_large(x)` or `max_usd_per_1k(y)`."""
+
+    kind: str
+    value: float
+
+    def feasible(self, point: dict[str, Any], large_accuracy: float) -> bool:
+        if self.kind == "within_points_of_large":
+            return point["accuracy"] >= large_accuracy - self.value / 100.0 - _EPS
+        return point["usd_per_1k"] <= self.value + _EPS
+
+    def best(self, points: list[dict[str, Any]]) -> dict[str, Any]:
+        """Among feasible points: the cheapest (then most accurate), or the most accurate (then cheapest)."""
+        if self.kind == "within_points_of_large":
+            return min(points, key=lambda p: (p["usd_per_1k"], -p["accuracy"], _order(p)))
+        return min(points, key=lambda p: (-p["accuracy"], p["usd_per_1k"], _order(p)))
+
+    def __str__(self) -> str:
+        if self.kind == "within_points_of_large":
+            return f"cheapest setting within {self.value:g} accuracy points of the large model alone"
+        return f"most accurate setting under ${self.value:g} per 1,000 queries"
+
+
+def within_points_of_large(points: float) -> Constraint:
+    """The cheapest setting whose accuracy is at least large-alone accuracy minus `points` (percentage points)."""
+    if isinstance(points, bool) or not isinstance(points, (int, float)) or not 0 <= points <= 100:
+        raise CopeInputError(f"within_points_of_large(points) needs accuracy points in [0, 100], got {points!r}")
+    return Constraint("within_points_of_large", float(points))
+
+
+def max_usd_per_1k(usd: float) -> Constraint:
+    """The most accurate setting costing at most `usd` per 1,000 queries."""
+    if isinstance(usd, bool) or not isinstance(usd, (int, float)) or not usd >= 0:
+        raise CopeInputError(f"max_usd_per_1k(usd) needs a number of dollars >= 0, got {usd!r}")
+    return Constraint("max_usd_per_1k", float(usd))
+
+
+def _order(point: dict[str, Any]) -> int:
+    return -1 if point["trial"] is None else point["trial"]  # ties: the paper default, then earlier trials
+
+
+# ------------------------------------------------------------------------------------------ the space
+
+
+def grid_settings(n_max: int, stages: tuple[int, ...] = (1, 2, 3), include_n: bool = True) -> list[dict[str, Any]]:
+    """Every distinct setting: a ballot of n samples reads tau only through the votes it needs, so per n
+    the taus 0, (k - 1/2)/n for k = 1..n, and 1 cover every decision (a small, exact grid)."""
+    out = []
+    for n in range(1, n_max + 1) if include_n else [n_max]:
+        taus = [0.0, *((k - 0.5) / n for k in range(1, n + 1)), 1.0]
+        for tau1 in taus if 1 in stages else [PAPER_DEFAULT["tau1"]]:
+            for tau2 in taus if 2 in stages else [PAPER_DEFAULT["tau2"]]:
+                out.append({"tau1": tau1, "tau2": tau2, "n": n})
+    return out
+
+
+@dataclass
+class _Space:
+    """What a trial may set, stored on the study so every worker searches the same space."""
+
+    variants: list[str]
+    n_max: int
+    include_n: bool
+    stages: list[int]
+    early_stop: bool
+    fingerprint: str
+
+    def suggest(self, trial) -> dict[str, Any]:
+        params = {
+            "tau1": trial.suggest_float("tau1", 0.0, 1.0) if 1 in self.stages else PAPER_DEFAULT["tau1"],
+            "tau2": trial.suggest_float("tau2", 0.0, 1.0) if 2 in self.stages else PAPER_DEFAULT["tau2"],
+            "n": trial.suggest_int("n", 1, self.n_max) if self.include_n else self.n_max,
+        }
+        params["variant"] = (trial.suggest_categorical("variant", self.variants) if len(self.variants) > 1
+                             else self.variants[0])
+        return params
+
+    def params(self, trial) -> dict[str, Any]:
+        p = trial.params
+        return {"tau1": p.get("tau1", PAPER_DEFAULT["tau1"]), "tau2": p.get("tau2", PAPER_DEFAULT["tau2"]),
+                "n": p.get("n", self.n_max), "variant": p.get("variant", self.variants[0])}
+
+    def enqueue_form(self, params: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        if 1 in self.stages:
+            out["tau1"] = params["tau1"]
+        if 2 in self.stages:
+            out["tau2"] = params["tau2"]
+        if self.include_n:
+            out["n"] = params["n"]
+        if len(self.variants) > 1:
+            out["variant"] = params["variant"]
+        return out
+
+
+class _Objective:
+    def __init__(self, records: Records, space: _Space, same):
+        self.records, self.space, self.same = records, space, same
+
+    def evaluate(self, params: dict[str, Any]) -> ReplayResult:
+        return replay(self.records, params["tau1"], params["tau2"], params["n"], tuple(self.space.stages),
+                      self.space.early_stop, variant=params["variant"], same=self.same)
+
+    def __call__(self, trial) -> tuple[float, float]:
+        r = self.evaluate(self.space.suggest(trial))
+        return r.accuracy, r.usd_per_1k
+
+
+def _sampler(sampler, seed: int | None):
+    import optuna
+
+    if not isinstance(sampler, str):
+        return sampler
+    if sampler in ("nsga2", "grid"):  # grid: every setting is enqueued; the sampler never runs
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    if sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    raise CopeInputError(f"sampler must be 'nsga2', 'tpe', 'grid' or an optuna sampler, got {sampler!r}")
+
+
+def _open_study(records: Records, storage: str | None, study_name: str, sampler, space: _Space | None):
+    """Create or load the study. A new study stores its search space; a loaded one must have been made
+    from the same records (fingerprint), and its stored space wins."""
+    import optuna
+
+    study = optuna.create_study(storage=_storage_url(storage), study_name=study_name, sampler=sampler,
+                                directions=["maximize", "minimize"], load_if_exists=True)
+    if len(study.directions) != 2:
+        raise CopeInputError(f"study {study_name!r} is not a two-objective (accuracy, cost) study; use another name")
+    stored = study.user_attrs.get("space")
+    if stored is None:
+        if space is None:
+            raise CopeInputError(f"study {study_name!r} has no search space stored")
+        study.set_user_attr("space", space.__dict__)
+        return study, space
+    found = _Space(**stored)
+    if found.fingerprint != records.fingerprint():
+        raise CopeInputError(
+            f"study {study_name!r} was made from other records (fingerprint {found.fingerprint}, these are "
+            f"{records.fingerprint()}): its trials would not match. Use another study name, or the same records file.")
+    return study, found
+
+
+def _space(records: Records, variants, include_n: bool, stages, early_stop: bool) -> _Space:
+    variants = list(records.variants if variants is None else variants)
+    if not variants or any(v not in records.variants for v in variants):
+        raise CopeInputError(f"variants must be a non-empty subset of the recorded ones {records.variants}, "
+                             f"got {variants!r}")
+    recorded = [records.stages(v) for v in variants]
+    stages = recorded[0] if stages is None else check_stages(stages)
+    for v, rec in zip(variants, recorded, strict=True):
+        if not set(stages) <= set(rec):
+            raise CopeInputError(f"stages {stages}: variant {v!r} was recorded with stages {rec}")
+    return _Space(variants=variants, n_max=min(records.policies[v]["n"] for v in variants),
+                  include_n=bool(include_n), stages=list(stages), early_stop=bool(early_stop),
+                  fingerprint=records.fingerprint())
+
+
+def default_storage(records: Records) -> str:
+    return f"sqlite:///{records.path}.optuna.db" if records.path is not None else "memory"
+
+
+def _storage_url(storage: str) -> str | None:
+    """An Optuna storage argument: "memory" -> in-memory (None); a SQLite file is switched to WAL mode
+    first (once, it persists), which makes each trial's commits several times cheaper and lets workers
+    read while one writes."""
+    if not isinstance(storage, str) or not storage:
+        raise CopeInputError(f"storage must be an Optuna storage URL (sqlite:///file.db, postgresql+psycopg://...) "
+                             f"or 'memory', got {storage!r}")
+    if storage in ("memory", ":memory:"):
+        return None
+    if storage.startswith("sqlite:///"):
+        path = storage[len("sqlite:///"):].split("?", 1)[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.closing(sqlite3.connect(path)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+    return storage
+
+
+def default_study_name(records: Records) -> str:
+    stem = records.path.stem if records.path is not None else "records"
+    return f"cope-{stem}-{records.fingerprint()[:8]}"
+
+
+def _quiet_optuna():
+    import optuna
+
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return lambda: optuna.logging.set_verbosity(level)
+
+
+# ------------------------------------------------------------------------------------------ calibrate
+
+
+@dataclass
+class Calibration:
+    """The outcome of `calibrate`: the chosen setting and its replay, the Pareto front, the paper default
+    and the large model alone on the same records, and every trial (for plots)."""
+
+    params: dict[str, Any]
+    result: ReplayResult
+    pareto: list[dict[str, Any]]
+    default: ReplayResult
+    large_alone: dict[str, Any]
+    constraint: str
+    constraint_met: bool
+    trials: list[dict[str, Any]] = field(repr=False)
+    study_name: str = ""
+    storage: str | None = None
+
+    def apply(self, cascade) -> None:
+        """Set the chosen tau1, tau2 and n on `cascade` (kept by `cascade.save`)."""
+        if list(cascade.stages) != list(self.params["stages"]):
+            warnings.warn(f"calibrated for stages {tuple(self.params['stages'])}, but the cascade runs "
+                          f"{tuple(cascade.stages)}", UserWarning, stacklevel=2)
+        cascade.n, cascade.tau1, cascade.tau2 = self.params["n"], self.params["tau1"], self.params["tau2"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"params": self.params, "result": self.result.to_dict(), "constraint": self.constraint,
+                "constraint_met": self.constraint_met, "large_alone": self.large_alone,
+                "default": self.default.to_dict(), "pareto": self.pareto, "trials": len(self.trials),
+                "study_name": self.study_name, "storage": self.storage}
+
+    def to_json(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    def summary(self) -> str:
+        r, d, big = self.result, self.default, self.large_alone
+        p = self.params
+        return (f"chosen: tau1={p['tau1']:.3g} tau2={p['tau2']:.3g} n={p['n']} variant={p['variant']}: accuracy "
+                f"{r.accuracy:.1%}, ${r.usd_per_1k:.4g} per 1k queries, exits {r.exits} ({self.constraint}"
+                f"{'' if self.constraint_met else ': NOT MET, most accurate point instead'})\n"
+                f"paper default (0.75, 0.5, n={d.params['n']}): accuracy {d.accuracy:.1%}, ${d.usd_per_1k:.4g} per 1k\n"
+                f"large alone: accuracy {big['accuracy']:.1%}, ${big['usd_per_1k']:.4g} per 1k "
+                f"(its final call only; its prompt held the guideline)\n"
+                f"{len(self.trials)} trials, {len(self.pareto)} on the Pareto front")
+
+    def plot(self, path: str | os.PathLike) -> Path:
+        """Accuracy against USD per 1,000 queries: every trial, the Pareto front, the chosen point, the
+        paper default and the large model alone. Needs matplotlib (`pip install cope-dspy[plot]`)."""
+        try:
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+        except ImportError as exc:
+            raise CopeError("plot() needs matplotlib: pip install 'cope-dspy[plot]'") from exc
+        fig = Figure(figsize=(7, 4.5))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        ax.scatter([t["usd_per_1k"] for t in self.trials], [100 * t["accuracy"] for t in self.trials],
+                   s=10, alpha=0.2, color="grey", label=f"trials ({len(self.trials)})")
+        front = sorted(self.pareto, key=lambda p: p["usd_per_1k"])
+        ax.plot([p["usd_per_1k"] for p in front], [100 * p["accuracy"] for p in front], "-o", markersize=3,
+                color="tab:blue", label="Pareto front")
+        for label, usd, acc, style in (
+            ("large alone", self.large_alone["usd_per_1k"], self.large_alone["accuracy"], dict(marker="s", color="black")),
+            ("paper default (0.75, 0.5)", self.default.usd_per_1k, self.default.accuracy, dict(marker="D", color="tab:orange")),
+            ("chosen", self.result.usd_per_1k, self.result.accuracy, dict(marker="*", color="tab:red", s=220)),
+        ):
+            ax.scatter([usd], [100 * acc], label=label, zorder=3, **{"s": 70, **style})
+        ax.set_xlabel("USD per 1,000 queries")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(self.constraint, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        return Path(path)
+
+
+def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, storage: str | None = None,
+              study_name: str | None = None, objective: str = "pareto", constraint: Constraint | None = None,
+              seed: int | None = 0, include_n: bool = True, variants: list[str] | None = None,
+              stages: tuple[int, ...] | None = None, early_stop: bool = True, sampler="nsga2",
+              same=None, task=None) -> Calibration:
+    """Search tau1, tau2, n (and the prompt variant) with Optuna, every trial a replay of the records:
+    no LM call. Two objectives (accuracy up, USD per 1k queries down) give a Pareto front; `constraint`
+    picks one point (default: the cheapest within 1 point of the large model alone).
+
+    The study lives in `storage`: any Optuna RDB URL, "memory", or by default SQLite next to the records
+    file (`<records>.optuna.db`). It resumes: trials run
+    until the study holds `n_trials` complete ones. Workers may add trials to the same study at once
+    (`run_worker`). `sampler`: "nsga2" (seeded), "tpe", "grid" (every distinct setting, see
+    `grid_settings`; `n_trials` is then ignored) or an optuna sampler.
+    """
+    import optuna
+
+    if objective != "pareto":
+        raise CopeInputError(f"objective must be 'pareto' (accuracy up, USD per 1k down), got {objective!r}")
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 0:
+        raise CopeInputError(f"n_trials must be an integer >= 0, got {n_trials!r}")
+    if constraint is None:
+        constraint = within_points_of_large(1.0)
+    if not isinstance(constraint, Constraint):
+        raise CopeInputError("constraint must be within_points_of_large(x) or max_usd_per_1k(y), "
+                             f"got {constraint!r}")
+    if not isinstance(records, Records):
+        records = Records.load(records)
+    if not len(records):
+        raise CopeInputError("no records to calibrate on: record a devset first with record(...)")
+    same = resolve_same(records, same, task)
+    space = _space(records, variants, include_n, stages, early_stop)
+    storage = default_storage(records) if storage is None else storage
+    study_name = study_name or default_study_name(records)
+    restore = _quiet_optuna()
+    try:
+        study, space = _open_study(records, storage, study_name, _sampler(sampler, seed), space)
+        run = _Objective(records, space, same)
+        if sampler == "grid":
+            todo = _enqueue_missing(study, space, grid_settings(space.n_max, tuple(space.stages), space.include_n))
+        else:
+            if not study.trials:  # the paper default, evaluated first
+                for v in space.variants:
+                    study.enqueue_trial(space.enqueue_form({**PAPER_DEFAULT, "n": space.n_max, "variant": v}))
+            done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+            todo = max(0, n_trials - done)
+        if todo:
+            study.optimize(run, n_trials=todo)
+        return _summarize(study, space, run, records, constraint, storage)
+    finally:
+        restore()
+
+
+def _enqueue_missing(study, space: _Space, grid: list[dict[str, Any]]) -> int:
+    import optuna
+
+    # complete trials by their params; waiting (enqueued) ones by the params they were enqueued with
+    have = {tuple(sorted(t.params.items()))
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+    have |= {tuple(sorted(t.system_attrs.get("fixed_params", {}).items()))
+             for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
+    for v in space.variants:
+        for params in grid:
+            form = space.enqueue_form({**params, "variant": v})
+            if tuple(sorted(form.items())) not in have:
+                study.enqueue_trial(form)
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
+def _summarize(study, space: _Space, run: _Objective, records: Records, constraint: Constraint,
+               storage: str | None) -> Calibration:
+    import optuna
+
+    def point(params, values, number):
+        return {**params, "stages": space.stages, "accuracy": values[0], "usd_per_1k": values[1], "trial": number}
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    trials = [point(space.params(t), t.values, t.number) for t in complete]
+    pareto = sorted((point(space.params(t), t.values, t.number) for t in study.best_trials) if complete else [],
+                    key=lambda p: p["usd_per_1k"])
+    defaults = {}
+    for v in space.variants:
+        params = {**PAPER_DEFAULT, "n": space.n_max, "variant": v}
+        r = run.evaluate(params)
+        defaults[v] = (r, point(params, (r.accuracy, r.usd_per_1k), None))
+    larges = {v: large_alone(records, v) for v in space.variants}
+    # several variants: compare against the best large-alone accuracy among them (the stricter bar)
+    big = max(larges.values(), key=lambda x: (x["accuracy"], -x["usd_per_1k"]))
+    candidates = trials + [p for _, p in defaults.values()]
+    feasible = [p for p in candidates if constraint.feasible(p, big["accuracy"])]
+    best = constraint.best(feasible) if feasible else min(candidates, key=lambda p: (-p["accuracy"], p["usd_per_1k"]))
+    params = {k: best[k] for k in ("tau1", "tau2", "n", "variant")}
+    result = run.evaluate(params)
+    return Calibration(
+        params={**params, "stages": space.stages, "early_stop": space.early_stop}, result=result, pareto=pareto,
+        default=defaults[params["variant"]][0], large_alone=big, constraint=str(constraint),
+        constraint_met=bool(feasible), trials=trials, study_name=study.study_name, storage=storage)
+
+
+# ------------------------------------------------------------------------------------------ workers
+
+
+def run_worker(records: Records | str | os.PathLike, storage: str, study_name: str, n_trials: int, *,
+               seed: int | None = None, same=None, task=None, include_n: bool = True,
+               stages: tuple[int, ...] | None = None, early_stop: bool = True) -> int:
+    """Add `n_trials` trials to a shared study (creating it if needed); returns the trials it ran. Run
+    several at once, on one machine or many, against the same RDB storage and records file."""
+    if not isinstance(records, Records):
+        records = Records.load(records)
+    same = resolve_same(records, same, task)
+    restore = _quiet_optuna()
+    try:
+        study, space = _open_study(records, storage, study_name, _sampler("nsga2", seed),
+                                   _space(records, None, include_n, stages, early_stop))
+        study.optimize(_Objective(records, space, same), n_trials=n_trials)
+        return n_trials
+    finally:
+        restore()
+
+
+def _load_task(spec: str | None):
+    if not spec:
+        return None
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)()
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise CopeInputError(f"--task {spec!r}: expected module:TaskClass, e.g. cope_dspy.tasks:Math ({exc})") from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cope_dspy.calibrate", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("worker", help="add trials to a shared study (run several at once)")
+    w.add_argument("--records", required=True, help="records file (JSONL) made by record()")
+    w.add_argument("--storage", required=True, help="Optuna storage URL, e.g. postgresql+psycopg://u@host/db")
+    w.add_argument("--study", required=True, help="study name (the same for every worker)")
+    w.add_argument("--trials", type=int, required=True, help="trials this worker runs")
+    w.add_argument("--seed", type=int, default=None, help="sampler seed (default: random, so workers differ)")
+    w.add_argument("--task", default=None, help="task for answer equality, module:Class (default: recorded task)")
+    r = sub.add_parser("run", help="calibrate: run the study, pick a point, print it")
+    r.add_argument("--records", required=True)
+    r.add_argument("--trials", type=int, default=200)
+    r.add_argument("--storage", default=None, help="default: sqlite:///<records>.optuna.db")
+    r.add_argument("--study", default=None)
+    r.add_argument("--sampler", default="nsga2", choices=["nsga2", "tpe", "grid"])
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--task", default=None)
+    pick = r.add_mutually_exclusive_group()
+    pick.add_argument("--within-points", type=float, default=None, help="cheapest within X points of large alone")
+    pick.add_argument("--max-usd-per-1k", type=float, default=None, help="most accurate under $Y per 1k queries")
+    r.add_argument("--json", default=None, help="write the calibration here")
+    r.add_argument("--plot", default=None, help="write the accuracy/cost plot (PNG) here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        task = _load_task(args.task)
+        if args.command == "worker":
+            run_worker(args.records, args.storage, args.study, args.trials, seed=args.seed, task=task)
+            return 0
+        constraint = (max_usd_per_1k(args.max_usd_per_1k) if args.max_usd_per_1k is not None
+                      else within_points_of_large(1.0 if args.within_points is None else args.within_points))
+        cal = calibrate(args.records, n_trials=args.trials, storage=args.storage, study_name=args.study,
+                        constraint=constraint, seed=args.seed, sampler=args.sampler, task=task)
+        print(cal.summary())
+        if args.json:
+            cal.to_json(args.json)
+        if args.plot:
+            cal.plot(args.plot)
+        return 0
+    except CopeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""`python -m evals.run BENCHMARK`: record every model's samples once, then derive and report every method.
+
+    python -m evals.run gsm8k --limit 20                       # the embedded local pair, no network
+    python -m evals.run gsm8k --small ollama_chat/qwen2.5:1.5b --large openai/gpt-4o-mini
+    python -m evals.run gsm8k --limit 100 --report-only        # re-derive the report from the records
+
+Records go to evals/results/<benchmark>-<small>+<large>-<date>/records.jsonl (resumable: rerun the same
+command to continue); the report (summary.json, table.md, plot.png) is written next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cope eval", description=__doc__.split("\n")[0])
+    p.add_argument("benchmark", choices=["gsm8k", "math500", "mbpp", "humaneval"])
+    p.add_argument("--split", default="test", choices=["test", "dev", "all"])
+    p.add_argument("--limit", type=int, default=None, help="first N problems of the split")
+    p.add_argument("--small", default="qwen2.5-coder-0.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
+    p.add_argument("--large", default="qwen2.5-coder-1.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
+    p.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT",
+                   help="USD per million input,output tokens; repeatable")
+    p.add_argument("--n", type=int, default=8, help="samples per stage (and for the majority-vote baseline)")
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
+    p.add_argument("--out", type=Path, default=None, help="result folder (default: derived from the arguments)")
+    p.add_argument("--report-only", action="store_true", help="do not record; report what is recorded")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def out_dir(args) -> Path:
+    if args.out:
+        return args.out
+    short = lambda s: s.split("/")[-1].replace(":", "-")  # noqa: E731
+    return RESULTS / f"{args.benchmark}-{short(args.small)}+{short(args.large)}-{datetime.date.today():%Y-%m-%d}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from cope_dspy import Cascade
+
+    from .benchmarks import get
+    from .loaders import load
+    from .records import record_all
+    from .setup import open_models, parse_prices
+
+    args = build_parser().parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        raise SystemExit("--limit must be >= 1")
+    bench = get(args.benchmark)
+    examples = load(args.benchmark, split=args.split, limit=args.limit)
+    folder = out_dir(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    meta_path = folder / "run.json"
+    if not args.report_only:
+        with contextlib.ExitStack() as stack:
+            small, large, prices = open_models(stack, args.small, args.large, parse_prices(args.price),
+                                               max_tokens=args.max_tokens)
+            meta = {"benchmark": args.benchmark, "split": args.split, "limit": args.limit, "small": args.small,
+                    "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "price_note": large.price_note,
+                    "prices": {m: list(r) for m, r in prices.overrides.items()} if hasattr(prices, "overrides") else {},
+                    "command": "python -m evals.run " + " ".join(argv if argv is not None else os.sys.argv[1:])}
+            meta_path.write_text(json.dumps(meta, indent=2))
+            cascade = Cascade(small=small.lm, large=large.lm, task=bench.task(), n=args.n, prices=prices)
+            started = time.perf_counter()
+            record_all(cascade, examples, bench.correct, folder / "records.jsonl",
+                       concurrency=args.concurrency, progress=not args.no_progress)
+            print(f"recorded in {time.perf_counter() - started:.0f}s -> {folder / 'records.jsonl'}")
+    from .report import write_report
+
+    print(write_report(folder, examples))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

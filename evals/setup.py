@@ -1,0 +1,84 @@
+"""Turning command-line model names and prices into LMs: local catalogue names start an embedded
+llama.cpp server, `ollama_chat/<name>` goes to Ollama, anything else is a LiteLLM model string."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import dspy
+
+from cope_dspy.costs import Prices
+from cope_dspy.errors import CopeInputError
+
+# The stand-in price of a local "large" model, when the user gives none: gpt-4o-mini's list price,
+# read from litellm's bundled price map (so it is data, not a number written here).
+STAND_IN = "openai/gpt-4o-mini"
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    lm: dspy.BaseLM
+    local: bool
+    price_note: str
+
+
+def parse_prices(items: list[str]) -> dict[str, tuple[float, float]]:
+    """`MODEL=IN,OUT` (USD per million input / output tokens) items from the command line."""
+    prices = {}
+    for item in items or []:
+        model, _, rates = item.partition("=")
+        try:
+            inp, out = (float(x) for x in rates.split(","))
+        except ValueError:
+            raise CopeInputError(
+                f"--price {item!r}: expected MODEL=IN,OUT in USD per million tokens, e.g. "
+                "--price openai/gpt-4o-mini=0.15,0.60"
+            ) from None
+        if inp < 0 or out < 0 or not model:
+            raise CopeInputError(f"--price {item!r}: prices must be >= 0 and the model named")
+        prices[model] = (inp, out)
+    return prices
+
+
+def open_models(stack: contextlib.ExitStack, small: str, large: str, prices: dict[str, tuple[float, float]],
+                *, max_tokens: int = 512, parallel: int = 4) -> tuple[ModelSpec, ModelSpec, Prices]:
+    """Start what needs starting (on `stack`, so servers stop on exit) and price the large model."""
+    from cope_dspy.local import LocalServer, catalogue
+
+    local_names = set(catalogue())
+    both_local = small in local_names and large in local_names
+    specs = []
+    for role, name in (("small", small), ("large", large)):
+        if name in local_names:
+            # two servers share the 2 cores of a small machine: one thread each, or they stall each other
+            server = stack.enter_context(LocalServer(name, parallel=parallel if role == "small" else 2,
+                                                     threads=1 if both_local else 2))
+            lm = server.lm(max_tokens=max_tokens)
+            specs.append(ModelSpec(name, lm, True, ""))
+        elif name.startswith(("ollama/", "ollama_chat/")):
+            from cope_dspy.models import ollama
+
+            specs.append(ModelSpec(name, ollama(name.split("/", 1)[1], max_tokens=max_tokens), True, ""))
+        else:
+            from cope_dspy.models import api
+
+            specs.append(ModelSpec(name, api(name, max_tokens=max_tokens), False, ""))
+    small_spec, large_spec = specs
+    table = dict(prices)
+    if large_spec.local and large_spec.lm.model not in table:
+        rate = Prices().rate(STAND_IN)
+        if rate is None:
+            raise CopeInputError(f"no price for the stand-in {STAND_IN}; pass --price {large_spec.lm.model}=IN,OUT")
+        table[large_spec.lm.model] = rate
+        large_spec.price_note = (
+            f"{large} is a local model priced as a stand-in for a paid one at {STAND_IN}'s list price "
+            f"(${rate[0]:.2f} / ${rate[1]:.2f} per million input / output tokens)"
+        )
+    elif large_spec.lm.model in table:
+        rate = table[large_spec.lm.model]
+        large_spec.price_note = f"{large} priced by the user at ${rate[0]} / ${rate[1]} per million tokens"
+    else:
+        large_spec.price_note = f"{large} priced from litellm's price map"
+    return small_spec, large_spec, Prices(table)
