@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import dspy
 from dspy.lm15 import Message, Response, TextPart, Usage
 from dspy.utils.callback import BaseCallback
 
-_call_kwargs: ContextVar[dict] = ContextVar("scripted_call_kwargs", default={})
+_call_kwargs: ContextVar[dict | None] = ContextVar("scripted_call_kwargs", default=None)
 
 
 @dataclass
@@ -55,7 +56,7 @@ class _Engine:
     def complete(self, request):
         system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system or ())
         user = "\n".join(m.text or "" for m in request.messages if m.role == "user")
-        kwargs = _call_kwargs.get()
+        kwargs = _call_kwargs.get() or {}
         role = "goal" if "`goal`" in system else "guideline" if "`guideline`" in system else "execute"
         call = Call(
             lm=self.owner.name, role=role, question=_section(user, "question"), plans=_section(user, "plans"),
