@@ -1,5 +1,9 @@
 """The `cope` command. Each subcommand is a small function registered on its own subparser.
 
+cope ask "What is 1/2 + 1/4?"                 # one question through a cascade (local pair by default)
+cope eval gsm8k --limit 20                    # the benchmark harness (see evals/README.md)
+cope calibrate ...                            # thresholds from recorded dev-set traces (Optuna)
+cope report ledger.sqlite                     # a cost ledger as a table or JSON
 cope models                                   # the packaged local models, installed or not
 cope serve --model smollm2-135m --parallel 4  # a local OpenAI-compatible server until Ctrl-C
 """
@@ -128,6 +132,97 @@ def serve_cmd(args: argparse.Namespace) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+# -- cope ask -------------------------------------------------------------------------------------------
+
+
+def _ask_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("question", help="the problem to solve")
+    p.add_argument("--small", default="qwen2.5-coder-0.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
+    p.add_argument("--large", default="qwen2.5-coder-1.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
+    p.add_argument("--task", default="math", choices=["math", "qa"], help="how answers are read and compared")
+    p.add_argument("--n", type=int, default=8, help="samples per stage (default 8)")
+    p.add_argument("--tau1", type=float, default=0.75, help="agreement to accept stage 1 (default 0.75)")
+    p.add_argument("--tau2", type=float, default=0.5, help="agreement to accept stage 2 (default 0.5)")
+    p.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT", help="USD per million tokens")
+    p.add_argument("--load", default=None, help="a saved cascade (Cascade.save) whose prompts and policy to use")
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--json", action="store_true", help="print the prediction (answer, stage, cost, plans) as JSON")
+
+
+@command("ask", "answer one question with a COPE cascade and show its stage and cost", _ask_args)
+def ask_cmd(args: argparse.Namespace) -> int:
+    import contextlib
+    import json
+
+    from cope_dspy import Cascade, ExactMatch, Math
+    from cope_dspy.pair import open_models, parse_prices
+
+    task = Math() if args.task == "math" else ExactMatch()
+    cascade = Cascade(task=task, n=args.n, tau1=args.tau1, tau2=args.tau2)  # validates before any server starts
+    with contextlib.ExitStack() as stack:
+        small, large, prices = open_models(stack, args.small, args.large, parse_prices(args.price),
+                                           max_tokens=args.max_tokens)
+        if args.load:
+            cascade.load(args.load)
+        for p in (cascade.goal_planner, cascade.small_executor):
+            p.set_lm(small.lm)
+        for p in (cascade.guideline_planner, cascade.large_executor):
+            p.set_lm(large.lm)
+        cascade.prices = prices
+        pred = cascade(question=args.question)
+    if args.json:
+        print(json.dumps({"answer": pred.answer, "stage": pred.stage, "confidence": pred.confidence,
+                          "plans": pred.plans, "cost": pred.cost.to_dict(), "price_note": large.price_note}, indent=2))
+    else:
+        conf = "final" if pred.confidence is None else f"agreement {pred.confidence:.2f}"
+        print(f"answer: {pred.answer}\nstage:  {pred.stage} ({conf})\ncost:   ${pred.cost.usd:.6f} "
+              f"({pred.cost.calls} calls, {pred.cost.total_tokens} tokens)")
+        if large.price_note:
+            print(f"note:   {large.price_note}")
+    return 0
+
+
+# -- cope eval / calibrate: thin doors to their modules ------------------------------------------------
+
+
+def _rest(p: argparse.ArgumentParser) -> None:
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments of the subcommand (see --help)")
+
+
+@command("eval", "run a benchmark: record every model's samples once, report every method", _rest)
+def eval_cmd(args: argparse.Namespace) -> int:
+    from evals.run import main as run_eval
+
+    return run_eval(args.args)
+
+
+@command("calibrate", "choose tau1, tau2 and n on your dev set by replaying recorded traces (Optuna)", _rest)
+def calibrate_cmd(args: argparse.Namespace) -> int:
+    from cope_dspy.calibrate import main as run_calibrate
+
+    return run_calibrate(args.args)
+
+
+# -- cope report ----------------------------------------------------------------------------------------
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ledger", help="a SQLite ledger written by CostTracker(ledger=...)")
+    p.add_argument("--run-id", default=None, help="only this run's calls")
+    p.add_argument("--json", action="store_true")
+
+
+@command("report", "summarise a cost ledger per model, stage and role", _report_args)
+def report_cmd(args: argparse.Namespace) -> int:
+    import json
+
+    from cope_dspy.ledger import format_summary, summarize_ledger
+
+    summary = summarize_ledger(args.ledger, run_id=args.run_id)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
 
 
 # -- entry point ----------------------------------------------------------------------------------------

@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     from cope_dspy import Cascade
+    from cope_dspy.pair import open_models, parse_prices
 
     from .benchmarks import get
     from .loaders import load
     from .records import record_all
-    from .setup import open_models, parse_prices
 
     args = build_parser().parse_args(argv)
     if args.limit is not None and args.limit < 1:

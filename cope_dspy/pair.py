@@ -1,4 +1,4 @@
-"""Turning command-line model names and prices into LMs: local catalogue names start an embedded
+"""Opening a small + large model pair from names: local catalogue names start an embedded
 llama.cpp server, `ollama_chat/<name>` goes to Ollama, anything else is a LiteLLM model string."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import dspy
 
-from cope_dspy.costs import Prices
-from cope_dspy.errors import CopeInputError
+from .costs import Prices
+from .errors import CopeInputError
 
 # The stand-in price of a local "large" model, when the user gives none: gpt-4o-mini's list price,
 # read from litellm's bundled price map (so it is data, not a number written here).
@@ -45,7 +45,7 @@ def parse_prices(items: list[str]) -> dict[str, tuple[float, float]]:
 def open_models(stack: contextlib.ExitStack, small: str, large: str, prices: dict[str, tuple[float, float]],
                 *, max_tokens: int = 512, parallel: int = 4) -> tuple[ModelSpec, ModelSpec, Prices]:
     """Start what needs starting (on `stack`, so servers stop on exit) and price the large model."""
-    from cope_dspy.local import LocalServer, catalogue
+    from .local import LocalServer, catalogue
 
     local_names = set(catalogue())
     both_local = small in local_names and large in local_names
@@ -58,11 +58,11 @@ def open_models(stack: contextlib.ExitStack, small: str, large: str, prices: dic
             lm = server.lm(max_tokens=max_tokens)
             specs.append(ModelSpec(name, lm, True, ""))
         elif name.startswith(("ollama/", "ollama_chat/")):
-            from cope_dspy.models import ollama
+            from .models import ollama
 
             specs.append(ModelSpec(name, ollama(name.split("/", 1)[1], max_tokens=max_tokens), True, ""))
         else:
-            from cope_dspy.models import api
+            from .models import api
 
             specs.append(ModelSpec(name, api(name, max_tokens=max_tokens), False, ""))
     small_spec, large_spec = specs
