@@ -15,8 +15,10 @@ import contextlib
 import importlib
 import json
 import os
+import random
 import sqlite3
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +60,8 @@ class Constraint:
 
     def __str__(self) -> str:
         if self.kind == "within_points_of_large":
-            return f"cheapest setting within {self.value:g} accuracy points of the large model alone"
+            unit = "point" if self.value == 1 else "points"
+            return f"cheapest setting within {self.value:g} accuracy {unit} of the large model alone"
         return f"most accurate setting under ${self.value:g} per 1,000 queries"
 
 
@@ -152,20 +155,22 @@ def _sampler(sampler, seed: int | None):
 
     if not isinstance(sampler, str):
         return sampler
-    if sampler in ("nsga2", "grid"):  # grid: every setting is enqueued; the sampler never runs
+    if sampler == "grid":  # every setting is enqueued; the sampler never runs
+        return optuna.samplers.TPESampler(seed=seed)
+    if sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     if sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+        # constant_liar: workers sharing a study do not all sample next to the same running trial
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
     raise CopeInputError(f"sampler must be 'nsga2', 'tpe', 'grid' or an optuna sampler, got {sampler!r}")
 
 
 def _open_study(records: Records, storage: str | None, study_name: str, sampler, space: _Space | None):
     """Create or load the study. A new study stores its search space; a loaded one must have been made
     from the same records (fingerprint), and its stored space wins."""
-    import optuna
 
-    study = optuna.create_study(storage=_storage_url(storage), study_name=study_name, sampler=sampler,
-                                directions=["maximize", "minimize"], load_if_exists=True)
+    study = _create_study(storage=_storage_url(storage), study_name=study_name, sampler=sampler,
+                          directions=["maximize", "minimize"], load_if_exists=True)
     if len(study.directions) != 2:
         raise CopeInputError(f"study {study_name!r} is not a two-objective (accuracy, cost) study; use another name")
     stored = study.user_attrs.get("space")
@@ -180,6 +185,21 @@ def _open_study(records: Records, storage: str | None, study_name: str, sampler,
             f"study {study_name!r} was made from other records (fingerprint {found.fingerprint}, these are "
             f"{records.fingerprint()}): its trials would not match. Use another study name, or the same records file.")
     return study, found
+
+
+def _create_study(**kwargs):
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(6):
+        try:
+            return optuna.create_study(**kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, optuna.exceptions.DuplicatedStudyError):
+            # workers started together race to create the tables (PostgreSQL: "duplicate key ...
+            # pg_type_typname_nsp_index") or the study; the loser finds them made on a retry
+            if attempt == 5:
+                raise
+            time.sleep(0.1 * (attempt + 1) + random.random() * 0.2)
 
 
 def _space(records: Records, variants, include_n: bool, stages, early_stop: bool) -> _Space:
@@ -313,7 +333,7 @@ class Calibration:
 def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, storage: str | None = None,
               study_name: str | None = None, objective: str = "pareto", constraint: Constraint | None = None,
               seed: int | None = 0, include_n: bool = True, variants: list[str] | None = None,
-              stages: tuple[int, ...] | None = None, early_stop: bool = True, sampler="nsga2",
+              stages: tuple[int, ...] | None = None, early_stop: bool = True, sampler="tpe",
               same=None, task=None) -> Calibration:
     """Search tau1, tau2, n (and the prompt variant) with Optuna, every trial a replay of the records:
     no LM call. Two objectives (accuracy up, USD per 1k queries down) give a Pareto front; `constraint`
@@ -322,8 +342,9 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
     The study lives in `storage`: any Optuna RDB URL, "memory", or by default SQLite next to the records
     file (`<records>.optuna.db`). It resumes: trials run
     until the study holds `n_trials` complete ones. Workers may add trials to the same study at once
-    (`run_worker`). `sampler`: "nsga2" (seeded), "tpe", "grid" (every distinct setting, see
-    `grid_settings`; `n_trials` is then ignored) or an optuna sampler.
+    (`run_worker`). `sampler` (seeded with `seed`): "tpe" (multi-objective TPE), "nsga2", "grid" (every
+    distinct setting, see `grid_settings`: exact, ~380 trials for n = 8; `n_trials` is then ignored) or
+    an optuna sampler.
     """
     import optuna
 
@@ -413,7 +434,7 @@ def _summarize(study, space: _Space, run: _Objective, records: Records, constrai
 
 
 def run_worker(records: Records | str | os.PathLike, storage: str, study_name: str, n_trials: int, *,
-               seed: int | None = None, same=None, task=None, include_n: bool = True,
+               seed: int | None = None, sampler="tpe", same=None, task=None, include_n: bool = True,
                stages: tuple[int, ...] | None = None, early_stop: bool = True) -> int:
     """Add `n_trials` trials to a shared study (creating it if needed); returns the trials it ran. Run
     several at once, on one machine or many, against the same RDB storage and records file."""
@@ -422,7 +443,7 @@ def run_worker(records: Records | str | os.PathLike, storage: str, study_name: s
     same = resolve_same(records, same, task)
     restore = _quiet_optuna()
     try:
-        study, space = _open_study(records, storage, study_name, _sampler("nsga2", seed),
+        study, space = _open_study(records, storage, study_name, _sampler(sampler, seed),
                                    _space(records, None, include_n, stages, early_stop))
         study.optimize(_Objective(records, space, same), n_trials=n_trials)
         return n_trials
@@ -449,13 +470,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--study", required=True, help="study name (the same for every worker)")
     w.add_argument("--trials", type=int, required=True, help="trials this worker runs")
     w.add_argument("--seed", type=int, default=None, help="sampler seed (default: random, so workers differ)")
+    w.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"])
     w.add_argument("--task", default=None, help="task for answer equality, module:Class (default: recorded task)")
     r = sub.add_parser("run", help="calibrate: run the study, pick a point, print it")
     r.add_argument("--records", required=True)
     r.add_argument("--trials", type=int, default=200)
     r.add_argument("--storage", default=None, help="default: sqlite:///<records>.optuna.db")
     r.add_argument("--study", default=None)
-    r.add_argument("--sampler", default="nsga2", choices=["nsga2", "tpe", "grid"])
+    r.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2", "grid"])
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--task", default=None)
     pick = r.add_mutually_exclusive_group()
@@ -471,7 +493,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         task = _load_task(args.task)
         if args.command == "worker":
-            run_worker(args.records, args.storage, args.study, args.trials, seed=args.seed, task=task)
+            run_worker(args.records, args.storage, args.study, args.trials, seed=args.seed, sampler=args.sampler,
+                       task=task)
+            print(f"worker: ran {args.trials} trials on study {args.study!r}")
             return 0
         constraint = (max_usd_per_1k(args.max_usd_per_1k) if args.max_usd_per_1k is not None
                       else within_points_of_large(1.0 if args.within_points is None else args.within_points))

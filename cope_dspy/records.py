@@ -91,7 +91,7 @@ def record(cascade, devset: Iterable, metric: Callable, path: str | os.PathLike,
 
         try:
             if pending:  # the first one alone: a broken metric fails after one example's calls, not all
-                write(_record_one(cascade, metric, policy, *pending[0], check_first=True))
+                write(_record_one(cascade, metric, policy, *pending[0]))
             rest = pending[1:]
             if concurrency == 1:
                 for job in rest:
@@ -105,7 +105,8 @@ def record(cascade, devset: Iterable, metric: Callable, path: str | os.PathLike,
 
 def _record_concurrently(cascade, metric, policy, jobs, concurrency, write) -> None:
     error: BaseException | None = None
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cope-record") as pool:
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cope-record")
+    try:
         futures = [pool.submit(contextvars.copy_context().run, _record_one, cascade, metric, policy, *job)
                    for job in jobs]
         for future in as_completed(futures):
@@ -113,13 +114,15 @@ def _record_concurrently(cascade, metric, policy, jobs, concurrency, write) -> N
                 continue
             try:
                 line = future.result()
-            except BaseException as exc:  # stop starting examples; keep those already paid for
+            except Exception as exc:  # stop starting examples; still write those already paid for
                 if error is None:
                     error = exc
                     for f in futures:
                         f.cancel()
                 continue
             write(line)
+    finally:  # also on Ctrl-C: examples not yet started are never started
+        pool.shutdown(wait=True, cancel_futures=True)
     if error is not None:
         raise error
 
@@ -127,6 +130,10 @@ def _record_concurrently(cascade, metric, policy, jobs, concurrency, write) -> N
 def _check_recordable(cascade) -> None:
     if not (hasattr(cascade, "record") and hasattr(cascade, "policy") and hasattr(cascade, "task")):
         raise CopeInputError(f"record() needs a cope_dspy.Cascade, got {cascade!r}")
+    if not isinstance(cascade.task.consensus(), Vote):
+        raise CopeInputError(
+            f"calibration replays vote-based tasks (Math, ExactMatch); the {cascade.task.name!r} task decides with "
+            f"{type(cascade.task.consensus()).__name__}, which replay does not reproduce yet")
     if 3 not in cascade.policy.stages:
         raise CopeInputError(
             f"record() needs stage 3 in the cascade's stages (got {cascade.policy.stages}): replay reads the large "
@@ -144,7 +151,7 @@ def _hash_id(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _record_one(cascade, metric, policy, eid, example, inputs, check_first: bool = False) -> dict[str, Any]:
+def _record_one(cascade, metric, policy, eid, example, inputs) -> dict[str, Any]:
     pred = cascade.record(**inputs)
     trace = json.loads(json.dumps(pred.trace, default=str))
     candidates = [c for entry in trace if entry["kind"] in ("vote", "final") for c in entry["candidates"]]
@@ -448,6 +455,9 @@ def resolve_same(records: Records, same=None, task=None) -> Callable[[str, str],
     if same is not None:
         return same
     if task is not None:
+        if not isinstance(task.consensus(), Vote):
+            raise CopeInputError(f"replay reproduces vote-based tasks (Math, ExactMatch), not {task!r}, which "
+                                 f"decides with {type(task.consensus()).__name__}")
         return task.same
     from .tasks import ExactMatch, Math
 
