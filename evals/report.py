@@ -77,6 +77,33 @@ def cope_rows(records: Records, same, **settings) -> tuple[list[dict[str, Any]],
              for e in result.per_example], result.exits)
 
 
+FOLDS = 5
+
+
+def cross_fitted(recs: Records, same) -> tuple[list[dict[str, Any]], dict[int, int], list[dict[str, Any]]]:
+    """COPE calibrated without touching the problems it is scored on: each fold is replayed with the
+    setting `calibrate` chose on the other folds (no separate dev recording needed)."""
+    from cope_dspy.calibrate import calibrate, within_points_of_large
+
+    items = list(recs)
+    rows: list[dict[str, Any]] = [{}] * len(items)
+    exits = {1: 0, 2: 0, 3: 0}
+    chosen = []
+    for fold in range(FOLDS):
+        train = Records([it for i, it in enumerate(items) if i % FOLDS != fold])
+        held = [i for i in range(len(items)) if i % FOLDS == fold]
+        cal = calibrate(train, storage="memory", sampler="grid", same=same, constraint=within_points_of_large(1.0))
+        p = cal.params
+        chosen.append({k: (round(p[k], 3) if isinstance(p[k], float) else p[k]) for k in ("tau1", "tau2", "n")})
+        fold_rows, fold_exits = cope_rows(Records([items[i] for i in held]), same, tau1=p["tau1"], tau2=p["tau2"],
+                                          n=p["n"])
+        for i, row in zip(held, fold_rows, strict=True):
+            rows[i] = row
+        for s in exits:
+            exits[s] += fold_exits.get(s, 0)
+    return rows, exits, chosen
+
+
 def summarize(name: str, rows: list[dict[str, Any]], large_usd: float, exits=None, note: str = "") -> dict:
     k, n = sum(bool(r["correct"]) for r in rows), len(rows)
     usd = [r["usd"] for r in rows]
@@ -115,6 +142,11 @@ def write_report(folder: Path, examples=None) -> str:
     ]:
         rows, exits = cope_rows(recs, same, **settings)
         table.append(summarize(name, rows, large_usd, exits=exits, note=note))
+    if len(records) >= 2 * FOLDS:
+        rows, exits, chosen = cross_fitted(recs, same)
+        table.append(summarize("COPE calibrated (cross-fitted)", rows, large_usd, exits=exits,
+                               note=f"{FOLDS}-fold: thresholds chosen on the other folds' records (cheapest within "
+                                    f"1 point of large alone), applied to the held-out fold; settings: {chosen}"))
     seconds = [r["cope"]["seconds"] for r in records]
     summary = {"run": run, "problems": len(records), "methods": table,
                "recording_seconds_per_problem": float(np.mean(seconds))}
