@@ -6,18 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import warnings
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dspy
+from dspy.utils.callback import BaseCallback
+from dspy.utils.exceptions import is_retryable_lm_error
 
 from .adapter import LenientChatAdapter
 from .consensus import Candidate, Decision
-from .costs import Budget, CostTracker, Prices, tag
+from .costs import Budget, CostTracker, Prices, Tag, _find_entry, current_tag, tag
 from .errors import BudgetExceeded, CopeError, CopeInputError, LargeModelError
 from .policy import Policy, Temperatures
+from .redact import redact
 from .signatures import format_plans
 from .tasks import Math, Task
 
@@ -84,10 +88,18 @@ class Cascade(dspy.Module):
                 raise CopeInputError(f"{name} must be a dspy.LM (e.g. cope_dspy.models.ollama(...)), got {lm!r}")
         if task is not None and not isinstance(task, Task):
             raise CopeInputError(f"task must be a cope_dspy Task such as Math() or ExactMatch(), got {task!r}")
-        if max_concurrency is not None and (not isinstance(max_concurrency, int) or max_concurrency < 1):
+        if max_concurrency is not None and (
+            isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
+        ):
             raise CopeInputError(f"max_concurrency must be an integer >= 1 or None, got {max_concurrency!r}")
         if budget is not None and not isinstance(budget, Budget):
             raise CopeInputError(f"budget must be a cope_dspy.Budget, got {budget!r}")
+        if prices is not None and not isinstance(prices, Prices):
+            raise CopeInputError(f"prices must be a cope_dspy.Prices (e.g. Prices.from_file(path)), got {prices!r}")
+        if adapter is not None and not isinstance(adapter, dspy.Adapter):
+            raise CopeInputError(f"adapter must be a dspy.Adapter such as dspy.ChatAdapter(), got {adapter!r}")
+        if not isinstance(early_stop, (bool, int)):
+            raise CopeInputError(f"early_stop must be True or False, got {early_stop!r}")
         self.task = task or Math()
         self.task.check_lms(small, large)
         self.policy = Policy(n=n, tau1=tau1, tau2=tau2, stages=stages, temperatures=temperatures or Temperatures())
@@ -116,6 +128,19 @@ class Cascade(dspy.Module):
     def _set_policy(self, **changes) -> None:
         state = {**self.policy.dump_state(), **changes}
         self.policy.load_state(state)
+
+    def __getstate__(self):
+        """Pickled (`save(..., save_program=True)`), the pinned LMs leave out their api_key, as DSPy's JSON
+        state does: after loading, the provider's environment variable supplies it (or `set_lm` again)."""
+        state = super().__getstate__()
+        for role in ("goal_planner", "guideline_planner", "small_executor", "large_executor"):
+            lm = getattr(state.get(role), "lm", None)
+            if lm is not None and "api_key" in (getattr(lm, "kwargs", None) or {}):
+                lm = copy.copy(lm)
+                lm.kwargs = {k: v for k, v in lm.kwargs.items() if k != "api_key"}
+                state[role] = copy.copy(state[role])
+                state[role].lm = lm
+        return state
 
     # ---------------------------------------------------------------- entry points
 
@@ -191,10 +216,12 @@ class Cascade(dspy.Module):
                 if result is not None and (not full or p.stages[-1] == 2):
                     return result
             (final,) = yield [self._stage3_job(question, guideline)]
-            trace.append({"kind": "final", "stage": 3, "accepted": True, "answer": final.answer,
+            # a reply with no readable answer (cut off, wrong format) is kept, raw, but never accepted
+            trace.append({"kind": "final", "stage": 3, "accepted": final.answer is not None, "answer": final.answer,
                           "candidates": [final.to_dict()]})
             return result or dspy.Prediction(
-                answer=final.answer, solution=final.solution, stage=3, confidence=None, accepted=True,
+                answer=final.answer, solution=final.solution, stage=3, confidence=None,
+                accepted=final.answer is not None,
                 plans=_plans(goal, guideline), trace=trace, budget_limited=False,
             )
         except BudgetExceeded:
@@ -215,7 +242,7 @@ class Cascade(dspy.Module):
         if decision.candidates and all(c.error for c in decision.candidates):
             warnings.warn(
                 f"every sample of stage {stage} failed (first error: {decision.candidates[0].error}); the stage "
-                "escalates. Check that the small model's server is running.",
+                "escalates. Each failure is in the trace (pred.trace, the candidates' 'error').",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -273,7 +300,7 @@ class Cascade(dspy.Module):
         def abstain(exc: Exception) -> Candidate:
             if isinstance(exc, CopeError):
                 raise exc
-            return Candidate(index=i, answer=None, error=f"{type(exc).__name__}: {exc}")
+            return Candidate(index=i, answer=None, error=redact(f"{type(exc).__name__}: {exc}"))
 
         def safe_run():
             try:
@@ -307,11 +334,11 @@ class Cascade(dspy.Module):
         return self.budget.reserve(lm.model, messages, lm.kwargs.get("max_tokens"), api_base=lm.kwargs.get("api_base"))
 
     def _call(self, predictor, stage: int, role: str, temperature: float, rollout: int | None, **kwargs):
-        with tag(stage=stage, role=role), _large_errors(role), self._budget_guard(predictor, role, kwargs):
+        with tag(stage=stage, role=role), _large_errors(role, predictor), self._budget_guard(predictor, role, kwargs):
             return predictor(**kwargs, config=self._config(role, temperature, rollout))
 
     async def _acall(self, predictor, stage: int, role: str, temperature: float, rollout: int | None, **kwargs):
-        with tag(stage=stage, role=role), _large_errors(role), self._budget_guard(predictor, role, kwargs):
+        with tag(stage=stage, role=role), _large_errors(role, predictor), self._budget_guard(predictor, role, kwargs):
             return await predictor.acall(**kwargs, config=self._config(role, temperature, rollout))
 
     def _candidate(self, i: int, out, goal: str | None = None, guideline: str | None = None) -> Candidate:
@@ -342,14 +369,14 @@ class Cascade(dspy.Module):
 
     def _metered(self, run):
         """Run one job under its own tracker: each sample's and plan's cost goes into the trace."""
-        tracker = CostTracker(prices=self.prices)
-        with dspy.context(callbacks=[*dspy.settings.callbacks, tracker]):
-            return _with_usage(run(), tracker)
+        tracker, cut = CostTracker(prices=self.prices), _CutOff()
+        with dspy.context(callbacks=[*dspy.settings.callbacks, tracker, cut]):
+            return _with_usage(cut.mark(run()), tracker)
 
     async def _ametered(self, arun):
-        tracker = CostTracker(prices=self.prices)
-        with dspy.context(callbacks=[*dspy.settings.callbacks, tracker]):
-            return _with_usage(await arun(), tracker)
+        tracker, cut = CostTracker(prices=self.prices), _CutOff()
+        with dspy.context(callbacks=[*dspy.settings.callbacks, tracker, cut]):
+            return _with_usage(cut.mark(await arun()), tracker)
 
 
 # -------------------------------------------------------------------- helpers
@@ -365,8 +392,10 @@ def _roles(stages: tuple[int, ...]) -> list[str]:
 
 
 @contextlib.contextmanager
-def _large_errors(role: str):
-    """A failed large-model call ends the cascade with LargeModelError: never an unchecked answer."""
+def _large_errors(role: str, predictor=None):
+    """A failed large-model call ends the cascade with LargeModelError: never an unchecked answer.
+    The message is redacted (a provider's error may echo the key) and cut to its first line; the original
+    exception is kept as `.lm_error`, not chained, so a printed traceback cannot show an echoed key."""
     try:
         yield
     except CopeError:
@@ -374,11 +403,45 @@ def _large_errors(role: str):
     except Exception as exc:
         if role not in _LARGE_ROLES:
             raise
-        raise LargeModelError(
-            f"the large model failed in its {role} call ({type(exc).__name__}: {exc}). The cascade returns no "
-            "answer rather than an unchecked one; retries for transient errors are set on the LM "
-            "(dspy.LM(..., num_retries=...))."
-        ) from exc
+        retries = getattr(getattr(predictor, "lm", None) or dspy.settings.lm, "num_retries", None)
+        first = (str(exc).strip().splitlines() or [""])[0][:500]
+        error = LargeModelError(redact(
+            f"the large model failed in its {role} call ({type(exc).__name__}: {first})"
+            + (f" after {retries} retries" if retries and is_retryable_lm_error(exc) else "")
+            + ". The cascade returns no answer rather than "
+            "an unchecked one; retries with backoff for transient errors are set on the LM "
+            "(dspy.LM(..., num_retries=..., timeout=...))."
+        ))
+        error.lm_error = exc
+        raise error from None
+
+
+class _CutOff(BaseCallback):
+    """Watches one job's executor calls: a reply cut off at max_tokens (finish_reason "length") holds no
+    final answer, even when a number can be read from it, so `mark` makes that candidate abstain."""
+
+    def __init__(self):
+        self.pending: dict[str, Any] = {}
+        self.cut = False
+
+    def on_lm_start(self, call_id, instance, inputs):
+        if (current_tag.get() or Tag()).role in ("small_executor", "large_executor"):
+            self.pending[call_id] = instance
+
+    def on_lm_end(self, call_id, outputs, exception=None):
+        instance = self.pending.pop(call_id, None)
+        response = (_find_entry(instance, outputs) or {}).get("response") if instance is not None else None
+        for r in response if isinstance(response, (list, tuple)) else [response]:
+            reasons = [getattr(r, "finish_reason", None)]  # native engine: one Response
+            reasons += [getattr(c, "finish_reason", None) for c in getattr(r, "choices", None) or []]  # LiteLLM
+            self.cut = self.cut or "length" in reasons
+
+    def mark(self, result):
+        if self.cut and isinstance(result, Candidate) and result.error is None:
+            result.answer = None
+            result.error = ("the reply was cut off at max_tokens (finish_reason='length'), so it holds no final "
+                            "answer; raise max_tokens on the LM")
+        return result
 
 
 def _with_usage(result, tracker: CostTracker):

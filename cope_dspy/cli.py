@@ -76,15 +76,32 @@ def models_cmd(args: argparse.Namespace) -> int:
 # -- cope serve -----------------------------------------------------------------------------------------
 
 
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]; argparse names the flag in its error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default="smollm2-135m", help="catalogue name (see `cope models`) or a .gguf path"
     )
-    p.add_argument("--parallel", type=int, default=4, help="server slots decoding together (default 4)")
-    p.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--parallel", type=_int_in(1), default=4, help="server slots decoding together (default 4)")
+    p.add_argument("--port", type=_int_in(1, 65535), default=None, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--threads", type=_int_in(1), default=2, help="CPU threads (default 2)")
     p.add_argument(
-        "--ctx-size", type=int, default=None, help="total context shared by the slots (default 4096 per slot)"
+        "--ctx-size", type=_int_in(256), default=None,
+        help="total context shared by the slots (default 4096 per slot)",
     )
     p.add_argument("extra", nargs="*", help="more llama-server flags, after `--`")
 
@@ -147,7 +164,7 @@ def _ask_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tau2", type=float, default=0.5, help="agreement to accept stage 2 (default 0.5)")
     p.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT", help="USD per million tokens")
     p.add_argument("--load", default=None, help="a saved cascade (Cascade.save) whose prompts and policy to use")
-    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--max-tokens", type=_int_in(1), default=512)
     p.add_argument("--json", action="store_true", help="print the prediction (answer, stage, cost, plans) as JSON")
 
 
@@ -156,14 +173,16 @@ def ask_cmd(args: argparse.Namespace) -> int:
     import contextlib
     import json
 
-    from cope_dspy import Cascade, ExactMatch, Math
+    from cope_dspy import Cascade, ExactMatch, Math, Prices
     from cope_dspy.pair import open_models, parse_prices
 
     task = Math() if args.task == "math" else ExactMatch()
     cascade = Cascade(task=task, n=args.n, tau1=args.tau1, tau2=args.tau2)  # validates before any server starts
+    task.check_inputs({"question": args.question})  # so do the question and the prices
+    table = parse_prices(args.price)
+    Prices(table)
     with contextlib.ExitStack() as stack:
-        small, large, prices = open_models(stack, args.small, args.large, parse_prices(args.price),
-                                           max_tokens=args.max_tokens)
+        small, large, prices = open_models(stack, args.small, args.large, table, max_tokens=args.max_tokens)
         if args.load:
             cascade.load(args.load)
         for p in (cascade.goal_planner, cascade.small_executor):

@@ -258,12 +258,14 @@ class Prices:
                input = 0.15
                output = 0.6
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise CopeInputError(f"Prices.from_file(path) needs the path of a .toml or .json file, got {path!r}")
         path = Path(path)
         where = f"{path}: "
         try:
             text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CopeInputError(f"cannot read the prices file {path}: {exc.strerror or exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CopeInputError(f"cannot read the prices file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
         suffix = path.suffix.lower()
         try:
             if suffix == ".toml":

@@ -229,6 +229,11 @@ def _preflight(
     )
     try:
         listing = client.list()
+    except httpx.TimeoutException as exc:  # up but not answering: starting it again is not the fix
+        raise ModelUnavailable(
+            f"Ollama at {base} did not answer within {timeout} s (it may be busy loading a model); "
+            f"check it with `ollama ps`, or wait longer with preflight(..., timeout=...)."
+        ) from exc
     except (ConnectionError, httpx.TransportError) as exc:
         raise ModelUnavailable(down) from exc
     except ollama_client.ResponseError as exc:

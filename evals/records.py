@@ -23,6 +23,7 @@ import dspy
 from cope_dspy import Cascade
 from cope_dspy.consensus import Candidate
 from cope_dspy.costs import CostTracker, tag
+from cope_dspy.redact import redact
 
 Correct = Callable[[dspy.Example, dict[str, Any]], bool]
 
@@ -70,7 +71,7 @@ def _solve(cascade: Cascade, predictor, role: str, question: str, temperature: f
             c = Candidate(index=rollout or 0, solution=out.solution or "",
                           answer=cascade.task.parse(out.solution or "", out.answer or ""))
         except Exception as exc:  # noqa: BLE001 - a failed baseline sample abstains, as in the cascade
-            c = Candidate(index=rollout or 0, answer=None, error=f"{type(exc).__name__}: {exc}")
+            c = Candidate(index=rollout or 0, answer=None, error=redact(f"{type(exc).__name__}: {exc}"))
     c.usage = tracker.usage().to_dict()
     c.extra["seconds"] = round(time.perf_counter() - started, 3)
     return c.to_dict()
