@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CopeError, CopeInputError
-from .policy import check_stages
+from .policy import check_n, check_stages
 from .records import Records, ReplayResult, large_alone, record, replay, resolve_same
 
 __all__ = [
@@ -89,6 +89,7 @@ def _order(point: dict[str, Any]) -> int:
 def grid_settings(n_max: int, stages: tuple[int, ...] = (1, 2, 3), include_n: bool = True) -> list[dict[str, Any]]:
     """Every distinct setting: a ballot of n samples reads tau only through the votes it needs, so per n
     the taus 0, (k - 1/2)/n for k = 1..n, and 1 cover every decision (a small, exact grid)."""
+    check_n(n_max)
     out = []
     for n in range(1, n_max + 1) if include_n else [n_max]:
         taus = [0.0, *((k - 0.5) / n for k in range(1, n + 1)), 1.0]
@@ -230,6 +231,10 @@ def _storage_url(storage: str) -> str | None:
                              f"or 'memory', got {storage!r}")
     if storage in ("memory", ":memory:"):
         return None
+    scheme = storage.split("://", 1)[0] if "://" in storage else ""
+    if not scheme.startswith(("sqlite", "postgresql", "mysql", "oracle", "mssql")):
+        raise CopeInputError(f"storage {storage!r} is not an Optuna RDB URL: use 'sqlite:///study.db', "
+                             "'postgresql+psycopg://user@host/db' (pip install 'psycopg[binary]') or 'memory'")
     if storage.startswith("sqlite:///"):
         path = storage[len("sqlite:///"):].split("?", 1)[0]
         if path and path != ":memory:":
@@ -438,6 +443,8 @@ def run_worker(records: Records | str | os.PathLike, storage: str, study_name: s
                stages: tuple[int, ...] | None = None, early_stop: bool = True) -> int:
     """Add `n_trials` trials to a shared study (creating it if needed); returns the trials it ran. Run
     several at once, on one machine or many, against the same RDB storage and records file."""
+    if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
+        raise CopeInputError(f"n_trials must be an integer >= 1 (trials this worker adds), got {n_trials!r}")
     if not isinstance(records, Records):
         records = Records.load(records)
     same = resolve_same(records, same, task)

@@ -36,8 +36,8 @@ def parse_prices(items: list[str]) -> dict[str, tuple[float, float]]:
                 f"--price {item!r}: expected MODEL=IN,OUT in USD per million tokens, e.g. "
                 "--price openai/gpt-4o-mini=0.15,0.60"
             ) from None
-        if inp < 0 or out < 0 or not model:
-            raise CopeInputError(f"--price {item!r}: prices must be >= 0 and the model named")
+        if not (0 <= inp < float("inf") and 0 <= out < float("inf")) or not model:
+            raise CopeInputError(f"--price {item!r}: prices must be finite numbers >= 0 and the model named")
         prices[model] = (inp, out)
     return prices
 

@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     from .records import record_all
 
     args = build_parser().parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        raise SystemExit("--limit must be >= 1")
+    for flag, value in (("--limit", args.limit), ("--n", args.n), ("--max-tokens", args.max_tokens),
+                        ("--concurrency", args.concurrency)):
+        if value is not None and value < 1:
+            raise SystemExit(f"cope eval: {flag} must be >= 1, got {value}")
+    parse_prices(args.price)  # bad prices fail here, before any server starts
     bench = get(args.benchmark)
     examples = load(args.benchmark, split=args.split, limit=args.limit)
     folder = out_dir(args)

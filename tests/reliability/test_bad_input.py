@@ -255,7 +255,7 @@ def test_bad_cope_flags_exit_2_naming_the_flag(argv, flag, words, capsys, no_ser
     (["ask", "   "], "'question' must be a non-empty string"),
     (["ask", Q, "--price", "cheap"], "--price 'cheap'"),
     (["ask", Q, "--price", "openai/gpt-4o-mini=-1,2"], "--price"),
-    (["ask", Q, "--price", "openai/gpt-4o-mini=nan,2"], "price of 'openai/gpt-4o-mini'"),
+    (["ask", Q, "--price", "openai/gpt-4o-mini=nan,2"], "prices must be finite numbers"),
     (["report", "MISSING"], "no cost ledger at"),
     (["report", "NOT_A_LEDGER"], "is not a readable cope-dspy cost ledger"),
 ])
@@ -375,3 +375,26 @@ def test_bad_calibrate_cli_flags(argv, code, words, recorded, capsys, tmp_path):
     assert got == code
     err = capsys.readouterr().err
     assert words in err and "Traceback" not in err, err
+
+
+def test_calibration_storage_trials_and_grid_are_checked():
+    from cope_dspy.calibrate import _storage_url, grid_settings, run_worker
+
+    with pytest.raises(ValueError, match="not an Optuna RDB URL"):
+        _storage_url("nosuch://x")
+    with pytest.raises(ValueError, match="n_trials must be an integer >= 1"):
+        run_worker("unused.jsonl", "sqlite:///unused.db", "s", -1)
+    with pytest.raises(ValueError, match="n must be an integer >= 1"):
+        grid_settings(0)
+
+
+def test_eval_flags_and_prices_fail_before_any_server_starts(monkeypatch):
+    import cope_dspy.pair as pair
+    from evals.run import main as run_eval
+
+    monkeypatch.setattr(pair, "open_models", lambda *a, **k: pytest.fail("a server was started"))
+    for argv in (["gsm8k", "--concurrency", "0"], ["gsm8k", "--max-tokens", "0"], ["gsm8k", "--n", "0"]):
+        with pytest.raises(SystemExit, match="must be >= 1"):
+            run_eval(argv)
+    with pytest.raises(ValueError, match="finite numbers >= 0"):
+        run_eval(["gsm8k", "--price", "m=nan,1"])
