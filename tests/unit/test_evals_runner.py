@@ -1,0 +1,73 @@
+"""The benchmark harness on scripted models: records, resume, every method's accuracy and cost, the report."""
+
+import json
+
+import dspy
+import pytest
+from fakes import math_model
+
+from cope_dspy import Cascade, Math, Prices
+from evals.benchmarks import get
+from evals.records import load_records, record_all
+from evals.report import write_report
+
+LARGE_PRICE = (1.0, 2.0)  # USD per million: 100 prompt + 20 completion tokens = $0.00014 a call
+CALL_USD = (100 * 1.0 + 20 * 2.0) / 1e6
+
+
+def examples(k):
+    return [dspy.Example(id=f"p{i}", question=f"What is {i} + {i}?", answer=str(2 * i)).with_inputs("question")
+            for i in range(k)]
+
+
+def small_answer(call):
+    """Problem p0: the small model is right everywhere. p1: right only when unplanned (baselines).
+    Others: every sample different, so nothing is ever agreed."""
+    i = int(call.question.split()[2])
+    if i == 0:
+        return "0"
+    if i == 1:
+        return "2" if not call.plans else "5"
+    return str(100 + (call.rollout_id or 0) + (50 if "Guideline" in call.plans else 0))
+
+
+def make(tmp_path):
+    small = math_model("scripted/small", small_answer)
+    large = math_model("scripted/large", lambda call: str(2 * int(call.question.split()[2])))
+    prices = Prices({"scripted/large": LARGE_PRICE, "scripted/small": (0.0, 0.0)})
+    cascade = Cascade(small=small.lm, large=large.lm, task=Math(), n=4, prices=prices)
+    (tmp_path / "run.json").write_text(json.dumps({"benchmark": "gsm8k", "split": "test", "small": "scripted/small",
+                                                    "large": "scripted/large", "n": 4, "command": "test"}))
+    return cascade, small, large
+
+
+def test_records_resume_and_report_every_method(tmp_path):
+    cascade, small, large = make(tmp_path)
+    path = tmp_path / "records.jsonl"
+    record_all(cascade, examples(2), get("gsm8k").correct, path, progress=False)
+    calls = len(large.calls)
+    record_all(cascade, examples(3), get("gsm8k").correct, path, progress=False)
+    assert len(large.calls) - calls == 3  # only p2 was new: guideline, stage-3 answer, large-alone answer
+    records = load_records(path)
+    assert sorted(records) == ["p0", "p1", "p2"]
+    with path.open("a") as f:
+        f.write('{"id": "torn')  # a run killed mid-write
+    assert sorted(load_records(path)) == ["p0", "p1", "p2"]
+
+    md = write_report(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    methods = {m["method"]: m for m in summary["methods"]}
+    assert methods["small single"]["accuracy"] == pytest.approx(2 / 3)  # p0, p1
+    assert methods["small majority"]["accuracy"] == pytest.approx(2 / 3)
+    assert methods["large alone"]["accuracy"] == 1.0
+    assert methods["large alone"]["usd_per_1k"] == pytest.approx(1000 * CALL_USD)
+    # MoT: p0 and p1 agree (kept, free), p2 escalates to the large model
+    assert methods["MoT-vote (tau 0.75)"]["accuracy"] == 1.0
+    assert methods["MoT-vote (tau 0.75)"]["usd_per_1k"] == pytest.approx(1000 * CALL_USD / 3)
+    # COPE: p0 exits at stage 1 (free); p1's planned samples agree on a wrong 5 at stage 1;
+    # p2 reaches stage 3: guideline + final answer
+    cope = methods["COPE (0.75 / 0.5)"]
+    assert {int(k): v for k, v in cope["exits"].items()} == {1: 2, 2: 0, 3: 1}
+    assert cope["accuracy"] == pytest.approx(2 / 3)
+    assert cope["usd_per_1k"] == pytest.approx(1000 * 2 * CALL_USD / 3)
+    assert "| COPE (0.75 / 0.5) |" in md and (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
