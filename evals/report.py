@@ -64,6 +64,61 @@ def baseline_rows(records: list[dict[str, Any]], same) -> dict[str, list[dict[st
     return rows
 
 
+def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3)) -> tuple[list[dict[str, Any]], dict]:
+    """COPE on code, replayed: a stage accepts when one of its samples passes the task's own tests. With
+    early decision the cascade draws waves of ceil(n/2) samples and stops at the first wave with a pass,
+    so only those samples are paid for. The last stage run answers whatever its tests say."""
+    wave = -(-n // 2)
+    rows, exits = [], {1: 0, 2: 0, 3: 0}
+    for r in records:
+        trace = r["cope"]["trace"]
+        by = {(e["kind"], e["stage"]): e for e in trace}
+        guideline = next((e for e in trace if e["kind"] == "guideline"), None)
+        usd = calls = 0.0
+        row = None
+        for stage in (1, 2, 3):
+            if stage not in stages:
+                continue
+            if stage == 2 or (stage == 3 and 2 not in stages):  # the large model writes its guideline first
+                usd, calls = usd + _usd(guideline), calls + _calls(guideline)
+            if stage == 3:
+                final = by[("final", 3)]["candidates"][0]
+                usd, calls = usd + _usd(final), calls + _calls(final)
+                row = {"correct": bool(final.get("correct")), "stage": 3}
+                break
+            samples = by[("vote", stage)]["candidates"][:n]
+            passed = False
+            for start in range(0, len(samples), wave):
+                drawn = samples[start:start + wave]
+                usd += sum(_usd(c) for c in drawn)
+                calls += sum(_calls(c) for c in drawn)
+                if any(c.get("correct") for c in drawn):
+                    passed = True
+                    break
+            if passed or stage == stages[-1]:
+                row = {"correct": passed, "stage": stage}
+                break
+        row.update(usd=usd, calls=calls)
+        exits[row["stage"]] += 1
+        rows.append(row)
+    return rows, exits
+
+
+def code_baseline_rows(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    rows: dict[str, list[dict[str, Any]]] = {"small single": [], "small, any of n passes its tests": [],
+                                             "large alone": []}
+    for r in records:
+        b = r["baselines"]
+        rows["small single"].append({"correct": b["small_greedy"]["correct"], "usd": _usd(b["small_greedy"]),
+                                     "calls": _calls(b["small_greedy"])})
+        rows["small, any of n passes its tests"].append({
+            "correct": any(s["correct"] for s in b["small_samples"]),
+            "usd": sum(_usd(s) for s in b["small_samples"]), "calls": sum(_calls(s) for s in b["small_samples"])})
+        large = b["large_greedy"]
+        rows["large alone"].append({"correct": large["correct"], "usd": _usd(large), "calls": _calls(large)})
+    return rows
+
+
 def as_records(records: list[dict[str, Any]], run: dict[str, Any]) -> Records:
     """The benchmark records' cascade traces in the calibration module's record format."""
     policy = {"n": run["n"], "stages": [1, 2, 3], "task": "math", "variant": "default"}
@@ -126,6 +181,8 @@ def write_report(folder: Path, examples=None) -> str:
     records = list(by_id.values())
     if not records:
         return f"no records in {folder}"
+    if run["benchmark"] in CODE_BENCHMARKS:
+        return _write(folder, run, records, code_report(records, run))
     same = Math().same
     base = baseline_rows(records, same)
     large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
@@ -147,6 +204,25 @@ def write_report(folder: Path, examples=None) -> str:
         table.append(summarize("COPE calibrated (cross-fitted)", rows, large_usd, exits=exits,
                                note=f"{FOLDS}-fold: thresholds chosen on the other folds' records (cheapest within "
                                     f"1 point of large alone), applied to the held-out fold; settings: {chosen}"))
+    return _write(folder, run, records, table)
+
+
+CODE_BENCHMARKS = ("mbpp", "humaneval")
+
+
+def code_report(records: list[dict[str, Any]], run: dict[str, Any]) -> list[dict[str, Any]]:
+    base = code_baseline_rows(records)
+    large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
+    table = [summarize(m, rows, large_usd) for m, rows in base.items()]
+    for name, stages, note in [("COPE", (1, 2, 3), "accept a stage when a sample passes the task's tests"),
+                               ("COPE stop after stage 2", (1, 2), "ablation"),
+                               ("COPE skip stage 1", (2, 3), "ablation; estimate: stage-2 samples had a goal")]:
+        rows, exits = code_rows(records, run["n"], stages)
+        table.append(summarize(name, rows, large_usd, exits=exits, note=note))
+    return table
+
+
+def _write(folder: Path, run: dict[str, Any], records: list[dict[str, Any]], table: list[dict[str, Any]]) -> str:
     seconds = [r["cope"]["seconds"] for r in records]
     summary = {"run": run, "problems": len(records), "methods": table,
                "recording_seconds_per_problem": float(np.mean(seconds))}

@@ -71,3 +71,40 @@ def test_records_resume_and_report_every_method(tmp_path):
     assert cope["accuracy"] == pytest.approx(2 / 3)
     assert cope["usd_per_1k"] == pytest.approx(1000 * 2 * CALL_USD / 3)
     assert "| COPE (0.75 / 0.5) |" in md and (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_code_benchmark_records_and_report(tmp_path):
+    from fakes import ScriptedLM, reply
+
+    from cope_dspy import Code
+
+    good, bad = "def add(a, b):\n    return a + b", "def add(a, b):\n    return a - b"
+
+    def small(call):
+        if call.role == "goal":
+            return reply(goal="Add two numbers.")
+        # problem c0: the small model's planned samples pass from sample 1 on; c1: it never passes
+        ok = "c0" in call.question and call.plans and (call.rollout_id or 0) >= 1
+        return reply(solution="Here it is.", answer=f"```python\n{good if ok else bad}\n```")
+
+    def large(call):
+        if call.role == "guideline":
+            return reply(guideline="Return the sum.")
+        return reply(solution="Sum.", answer=f"```python\n{good}\n```")
+
+    s, lg = ScriptedLM("scripted/small", small), ScriptedLM("scripted/large", large)
+    prices = Prices({"scripted/large": LARGE_PRICE, "scripted/small": (0.0, 0.0)})
+    cascade = Cascade(small=s.lm, large=lg.lm, task=Code(), n=4, prices=prices)
+    exs = [dspy.Example(id=f"mbpp-c{i}", question=f"c{i}: write add(a, b)", tests=["assert add(1, 2) == 3"],
+                        test_setup="", entry_point="add").with_inputs("question", "tests") for i in range(2)]
+    (tmp_path / "run.json").write_text(json.dumps({"benchmark": "mbpp", "split": "test", "small": "s", "large": "l",
+                                                    "n": 4, "command": "test"}))
+    record_all(cascade, exs, get("mbpp").correct, tmp_path / "records.jsonl", progress=False)
+    write_report(tmp_path)
+    methods = {m["method"]: m for m in json.loads((tmp_path / "summary.json").read_text())["methods"]}
+    assert methods["small single"]["accuracy"] == 0.0 and methods["large alone"]["accuracy"] == 1.0
+    cope = methods["COPE"]
+    # c0 passes in stage 1's first wave (samples 0-1: sample 1 passes); c1 fails stages 1 and 2, large solves it
+    assert {int(k): v for k, v in cope["exits"].items()} == {1: 1, 2: 0, 3: 1}
+    assert cope["accuracy"] == 1.0
+    assert cope["usd_per_1k"] == pytest.approx(1000 * 2 * CALL_USD / 2)  # c1: guideline + final
