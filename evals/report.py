@@ -199,6 +199,9 @@ def write_report(folder: Path, examples=None) -> str:
     ]:
         rows, exits = cope_rows(recs, same, **settings)
         table.append(summarize(name, rows, large_usd, exits=exits, note=note))
+    full_calls = replay(recs, 0.75, 0.5, same=same, early_stop=False).calls
+    table[len(base)]["note"] += (f"; early decision drew {table[len(base)]['calls_per_problem']:.1f} calls per problem "
+                                 f"where drawing every sample would take {full_calls / len(records):.1f}")
     if len(records) >= 2 * FOLDS:
         rows, exits, chosen = cross_fitted(recs, same)
         table.append(summarize("COPE calibrated (cross-fitted)", rows, large_usd, exits=exits,
