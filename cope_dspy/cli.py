@@ -257,8 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_PASSTHROUGH = {"eval": eval_cmd, "calibrate": calibrate_cmd}  # their own parsers own every flag, --help too
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in _PASSTHROUGH:
+        args = argparse.Namespace(args=argv[1:], run=_PASSTHROUGH[argv[0]])
+    else:
+        args = build_parser().parse_args(argv)
     try:
         return args.run(args)
     except CopeError as exc:
