@@ -46,11 +46,26 @@ def _code(example, candidate) -> bool:
     return report.passed
 
 
+def _text_task():
+    from cope_dspy.text import Text
+
+    # probe=False: no extra 1-token call at build time (the run's small model is a local llama-server, which
+    # returns logprobs); a small model that drops them shows as every stage-1/2 sample with no score.
+    return Text(probe=False)
+
+
+def _judged(example, candidate) -> bool:
+    """Open-ended replies have no answer key: a method's quality is its pairwise win against large alone,
+    judged at report time (evals/judge.py), so nothing is marked correct when recording."""
+    return False
+
+
 _ALL = {
     "gsm8k": Benchmark("gsm8k", Math, _gsm8k),
     "math500": Benchmark("math500", Math, _math),
     "mbpp": Benchmark("mbpp", _code_task, _code),
     "humaneval": Benchmark("humaneval", _code_task, _code),
+    "mtbench": Benchmark("mtbench", _text_task, _judged),
 }
 
 

@@ -69,7 +69,7 @@ def _solve(cascade: Cascade, predictor, role: str, question: str, temperature: f
         try:
             out = predictor(question=question, config=config)
             c = Candidate(index=rollout or 0, solution=out.solution or "",
-                          answer=cascade.task.parse(out.solution or "", out.answer or ""))
+                          answer=cascade.task.parse(out.solution or "", getattr(out, "answer", "") or ""))
         except Exception as exc:  # noqa: BLE001 - a failed baseline sample abstains, as in the cascade
             c = Candidate(index=rollout or 0, answer=None, error=redact(f"{type(exc).__name__}: {exc}"))
     c.usage = tracker.usage().to_dict()

@@ -174,13 +174,21 @@ def summarize(name: str, rows: list[dict[str, Any]], large_usd: float, exits=Non
     }
 
 
-def write_report(folder: Path, examples=None) -> str:
+def write_report(folder: Path, examples=None, judge=None, judge_name: str | None = None) -> str:
+    """Derive every method from the records in `folder` and write summary.json, table.md and plot.png.
+
+    MT-Bench only: `judge` is the judge LM (or a zero-argument function that opens it, called only when a
+    judgment is not yet in judgments.jsonl), `judge_name` the name its judgments are cached under."""
     folder = Path(folder)
     run = json.loads((folder / "run.json").read_text())
     by_id = load_records(folder / "records.jsonl")
     records = list(by_id.values())
     if not records:
         return f"no records in {folder}"
+    if run["benchmark"] in TEXT_BENCHMARKS:
+        table, extra = text_report(records, run, judge, examples=examples, cache=folder / "judgments.jsonl",
+                                   judge_name=judge_name)
+        return _write(folder, run, records, table, extra)
     if run["benchmark"] in CODE_BENCHMARKS:
         return _write(folder, run, records, code_report(records, run))
     same = Math().same
@@ -225,10 +233,253 @@ def code_report(records: list[dict[str, Any]], run: dict[str, Any]) -> list[dict
     return table
 
 
-def _write(folder: Path, run: dict[str, Any], records: list[dict[str, Any]], table: list[dict[str, Any]]) -> str:
+# ---------------------------------------------------------------- open-ended text (MT-Bench, first turn)
+
+TEXT_BENCHMARKS = ("mtbench",)
+# The paper gives no perplexity threshold for open-ended tasks. Ours: tau1 = tau2 = 0.5, i.e. a stage accepts
+# its lowest-perplexity reply when that perplexity is <= 2 (mean token log-probability >= -ln 2). The report
+# prints the median best-reply confidence of each stage so the threshold can be calibrated on a dev split.
+TEXT_TAU = (0.5, 0.5)
+JUDGE_CONCURRENCY = 4
+
+
+def _response(c: dict[str, Any] | None) -> str:
+    """What a user would read: the parsed answer, else the raw reply (a reply cut off at max_tokens has no
+    answer in the cascade's trace but is still a response; the baselines keep theirs as the answer)."""
+    if not c:
+        return ""
+    return str(c.get("answer") or c.get("solution") or "").strip()
+
+
+def _best_reply(samples: list[dict[str, Any]], tau: float) -> tuple[dict[str, Any] | None, Any]:
+    """The cascade's own Perplexity ballot over one recorded stage: highest mean logprob wins (the earliest
+    on ties), accepted when exp(score) >= tau; samples without an answer or a score abstain."""
+    from cope_dspy.consensus import Candidate
+    from cope_dspy.text import Perplexity
+
+    ballot = Perplexity().ballot(len(samples), tau, early_stop=False)
+    ballot.add([Candidate(index=i, answer=s.get("answer"), score=s.get("score")) for i, s in enumerate(samples)])
+    d = ballot.decision()
+    return (samples[d.chosen.index] if d.chosen else None), d
+
+
+def text_rows(records: list[dict[str, Any]], n: int, tau1: float, tau2: float,
+              stages=(1, 2, 3)) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """COPE on open-ended requests, replayed: per problem the response it returns, its cost and exit stage.
+    A stage draws all n samples (the lowest perplexity of n is known only once all are in), so every
+    recorded sample of each stage reached is paid for, plus the guideline and the stage-3 answer."""
+    rows, exits = [], {1: 0, 2: 0, 3: 0}
+    for r in records:
+        trace = r["cope"]["trace"]
+        by = {(e["kind"], e["stage"]): e for e in trace}
+        guideline = next((e for e in trace if e["kind"] == "guideline"), None)
+        usd, calls, row = 0.0, 0, None
+        for stage in stages:
+            if stage == 2 or (stage == 3 and 2 not in stages):  # the large model writes its guideline first
+                usd, calls = usd + _usd(guideline or {}), calls + _calls(guideline or {})
+            if stage == 3:
+                final = by[("final", 3)]["candidates"][0]
+                usd, calls = usd + _usd(final), calls + _calls(final)
+                row = {"response": _response(final), "stage": 3, "confidence": None}
+                break
+            samples = by[("vote", stage)]["candidates"][:n]
+            usd += sum(_usd(c) for c in samples)
+            calls += sum(_calls(c) for c in samples)
+            chosen, d = _best_reply(samples, tau1 if stage == 1 else tau2)
+            if d.accepted or stage == stages[-1]:
+                row = {"response": _response(chosen), "stage": stage, "confidence": d.confidence}
+                break
+        row.update(usd=usd, calls=calls)
+        exits[row["stage"]] += 1
+        rows.append(row)
+    return rows, exits
+
+
+def _stage_confidences(records: list[dict[str, Any]], stage: int, n: int) -> list[float]:
+    out = []
+    for r in records:
+        entry = next((e for e in r["cope"]["trace"] if e["kind"] == "vote" and e["stage"] == stage), None)
+        if entry:
+            out.append(_best_reply(entry["candidates"][:n], 1.0)[1].confidence)
+    return out
+
+
+def _judgment_key(judge_name: str, pid: str, a: str, b: str, reference: str | None) -> str:
+    import hashlib
+
+    blob = json.dumps([judge_name, pid, a, b, reference or ""], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _load_judgments(path: Path | None) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    if path is None or not path.exists():
+        return out
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                j = json.loads(line)
+            except json.JSONDecodeError:  # a torn last line (a report killed mid-write)
+                continue
+            out[j["key"]] = j
+    return out
+
+
+def _judge_all(pending: dict[str, dict[str, Any]], judge_lm, prices, path: Path | None, concurrency: int) -> dict:
+    """Judge every pending pair (method response = a, large-alone response = b), appending each judgment
+    to `path` as soon as it is in, so a killed report resumes where it stopped."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextvars import copy_context
+
+    from .judge import judge
+    from .records import _Writer
+
+    writer = _Writer(path) if path is not None else None
+    done: dict[str, dict[str, Any]] = {}
+
+    def one(key: str, job: dict[str, Any]) -> None:
+        j = judge(judge_lm, job["question"], job["a"], job["b"], reference=job["reference"], prices=prices)
+        line = {"key": key, "judge": job["judge"], "id": job["id"], "verdict": j.verdict, "first": j.first,
+                "second": j.second, "usage": j.usage}
+        if writer is not None:
+            writer.write(line)
+        done[key] = line
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(pending)))) as pool:
+        for f in [pool.submit(copy_context().run, one, k, job) for k, job in pending.items()]:
+            f.result()
+    return done
+
+
+def _examples_by_id(records: list[dict[str, Any]], examples) -> dict[str, Any]:
+    by_id = {ex.id: ex for ex in examples or []}
+    if any(r["id"] not in by_id for r in records):
+        from .loaders import load
+
+        by_id.update({ex.id: ex for ex in load("mtbench", split="all", source="local") if ex.id not in by_id})
+    return by_id
+
+
+def summarize_text(name: str, rows: list[dict[str, Any]], large_usd: float, exits=None, note: str = "") -> dict:
+    """As `summarize`, with the win rate against large alone, (wins + ties / 2) / n, in place of accuracy;
+    its 95% interval is a bootstrap over problems."""
+    scores = [r["score"] for r in rows]
+    out = summarize(name, [{**r, "correct": False} for r in rows], large_usd, exits=exits, note=note)
+    lo, hi = bootstrap_mean_ci(scores)
+    out.update(accuracy=float(np.mean(scores)), accuracy_ci95=[lo, hi], win_rate=float(np.mean(scores)),
+               wins=sum(s == 1.0 for s in scores), ties=sum(s == 0.5 for s in scores),
+               losses=sum(s == 0.0 for s in scores))
+    return out
+
+
+_SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}
+
+
+def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *, examples=None,
+                cache: Path | None = None, judge_name: str | None = None, tau: tuple[float, float] = TEXT_TAU,
+                concurrency: int = JUDGE_CONCURRENCY) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """MT-Bench (first turn): every method's response judged pairwise against large alone's.
+
+    Methods: small single, large alone (the reference, 50% by construction), COPE with `tau`, COPE stopped
+    after stage 2. judge_lm: a `dspy.BaseLM`, or a function opening one (called only when a judgment is
+    missing from `cache`), or None (every judgment must be cached). Identical responses tie without a call;
+    an empty response loses to a non-empty one. Returns the table and the summary's extra keys."""
+    from .judge import reference_for
+
+    by_id = _examples_by_id(records, examples)
+    name = judge_name or getattr(judge_lm, "model", None) or run.get("judge") or "judge"
+    base = {"small single": [], "large alone": []}
+    large_text: dict[str, str] = {}
+    for r in records:
+        b = r["baselines"]
+        large_text[r["id"]] = _response(b["large_greedy"])
+        for method, c in (("small single", b["small_greedy"]), ("large alone", b["large_greedy"])):
+            base[method].append({"response": _response(c), "usd": _usd(c), "calls": _calls(c)})
+    tau1, tau2 = tau
+    cope = {f"COPE (tau {tau1} / {tau2})": text_rows(records, run["n"], tau1, tau2),
+            "COPE stop after stage 2": text_rows(records, run["n"], tau1, tau2, stages=(1, 2))}
+
+    # what needs a judge
+    cached = _load_judgments(cache)
+    pending: dict[str, dict[str, Any]] = {}
+    method_rows = {**{m: rows for m, rows in base.items()}, **{m: rows for m, (rows, _) in cope.items()}}
+    identical = 0
+    for method, rows in method_rows.items():
+        for r, row in zip(records, rows, strict=True):
+            pid, a, b = r["id"], row["response"], large_text[r["id"]]
+            if method == "large alone":
+                row.update(outcome="tie", how="reference")
+            elif " ".join(a.split()) == " ".join(b.split()):
+                row.update(outcome="tie", how="identical")
+                identical += 1
+            elif not a or not b:
+                row.update(outcome="b" if not a else "a", how="empty response")
+            else:
+                ex = by_id[pid]
+                reference = reference_for(ex)
+                key = _judgment_key(name, pid, a, b, reference)
+                row.update(key=key, how="judge")
+                if key not in cached and key not in pending:
+                    pending[key] = {"judge": name, "id": pid, "question": ex.question, "a": a, "b": b,
+                                    "reference": reference}
+    new = {}
+    if pending:
+        lm = judge_lm() if callable(judge_lm) and not hasattr(judge_lm, "model") else judge_lm
+        if lm is None:
+            raise RuntimeError(f"{len(pending)} judgments are not in {cache}: name a judge LM (--judge) to make them")
+        from cope_dspy.costs import Prices
+
+        new = _judge_all(pending, lm, Prices(run.get("prices") or {}), cache, concurrency)
+    judgments = {**cached, **new}
+
+    used: dict[str, dict[str, Any]] = {}
+    for rows in method_rows.values():
+        for row in rows:
+            if row.get("how") == "judge":
+                used[row["key"]] = j = judgments[row["key"]]
+                row["outcome"] = j["verdict"]
+            row["score"] = _SCORE[row["outcome"]]
+
+    large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
+    notes = {"small single": "the small model alone, greedy, no plan",
+             "large alone": "the reference every method is judged against: 50% by construction"}
+    table = [summarize_text(m, rows, large_usd, note=notes[m]) for m, rows in base.items()]
+    conf = {s: _stage_confidences(records, s, run["n"]) for s in (1, 2)}
+    median = {s: (f"{float(np.median(v)):.2f}" if v else "n/a") for s, v in conf.items()}
+    for i, (method, (rows, exits)) in enumerate(cope.items()):
+        note = (f"a stage accepts its lowest-perplexity reply when 1/perplexity >= tau (tau1 = {tau1}, tau2 = {tau2}: "
+                f"perplexity <= {1 / tau1:.3g} / {1 / tau2:.3g}; the paper gives no threshold for open-ended tasks); "
+                f"every sample of a stage reached is paid for; median best-reply confidence: stage 1 {median[1]}, "
+                f"stage 2 {median[2]}") if i == 0 else "ablation"
+        table.append(summarize_text(method, rows, large_usd, exits=exits, note=note))
+    judge_usage = [j.get("usage") or {} for j in used.values()]
+    extra = {
+        "metric": "win rate vs large alone",
+        "tau": list(tau),
+        "judge": {
+            "model": name, "judgments": len(used), "new": len(new), "identical": identical,
+            "calls": int(sum(u.get("calls") or 0 for u in judge_usage)),
+            "usd": float(sum(u.get("usd") or 0.0 for u in judge_usage)),
+            "unparseable": sum((j["first"] is None) + (j["second"] is None) for j in used.values()),
+            "inconsistent": sum(_inconsistent(j) for j in used.values()),
+        },
+    }
+    return table, extra
+
+
+def _inconsistent(j: dict[str, Any]) -> bool:
+    """Both orders gave a readable verdict, naming different winners (or one a winner, the other a tie)."""
+    from .judge import Judgment
+
+    readable = j["first"] is not None and j["second"] is not None
+    return readable and not Judgment(j["verdict"], j["first"], j["second"]).consistent
+
+
+def _write(folder: Path, run: dict[str, Any], records: list[dict[str, Any]], table: list[dict[str, Any]],
+           extra: dict[str, Any] | None = None) -> str:
     seconds = [r["cope"]["seconds"] for r in records]
     summary = {"run": run, "problems": len(records), "methods": table,
-               "recording_seconds_per_problem": float(np.mean(seconds))}
+               "recording_seconds_per_problem": float(np.mean(seconds)), **(extra or {})}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     md = markdown(summary)
     (folder / "table.md").write_text(md)
@@ -247,8 +498,16 @@ def markdown(summary: dict[str, Any]) -> str:
     ]
     if run.get("price_note"):
         lines += [f"Prices: {run['price_note']}.", ""]
+    if summary.get("judge"):
+        j = summary["judge"]
+        lines += [f"Judge: {j['model']}, MT-Bench's pairwise prompt asked twice with the positions swapped (a win "
+                  f"only when both orders agree, anything else a tie); {j['judgments']} judgments, {j['calls']} "
+                  f"calls, ${j['usd']:.4f} (not in the methods' cost); {j['inconsistent']} position-inconsistent "
+                  f"pairs and {j['unparseable']} unparseable verdicts counted as ties; {j['new']} judged for this "
+                  f"report, the rest read from judgments.jsonl.", ""]
+    metric = summary.get("metric", "accuracy")
     lines += [
-        "| method | accuracy (95% CI) | API $ per 1k problems (95% CI) | cost vs large alone | calls / problem | exits at stage 1 / 2 / 3 |",
+        f"| method | {metric} (95% CI) | API $ per 1k problems (95% CI) | cost vs large alone | calls / problem | exits at stage 1 / 2 / 3 |",
         "|---|---|---|---|---|---|",
     ]
     for m in summary["methods"]:
@@ -280,7 +539,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
                     label=m["method"])
     run = summary["run"]
     ax.set_xlabel("API cost, USD per 1,000 problems")
-    ax.set_ylabel("accuracy (%), 95% CI")
+    ax.set_ylabel(f"{summary.get('metric', 'accuracy')} (%), 95% CI")
     ax.set_title(f"{run['benchmark']}: {run['small']} + {run['large']} ({summary['problems']} problems)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")

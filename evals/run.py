@@ -3,6 +3,7 @@
     python -m evals.run gsm8k --limit 20                       # the embedded local pair, no network
     python -m evals.run gsm8k --small ollama_chat/qwen2.5:1.5b --large openai/gpt-4o-mini
     python -m evals.run gsm8k --limit 100 --report-only        # re-derive the report from the records
+    python -m evals.run mtbench --max-tokens 1024              # judged pairwise vs large alone (--judge)
 
 Records go to evals/results/<benchmark>-<small>+<large>-<date>/records.jsonl (resumable: rerun the same
 command to continue); the report (summary.json, table.md, plot.png) is written next to them.
@@ -22,11 +23,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cope eval", description=__doc__.split("\n")[0])
-    p.add_argument("benchmark", choices=["gsm8k", "math500", "mbpp", "humaneval"])
+    p.add_argument("benchmark", choices=["gsm8k", "math500", "mbpp", "humaneval", "mtbench"])
     p.add_argument("--split", default="test", choices=["test", "dev", "all"])
     p.add_argument("--limit", type=int, default=None, help="first N problems of the split")
     p.add_argument("--small", default="qwen2.5-coder-0.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
     p.add_argument("--large", default="qwen2.5-coder-1.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
+    p.add_argument("--judge", default=None, help="mtbench: the pairwise judge, any name --large takes "
+                   "(default: the large model); judgments are cached in judgments.jsonl")
     p.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT",
                    help="USD per million input,output tokens; repeatable")
     p.add_argument("--n", type=int, default=8, help="samples per stage (and for the majority-vote baseline)")
@@ -83,7 +86,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"recorded in {time.perf_counter() - started:.0f}s -> {folder / 'records.jsonl'}")
     from .report import write_report
 
-    print(write_report(folder, examples))
+    with contextlib.ExitStack() as judge_stack:  # a judge is opened only if a judgment is not cached yet
+        judge_name = args.judge or args.large
+
+        def judge():
+            from .judge import open_judge
+
+            return open_judge(judge_stack, judge_name, max_tokens=max(1024, args.max_tokens))
+
+        print(write_report(folder, examples, judge=judge, judge_name=judge_name))
     return 0
 
 

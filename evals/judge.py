@@ -1,0 +1,202 @@
+"""MT-Bench's pairwise LLM judge (first turn), asked twice with the positions swapped.
+
+The prompts are FastChat's `pair-v2` (general questions) and `pair-math-v1` (math, reasoning and coding,
+judged against a reference answer), from `fastchat/llm_judge/data/judge_prompts.jsonl` (Zheng et al. 2023,
+"Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena", Apache-2.0), written as DSPy signatures: the
+system prompt is the signature's instructions, the question and the two answers its input fields.
+
+Swap rule (FastChat's "pairwise with swap", as the COPE paper alternates positions): the judge sees
+(a, b) and then (b, a); a response wins only when both orders pick it, anything else (one order a win
+and the other a tie, the two orders disagreeing, an unparseable verdict) is a tie.
+
+    from evals.judge import judge_pair
+    judge_pair(judge_lm, "Write a haiku about rain.", cope_answer, large_answer)   # "a", "b" or "tie"
+
+Every judge call is tagged `tag(stage=0, role="judge")` and metered by its own `CostTracker`, so its cost
+is reported apart from the methods' cost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+from dspy.utils.exceptions import AdapterParseError
+
+from cope_dspy.adapter import LenientChatAdapter
+from cope_dspy.costs import CostTracker, Prices, tag
+
+__all__ = ["PairwiseJudge", "PairwiseJudgeWithReference", "Judgment", "judge", "judge_pair", "combine", "parse_verdict",
+           "reference_for", "open_judge", "NEED_REF_CATEGORIES"]
+
+# FastChat judges these categories against a reference answer (pair-math-v1), the rest with pair-v2.
+NEED_REF_CATEGORIES = ("math", "reasoning", "coding")
+
+_RULES = (
+    "Avoid any positional biases and ensure that the order in which the responses were presented does not "
+    "influence your decision. Do not allow the length of the responses to influence your evaluation. Do not "
+    "favor certain names of the assistants. Be as objective as possible. After providing your explanation, "
+    'output your final verdict by strictly following this format: "[[A]]" if assistant A is better, "[[B]]" '
+    'if assistant B is better, and "[[C]]" for a tie.'
+)
+
+
+class PairwiseJudge(dspy.Signature):
+    __doc__ = (  # FastChat pair-v2
+        "Please act as an impartial judge and evaluate the quality of the responses provided by two AI "
+        "assistants to the user question displayed below. You should choose the assistant that follows the "
+        "user's instructions and answers the user's question better. Your evaluation should consider factors "
+        "such as the helpfulness, relevance, accuracy, depth, creativity, and level of detail of their "
+        "responses. Begin your evaluation by comparing the two responses and provide a short explanation. "
+        + _RULES
+    )
+
+    question: str = dspy.InputField(desc="the user question")
+    response_a: str = dspy.InputField(desc="assistant A's answer")
+    response_b: str = dspy.InputField(desc="assistant B's answer")
+    explanation: str = dspy.OutputField(desc="a short comparison of the two responses")
+    verdict: str = dspy.OutputField(desc='"[[A]]" if assistant A is better, "[[B]]" if assistant B is better, '
+                                         '"[[C]]" for a tie')
+
+
+class PairwiseJudgeWithReference(dspy.Signature):
+    __doc__ = (  # FastChat pair-math-v1
+        "Please act as an impartial judge and evaluate the quality of the responses provided by two AI "
+        "assistants to the user question displayed below. Your evaluation should consider correctness and "
+        "helpfulness. You will be given a reference answer, assistant A's answer, and assistant B's answer. Your "
+        "job is to evaluate which assistant's answer is better. Begin your evaluation by comparing both "
+        "assistants' answers with the reference answer. Identify and correct any mistakes. " + _RULES
+    )
+
+    question: str = dspy.InputField(desc="the user question")
+    reference: str = dspy.InputField(desc="the reference answer")
+    response_a: str = dspy.InputField(desc="assistant A's answer")
+    response_b: str = dspy.InputField(desc="assistant B's answer")
+    explanation: str = dspy.OutputField(desc="a short comparison of the two responses with the reference answer")
+    verdict: str = dspy.OutputField(desc='"[[A]]" if assistant A is better, "[[B]]" if assistant B is better, '
+                                         '"[[C]]" for a tie')
+
+
+_BRACKETED = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
+_BARE = {"A": "A", "B": "B", "C": "tie", "TIE": "tie"}
+
+
+def parse_verdict(verdict: str | None, explanation: str | None = "") -> str | None:
+    """"A", "B" or "tie" from the judge's reply; None when it cannot be read.
+
+    The verdict field is read as `[[A]]` / `[[B]]` / `[[C]]` (the last one written), or as a bare "A", "B",
+    "C" or "tie"; failing that, the last bracketed verdict in the explanation (a judge that put everything
+    in one field). FastChat reads the same brackets from the judge's whole reply.
+    """
+    for text, bare in ((verdict, True), (explanation, False)):
+        text = text or ""
+        found = _BRACKETED.findall(text)
+        if found:
+            return _BARE[found[-1].upper()]
+        if bare:
+            word = re.sub(r"[^A-Za-z]", "", text).upper()
+            if word in _BARE:
+                return _BARE[word]
+    return None
+
+
+@dataclass
+class Judgment:
+    """One pairwise comparison, asked in both orders.
+
+    first: the verdict with a shown as assistant A ("A", "B", "tie", or None when unparseable);
+    second: with b shown as assistant A. verdict: "a", "b" or "tie" after the swap rule.
+    """
+
+    verdict: str
+    first: str | None
+    second: str | None
+    usage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def unparseable(self) -> int:
+        return int(self.first is None) + int(self.second is None)
+
+    @property
+    def consistent(self) -> bool:
+        """Both orders named the same response (or both said tie)."""
+        return _winner(self.first, swapped=False) == _winner(self.second, swapped=True)
+
+
+def _winner(v: str | None, swapped: bool) -> str:
+    if v == "A":
+        return "b" if swapped else "a"
+    if v == "B":
+        return "a" if swapped else "b"
+    return "tie"  # a tie or an unparseable verdict
+
+
+def combine(first: str | None, second: str | None) -> str:
+    """The swap rule: a win only when both orders agree on it; every other combination is a tie."""
+    w1, w2 = _winner(first, swapped=False), _winner(second, swapped=True)
+    return w1 if w1 == w2 else "tie"
+
+
+def _ask(predictor: dspy.Predict, judge_lm: dspy.BaseLM, **inputs: str) -> str | None:
+    try:
+        with dspy.context(lm=judge_lm, adapter=LenientChatAdapter()), tag(stage=0, role="judge"):
+            out = predictor(**inputs, config={"temperature": 0.0})
+    except AdapterParseError:  # an empty or unreadable reply: counted as unparseable, judged a tie
+        return None
+    return parse_verdict(getattr(out, "verdict", ""), getattr(out, "explanation", ""))
+
+
+def judge(judge_lm: dspy.BaseLM, question: str, a: str, b: str, *, reference: str | None = None,
+          prices: Prices | dict | None = None) -> Judgment:
+    """Ask `judge_lm` which of a and b answers `question` better, in both orders (two calls, greedy).
+
+    reference: a reference answer (MT-Bench gives one for math, reasoning and coding): the judge then uses
+    FastChat's pair-math-v1 prompt. prices: how the judge's calls are priced (its usage is in the result).
+    A failed call (server down) raises; an unparseable verdict counts as a tie.
+    """
+    sig = PairwiseJudgeWithReference if reference else PairwiseJudge
+    predictor = dspy.Predict(sig)
+    extra = {"reference": reference} if reference else {}
+    tracker = CostTracker(prices=prices)
+    with tracker:
+        first = _ask(predictor, judge_lm, question=question, response_a=a, response_b=b, **extra)
+        second = _ask(predictor, judge_lm, question=question, response_a=b, response_b=a, **extra)
+    return Judgment(combine(first, second), first, second, tracker.usage().to_dict())
+
+
+def judge_pair(judge_lm: dspy.BaseLM, question: str, a: str, b: str, *, reference: str | None = None,
+               prices: Prices | dict | None = None) -> str:
+    """"a", "b" or "tie": `judge` with the swap rule (a wins only if it wins with either position)."""
+    return judge(judge_lm, question, a, b, reference=reference, prices=prices).verdict
+
+
+def reference_for(example: Any) -> str | None:
+    """The first-turn reference answer FastChat's judge uses for this MT-Bench example, if any: GPT-4's
+    reference answer (else the question file's own) for math, reasoning and coding; None otherwise."""
+    if getattr(example, "category", None) not in NEED_REF_CATEGORIES:
+        return None
+    for name in ("reference_gpt4", "reference"):
+        turns = getattr(example, name, None)
+        if turns:
+            return str(turns[0])
+    return None
+
+
+def open_judge(stack: contextlib.ExitStack, name: str, *, max_tokens: int = 1024) -> dspy.BaseLM:
+    """A judge LM from a model name as `cope_dspy.pair.open_models` reads one: a local catalogue name starts
+    an embedded llama.cpp server (stopped with `stack`), `ollama_chat/<name>` goes to Ollama, anything else
+    is a LiteLLM model string (its API key must be set)."""
+    from cope_dspy.local import LocalServer, catalogue
+
+    if name in catalogue():
+        return stack.enter_context(LocalServer(name, parallel=2, threads=2)).lm(max_tokens=max_tokens)
+    if name.startswith(("ollama/", "ollama_chat/")):
+        from cope_dspy.models import ollama
+
+        return ollama(name.split("/", 1)[1], max_tokens=max_tokens)
+    from cope_dspy.models import api
+
+    return api(name, max_tokens=max_tokens)

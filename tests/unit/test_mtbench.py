@@ -1,0 +1,318 @@
+"""MT-Bench in the harness: the pairwise judge with swapped positions, the perplexity replay of COPE, and
+the win-rate report (judged against large alone, judgments cached), on scripted models."""
+
+import dataclasses
+import json
+import math
+import re
+
+import dspy
+import fakes
+import pytest
+from dspy.lm15 import TokenLogprob
+from fakes import ScriptedLM, reply
+
+from cope_dspy import Cascade, Prices
+from cope_dspy.costs import CostTracker
+from cope_dspy.text import Text
+from evals.benchmarks import get
+from evals.judge import PairwiseJudge, combine, judge, judge_pair, parse_verdict, reference_for
+from evals.records import record_all
+from evals.report import text_rows, write_report
+from evals.run import build_parser
+
+CALL_USD = (100 * 1.0 + 20 * 2.0) / 1e6  # one scripted call (100 in, 20 out) at $1 / $2 per million
+JUDGE_PRICE = Prices({"scripted/judge": (1.0, 2.0)})
+
+
+def section(text, name):
+    m = re.search(rf"\[\[ ## {name} ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with|\Z)", text, re.S)
+    return m.group(1).strip() if m else ""
+
+
+def plus_judge(name="scripted/judge"):
+    """A fair judge: the response with more '+' marks is better, equal counts tie."""
+
+    def respond(call):
+        a, b = section(call.user, "response_a").count("+"), section(call.user, "response_b").count("+")
+        return reply(explanation="Compared.", verdict="[[A]]" if a > b else "[[B]]" if b > a else "[[C]]")
+
+    return ScriptedLM(name, respond)
+
+
+def judged_pairs(lm):
+    return [(section(c.user, "response_a"), section(c.user, "response_b")) for c in lm.calls]
+
+
+# ---------------------------------------------------------------- the judge
+
+
+def test_parse_verdict_reads_brackets_bare_words_and_the_explanation():
+    assert parse_verdict("[[A]]") == "A" and parse_verdict("[[B]]") == "B" and parse_verdict("[[C]]") == "tie"
+    assert parse_verdict(" B ") == "B" and parse_verdict("tie") == "tie" and parse_verdict("[[ a ]]") == "A"
+    assert parse_verdict("", "A is more detailed. Final verdict: [[A]]") == "A"
+    assert parse_verdict("maybe", "no idea") is None and parse_verdict(None, None) is None
+    assert parse_verdict("", "A is better") is None  # a bare letter in prose is not a verdict
+
+
+def test_swap_rule_a_win_only_when_both_orders_agree():
+    assert combine("A", "B") == "a"  # a shown first wins, and wins again when shown second
+    assert combine("B", "A") == "b"
+    assert combine("A", "A") == "tie"  # always the first position: position bias
+    assert combine("A", "tie") == "tie" and combine("tie", "tie") == "tie"
+    assert combine(None, "B") == "tie" and combine(None, None) == "tie"
+
+
+def test_judge_pair_asks_twice_with_positions_swapped_and_a_consistent_judge_decides():
+    lm = plus_judge()
+    assert judge_pair(lm.lm, "Write a poem.", "good ++", "meh +", prices=JUDGE_PRICE) == "a"
+    assert judged_pairs(lm) == [("good ++", "meh +"), ("meh +", "good ++")]
+    assert judge_pair(lm.lm, "Write a poem.", "meh +", "good ++", prices=JUDGE_PRICE) == "b"
+    assert judge_pair(lm.lm, "Write a poem.", "one +", "two +", prices=JUDGE_PRICE) == "tie"
+    assert all(c.temperature == 0.0 for c in lm.calls)
+    assert "impartial judge" in lm.calls[0].system and "[[C]]" in lm.calls[0].system
+
+
+def test_judge_calls_are_tagged_judge_and_priced_apart():
+    lm = plus_judge()
+    outer = CostTracker(prices=JUDGE_PRICE)
+    with outer:
+        j = judge(lm.lm, "Q", "x ++", "y", prices=JUDGE_PRICE)
+    assert (j.verdict, j.first, j.second, j.unparseable, j.consistent) == ("a", "A", "B", 0, True)
+    assert j.usage["calls"] == 2 and j.usage["usd"] == pytest.approx(2 * CALL_USD)
+    assert list(outer.by_role()) == ["judge"] and list(outer.by_stage()) == [0]
+
+
+def test_position_biased_judge_gives_a_tie():
+    lm = ScriptedLM("scripted/judge", lambda call: reply(explanation="The first is better.", verdict="[[A]]"))
+    j = judge(lm.lm, "Q", "x", "y", prices=JUDGE_PRICE)
+    assert (j.verdict, j.first, j.second, j.consistent, j.unparseable) == ("tie", "A", "A", False, 0)
+
+
+def test_unparseable_verdict_is_a_tie_and_counted():
+    garbled = ScriptedLM("scripted/judge", lambda call: reply(explanation="Hard to say.", verdict="both are fine"))
+    j = judge(garbled.lm, "Q", "x", "y", prices=JUDGE_PRICE)
+    assert (j.verdict, j.first, j.second, j.unparseable) == ("tie", None, None, 2)
+    empty = ScriptedLM("scripted/judge", lambda call: "")  # no reply at all: the adapter cannot parse it
+    j = judge(empty.lm, "Q", "x", "y", prices=JUDGE_PRICE)
+    assert (j.verdict, j.unparseable) == ("tie", 2)
+    # one order unreadable, the other a clear win for a: still a tie (a win needs both orders)
+    answers = iter([reply(explanation="", verdict="[[A]]"), reply(explanation="?", verdict="unsure")])
+    half = ScriptedLM("scripted/judge", lambda call: next(answers))
+    j = judge(half.lm, "Q", "x", "y", prices=JUDGE_PRICE)
+    assert (j.verdict, j.first, j.second, j.unparseable) == ("tie", "A", None, 1)
+
+
+def test_math_reasoning_and_coding_are_judged_against_the_reference():
+    ex = dspy.Example(category="math", reference_gpt4=["The answer is 4."], reference=None)
+    assert reference_for(ex) == "The answer is 4."
+    assert reference_for(dspy.Example(category="writing", reference_gpt4=["x"])) is None
+    assert reference_for(dspy.Example(category="coding", reference_gpt4=None, reference=["def f(): ..."])) == \
+        "def f(): ..."
+    lm = plus_judge()
+    judge(lm.lm, "What is 2 + 2?", "4 +", "5", reference="The answer is 4.", prices=JUDGE_PRICE)
+    assert section(lm.calls[0].user, "reference") == "The answer is 4."
+    assert "reference answer" in lm.calls[0].system
+    assert "reference" not in PairwiseJudge.input_fields
+
+
+# ---------------------------------------------------------------- COPE replayed with perplexity
+
+
+def usage(calls, usd=0.0):
+    return {"calls": calls, "usd": usd}
+
+
+def cand(i, text, score, calls=1):
+    return {"index": i, "solution": text, "answer": text, "score": score, "usage": usage(calls)}
+
+
+def record(pid, stage1, stage2, final, small_greedy, large):
+    """A benchmark record as `record_example` writes it: stage-1 samples cost 2 free calls (goal + reply),
+    stage-2 samples 1 free call, the guideline and the large model's answers 1 paid call each."""
+    return {
+        "id": pid,
+        "cope": {"seconds": 1.0, "trace": [
+            {"kind": "vote", "stage": 1, "candidates": [cand(i, t, s, calls=2) for i, (t, s) in enumerate(stage1)]},
+            {"kind": "guideline", "stage": 2, "guideline": "Be concrete.", "usage": usage(1, CALL_USD)},
+            {"kind": "vote", "stage": 2, "candidates": [cand(i, t, s) for i, (t, s) in enumerate(stage2)]},
+            {"kind": "final", "stage": 3, "candidates": [{**cand(0, final, None), "usage": usage(1, CALL_USD)}]},
+        ]},
+        "baselines": {
+            "small_greedy": cand(0, small_greedy, None),
+            "small_samples": [],
+            "large_greedy": {**cand(0, large, None), "usage": usage(1, CALL_USD)},
+        },
+    }
+
+
+RECORDS = [
+    # t1: stage 1's best reply (score -0.3: confidence 0.74 >= 0.5) is accepted; it is not the first sample
+    record("t1", [("s1 +", -0.6), ("s1 +++", -0.3)], [("u", -0.1)], "F", "g +", "L ++"),
+    # t2: stage 1 unsure (0.37); stage 2 accepts its best scored reply; a better-scored abstainer is ignored
+    record("t2", [("a", -1.0), ("b", -2.0)], [("c ++", -0.4), ("d +++", -0.01)], "F", "g +++", "L ++"),
+    # t3: both stages unsure: the large model answers (stop-after-2 keeps stage 2's best)
+    record("t3", [("a", -1.5), ("b", -1.2)], [("e +", -0.9), ("f", -3.0)], "F +++", "L ++", "L ++"),
+]
+RECORDS[1]["cope"]["trace"][2]["candidates"][1]["answer"] = None  # t2's "d +++" abstains (e.g. cut off)
+
+
+def test_perplexity_replay_picks_the_most_likely_reply_and_escalates_below_tau():
+    rows, exits = text_rows(RECORDS, n=2, tau1=0.5, tau2=0.5)
+    assert [r["response"] for r in rows] == ["s1 +++", "c ++", "F +++"]
+    assert [r["stage"] for r in rows] == [1, 2, 3] and exits == {1: 1, 2: 1, 3: 1}
+    assert rows[0]["confidence"] == pytest.approx(math.exp(-0.3))
+    # all n samples of every stage reached are paid for (no early decision with perplexity)
+    assert [r["calls"] for r in rows] == [4, 4 + 1 + 2, 4 + 1 + 2 + 1]
+    assert [r["usd"] for r in rows] == pytest.approx([0, CALL_USD, 2 * CALL_USD])
+    rows, exits = text_rows(RECORDS, n=2, tau1=0.5, tau2=0.5, stages=(1, 2))
+    assert [r["response"] for r in rows] == ["s1 +++", "c ++", "e +"] and exits == {1: 1, 2: 2, 3: 0}
+    rows, _ = text_rows(RECORDS, n=2, tau1=0.8, tau2=0.5)  # 0.74 < 0.8: t1 escalates to stage 2
+    assert rows[0]["stage"] == 2 and rows[0]["response"] == "u"
+
+
+# ---------------------------------------------------------------- the report
+
+
+def write_run(folder, records, n=2):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.json").write_text(json.dumps({
+        "benchmark": "mtbench", "split": "test", "small": "scripted/small", "large": "scripted/large", "n": n,
+        "command": "test", "prices": {"scripted/judge": [1.0, 2.0]}}))
+    with (folder / "records.jsonl").open("w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+def examples_for(ids, category="writing"):
+    return [dspy.Example(id=i, question=f"Request {i}", category=category, reference=None,
+                         reference_gpt4=None).with_inputs("question") for i in ids]
+
+
+def test_text_report_win_rates_costs_and_cached_judgments(tmp_path):
+    write_run(tmp_path, RECORDS)
+    lm = plus_judge()
+    md = write_report(tmp_path, examples_for(["t1", "t2", "t3"]), judge=lm.lm)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    methods = {m["method"]: m for m in summary["methods"]}
+    assert list(methods) == ["small single", "large alone", "COPE (tau 0.5 / 0.5)", "COPE stop after stage 2"]
+    # vs large alone ("L ++"): small single loses t1 ("g +"), wins t2 ("g +++"), is identical on t3 (a tie)
+    small = methods["small single"]
+    assert (small["wins"], small["ties"], small["losses"], small["accuracy"]) == (1, 1, 1, pytest.approx(0.5))
+    assert methods["large alone"]["accuracy"] == 0.5 and methods["large alone"]["accuracy_ci95"] == [0.5, 0.5]
+    cope = methods["COPE (tau 0.5 / 0.5)"]
+    assert (cope["wins"], cope["ties"], cope["losses"]) == (2, 1, 0)
+    assert cope["win_rate"] == pytest.approx(2.5 / 3) and cope["accuracy"] == pytest.approx(2.5 / 3)
+    lo, hi = cope["accuracy_ci95"]
+    assert 0 <= lo <= 2.5 / 3 <= hi <= 1
+    assert {int(k): v for k, v in cope["exits"].items()} == {1: 1, 2: 1, 3: 1}
+    assert cope["usd_per_1k"] == pytest.approx(1000 * CALL_USD)  # t2: guideline; t3: guideline + final
+    assert cope["calls_per_problem"] == pytest.approx((4 + 7 + 8) / 3)
+    assert methods["large alone"]["usd_per_1k"] == pytest.approx(1000 * CALL_USD)
+    assert cope["cost_vs_large"] == pytest.approx(0.0)
+    stop2 = methods["COPE stop after stage 2"]
+    assert (stop2["wins"], stop2["ties"], stop2["losses"]) == (1, 1, 1)
+    assert stop2["usd_per_1k"] == pytest.approx(1000 * 2 * CALL_USD / 3)
+    # judged once per distinct (problem, response): small t1/t2, COPE t1/t2/t3 (stop-after-2 shares t1/t2), e +
+    judge_stats = summary["judge"]
+    assert (judge_stats["judgments"], judge_stats["new"], judge_stats["identical"]) == (6, 6, 1)
+    assert judge_stats["calls"] == 12 == len(lm.calls)
+    assert judge_stats["usd"] == pytest.approx(12 * CALL_USD)  # reported apart: not in any method's cost
+    assert (judge_stats["unparseable"], judge_stats["inconsistent"]) == (0, 0)
+    assert summary["metric"] == "win rate vs large alone"
+    assert "| method | win rate vs large alone (95% CI) |" in md
+    assert "| COPE (tau 0.5 / 0.5) | 83.3 (" in md and "Judge: scripted/judge" in md
+    assert "perplexity <= 2 / 2" in md and "the paper gives no threshold" in md
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert len((tmp_path / "judgments.jsonl").read_text().splitlines()) == 6
+
+    # a rerun reads every judgment from judgments.jsonl: no judge is opened, the table is the same
+    def no_judge():
+        raise AssertionError("the judge must not be opened when every judgment is cached")
+
+    assert write_report(tmp_path, examples_for(["t1", "t2", "t3"]), judge=no_judge,
+                        judge_name="scripted/judge") == md.replace("6 judged for this report", "0 judged for this report")
+    assert len(lm.calls) == 12
+
+
+def test_text_report_resumes_a_torn_cache_and_counts_biased_verdicts(tmp_path):
+    write_run(tmp_path, RECORDS[:1])
+    biased = ScriptedLM("scripted/judge", lambda call: reply(explanation="First one.", verdict="[[A]]"))
+    write_report(tmp_path, examples_for(["t1"]), judge=biased.lm)
+    with (tmp_path / "judgments.jsonl").open("a") as f:
+        f.write('{"key": "torn')  # a report killed mid-write
+    write_report(tmp_path, examples_for(["t1"]), judge=None, judge_name="scripted/judge")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    methods = {m["method"]: m for m in summary["methods"]}
+    assert all(m["accuracy"] == 0.5 for m in methods.values())  # every pair position-inconsistent: ties
+    assert summary["judge"]["inconsistent"] == 2 and summary["judge"]["new"] == 0
+    # a judgment missing and no judge named: a clear error, not a silent tie
+    write_run(tmp_path / "more", RECORDS[:2])
+    with pytest.raises(RuntimeError, match="--judge"):
+        write_report(tmp_path / "more", examples_for(["t1", "t2"]), judge=None, judge_name="scripted/judge")
+
+
+def test_cli_takes_mtbench_and_a_judge():
+    args = build_parser().parse_args(["mtbench", "--judge", "openai/gpt-4o-mini"])
+    assert (args.benchmark, args.judge) == ("mtbench", "openai/gpt-4o-mini")
+    assert build_parser().parse_args(["mtbench"]).judge is None  # the large model judges
+    assert isinstance(get("mtbench").task(), Text) and get("mtbench").task().probe_lms is False
+
+
+# ---------------------------------------------------------------- recorded end to end
+
+
+def logprob_model(name, respond, logprob):
+    """A scripted LM whose replies carry per-token logprobs `logprob(text)` when they are asked for."""
+    scripted = ScriptedLM(name, respond)
+    inner = fakes._Engine(scripted)
+
+    class Engine:
+        def complete(self, request):
+            response = inner.complete(request)
+            if request.config.logprobs is None:
+                return response
+            tokens = tuple(TokenLogprob(token=t, logprob=logprob(response.message.parts[0].text)) for t in "abc")
+            return dataclasses.replace(response, logprobs=tokens)
+
+    class AsyncEngine:
+        async def complete(self, request):
+            return Engine().complete(request)
+
+    scripted.lm = dspy.LM(name, engine=Engine(), async_engine=AsyncEngine(), cache=False,
+                          callbacks=[fakes._Capture()])
+    return scripted
+
+
+def test_recorded_mtbench_run_reports_win_rates(tmp_path):
+    def small(call):
+        if call.role == "goal":
+            return reply(goal="Help them.")
+        sure = "r0" in call.question  # r0: the small model is sure of its reply; r1: it is not
+        return reply(solution=("small sure ++" if sure else "small unsure") + f" #{call.rollout_id}")
+
+    def large(call):
+        if call.role == "guideline":
+            return reply(guideline="Cover the key points.")
+        return reply(solution="large +++" if call.plans else "large ++")
+
+    s = logprob_model("scripted/small", small, lambda text: -0.1 if "sure ++" in text else -2.0)
+    lg = ScriptedLM("scripted/large", large)
+    prices = Prices({"scripted/large": (1.0, 2.0), "scripted/small": (0.0, 0.0)})
+    cascade = Cascade(small=s.lm, large=lg.lm, task=get("mtbench").task(), n=2, prices=prices)
+    exs = examples_for(["r0", "r1"])
+    for ex in exs:
+        ex["question"] = f"{ex.id}: write something"
+    write_run(tmp_path, [])
+    record_all(cascade, exs, get("mtbench").correct, tmp_path / "records.jsonl", progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert all(c["score"] is not None for r in lines for e in r["cope"]["trace"] if e["kind"] == "vote"
+               for c in e["candidates"])
+    assert all(r["baselines"]["large_greedy"]["answer"] == "large ++" for r in lines)
+    write_report(tmp_path, exs, judge=plus_judge().lm)
+    methods = {m["method"]: m for m in json.loads((tmp_path / "summary.json").read_text())["methods"]}
+    cope = methods["COPE (tau 0.5 / 0.5)"]
+    # r0: stage 1's "small sure ++" ties large's "large ++", free; r1: stage 3's "large +++" wins, 2 paid calls
+    assert {int(k): v for k, v in cope["exits"].items()} == {1: 1, 2: 0, 3: 1}
+    assert cope["accuracy"] == pytest.approx(0.75)
+    assert cope["usd_per_1k"] == pytest.approx(1000 * 2 * CALL_USD / 2)
