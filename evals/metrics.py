@@ -12,6 +12,8 @@ from fractions import Fraction
 import numpy as np
 from math_verify import parse, verify
 
+from cope_dspy.answers import last_boxed  # noqa: F401  (re-exported: the benchmarks read answers as the library does)
+
 # A number: optional minus, digits with optional thousands commas, optional decimals, optional /denominator.
 # Not preceded by a letter, digit or dot: no number in "x2" or "v1.5", and "5-3" reads as 5 and 3, not -3.
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?(?:/\d+)?")
@@ -19,25 +21,6 @@ _LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.]+)\s*\}\s*\{\s*(-?[\d.]+)\
 _ANSWER_MARKER = re.compile(r"####|final answer\s*(?:is)?\s*:?|answer\s*(?:is|:)", re.IGNORECASE)
 _LATEX_DELIMITERS = re.compile(r"\\boxed|\\fbox|(?<!\\)\$|\\\(|\\\[")  # an escaped \$ is a dollar sign
 _WORD = re.compile(r"(?<![\\\w])[A-Za-z]{3,}\b")  # a word that is not a LaTeX command: the text is prose
-
-
-def last_boxed(text: str) -> str | None:
-    r"""Content of the last \boxed{...} (or \fbox{...}) in `text`, nested braces included; None if absent."""
-    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
-    if start < 0:
-        return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1 : j].strip()
-    return None
 
 
 def extract_number(text: str | float | None) -> str | None:
