@@ -171,7 +171,7 @@ def test_calibration_makes_no_lm_call(recorded, tmp_path):
 
 
 def test_plot_writes_a_png(recorded, tmp_path):
-    pytest.importorskip("matplotlib")
+    import matplotlib  # noqa: F401  (a dev dependency: the plot must be tested, never skipped)
     cal = calibrate(recorded[0], n_trials=10, storage="memory")
     out = cal.plot(tmp_path / "front.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
