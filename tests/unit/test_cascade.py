@@ -288,3 +288,38 @@ def test_exact_match_task_with_choices():
     pred = cascade(question="Review: great film!")
     assert pred.stage == 1 and pred.answer.lower().startswith("positive") and pred.confidence == 6 / 8
     assert sum(c["answer"] is None for c in pred.trace[0]["candidates"]) == 1  # "maybe" abstains
+
+
+def _priced(stage1, stage2, budget):
+    from cope_dspy import Prices
+
+    small = math_model("scripted/small", small_answers(stage1, stage2))
+    large = math_model("scripted/large", lambda call: "7")
+    prices = Prices({"scripted/large": (1.0, 2.0), "scripted/small": (0.0, 0.0)})
+    return Cascade(small=small.lm, large=large.lm, prices=prices, budget=budget), small, large
+
+
+def test_budget_refuses_the_paid_call_that_would_cross_the_cap():
+    from cope_dspy import Budget, BudgetExceeded
+
+    cascade, small, large = _priced(list("12345678"), ["7"] * 8, Budget(usd=1e-6))
+    with pytest.raises(BudgetExceeded):
+        cascade(question=Q)
+    assert large.calls == [] and len(small.calls) > 0  # the free stage ran; the paid guideline was refused
+    # a question the small model settles never needs the budget
+    cascade, _, large = _priced(["7"] * 8, ["7"] * 8, Budget(usd=1e-6))
+    assert cascade(question=Q).stage == 1 and large.calls == []
+
+
+def test_budget_fallback_answers_from_the_last_stage_flagged():
+    from cope_dspy import Budget
+
+    cascade, _, large = _priced(["3", "3", "3", "3", "3", "1", "2", "4"], ["7"] * 8, Budget(usd=1e-6, on_exceed="fallback"))
+    pred = cascade(question=Q)
+    assert (pred.answer, pred.stage, pred.accepted, pred.budget_limited) == ("3", 1, False, True)
+    assert large.calls == []
+    # with room for the whole cascade, the same question escalates normally and is not flagged
+    cascade, _, large = _priced(["3", "3", "3", "3", "3", "1", "2", "4"], ["7"] * 8, Budget(usd=10.0, on_exceed="fallback"))
+    pred = cascade(question=Q)
+    assert (pred.answer, pred.stage, pred.budget_limited) == ("7", 2, False)
+    assert cascade.budget.spent_usd == pytest.approx(pred.cost.usd) and pred.cost.usd > 0
