@@ -180,6 +180,7 @@ class Cascade(dspy.Module):
     def _finish(pred: dspy.Prediction, tracker: CostTracker) -> dspy.Prediction:
         pred.cost = tracker.usage()
         pred.cost_by_stage = tracker.by_stage()
+        pred.cost_by_model = tracker.by_model()
         return pred
 
     # ---------------------------------------------------------------- the protocol

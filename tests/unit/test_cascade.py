@@ -323,3 +323,4 @@ def test_budget_fallback_answers_from_the_last_stage_flagged():
     pred = cascade(question=Q)
     assert (pred.answer, pred.stage, pred.budget_limited) == ("7", 2, False)
     assert cascade.budget.spent_usd == pytest.approx(pred.cost.usd) and pred.cost.usd > 0
+    assert pred.cost_by_model["scripted/small"].usd == 0 and pred.cost_by_model["scripted/large"].calls == 1
