@@ -41,8 +41,9 @@ def _code(example, candidate) -> bool:
         return tests["n_passed"] == tests["n_total"]
     from cope_dspy.sandbox import run_tests
 
-    report = run_tests(candidate["answer"], list(example.tests), setup=example.get("test_setup", ""),
-                       entry_point=example.get("entry_point") if example.id.startswith("HumanEval") else None)
+    # the same call the cascade's TestsPass makes: MBPP's asserts, or HumanEval's check block that ends
+    # with its own `check(entry_point)` call
+    report = run_tests(candidate["answer"], list(example.tests), setup=example.get("test_setup", ""))
     return report.passed
 
 

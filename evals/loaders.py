@@ -97,13 +97,17 @@ class Benchmark:
     file: str  # committed copy in evals/data/
     hub: tuple[str, str | None, str]  # (dataset path, config, split) on the Hugging Face hub
     to_example: Callable[[int, dict], dict]
+    # what the cascade is called with: the question, plus the fields the task reads and the LMs never see
+    inputs: tuple[str, ...] = ("question",)
 
 
 BENCHMARKS: dict[str, Benchmark] = {
     "gsm8k": Benchmark("gsm8k.jsonl.gz", ("openai/gsm8k", "main", "test"), _gsm8k),
     "math500": Benchmark("math500.jsonl.gz", ("HuggingFaceH4/MATH-500", None, "test"), _math500),
-    "mbpp": Benchmark("mbpp.jsonl.gz", ("google-research-datasets/mbpp", "full", "test"), _mbpp),
-    "humaneval": Benchmark("humaneval.jsonl.gz", ("openai/openai_humaneval", None, "test"), _humaneval),
+    "mbpp": Benchmark("mbpp.jsonl.gz", ("google-research-datasets/mbpp", "full", "test"), _mbpp,
+                      ("question", "tests", "test_setup")),
+    "humaneval": Benchmark("humaneval.jsonl.gz", ("openai/openai_humaneval", None, "test"), _humaneval,
+                           ("question", "tests", "test_setup")),
     "mtbench": Benchmark("mtbench.jsonl", ("lighteval/mt-bench", None, "train"), _mtbench),
 }
 
@@ -124,9 +128,9 @@ def load(
     if source not in ("auto", "hub", "local"):
         raise ValueError(f"source must be 'auto', 'hub' or 'local', not {source!r}")
 
-    to_example = BENCHMARKS[name].to_example
+    bench = BENCHMARKS[name]
     examples = [
-        dspy.Example(**to_example(i, row)).with_inputs("question")
+        dspy.Example(**bench.to_example(i, row)).with_inputs(*bench.inputs)
         for i, row in enumerate(_rows(name, source))
     ]
     if split != "all":

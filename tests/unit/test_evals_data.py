@@ -18,6 +18,8 @@ import threading  # noqa: E402
 import pytest  # noqa: E402
 
 from evals import loaders  # noqa: E402
+from cope_dspy.code import Code  # noqa: E402
+from evals.benchmarks import get  # noqa: E402
 from evals.loaders import DEV_FRACTION, load  # noqa: E402
 from evals.metrics import (  # noqa: E402
     bootstrap_mean_ci,
@@ -47,8 +49,9 @@ def test_counts_ids_and_inputs(name):
     examples = load(name, split="all")
     assert len(examples) == COUNTS[name]
     assert len({ex.id for ex in examples}) == len(examples)
+    task = get(name).task()  # what the cascade reads from its call: the question and the task's context fields
     for ex in examples:
-        assert set(ex.inputs().keys()) == {"question"}
+        assert {task.input_field, *task.context_fields} <= set(ex.inputs().keys()) <= {"question", "tests", "test_setup"}
         assert isinstance(ex.question, str) and ex.question.strip()
 
 
@@ -112,6 +115,22 @@ def test_humaneval_fields():
     assert len(ex.tests) == 1 and "def check(candidate)" in ex.tests[0]
     assert ex.tests[0].rstrip().endswith("check(has_close_elements)")
     assert ex.solution.startswith(ex.question)
+
+
+@pytest.mark.parametrize("name", ["mbpp", "humaneval"])
+def test_code_examples_call_the_cascade_with_their_tests(name):
+    """The cascade reads `tests` from its call: a loaded example's inputs must carry them (not just the question)."""
+    ex = load(name, split="all")[0]
+    assert set(ex.inputs().keys()) == {"question", "tests", "test_setup"}
+    Code().check_inputs(ex.inputs().toDict())  # raises if a field the code task needs is missing
+
+
+@pytest.mark.parametrize("name", ["mbpp", "humaneval"])
+def test_gold_solutions_pass_and_a_wrong_one_fails_the_benchmark_check(name):
+    ex = load(name, split="all")[0]
+    correct = get(name).correct
+    assert correct(ex, {"answer": ex.solution})
+    assert not correct(ex, {"answer": "def nothing():\n    return None\n"})
 
 
 def test_mtbench_fields():
