@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import contextvars
 import copy
+import time
 import warnings
 from collections.abc import Callable, Generator
 from concurrent.futures import ThreadPoolExecutor
@@ -204,9 +205,9 @@ class Cascade(dspy.Module):
                     if not full or p.stages[-1] == 1:
                         return result
             if 2 in p.stages or 3 in p.stages:
-                ((guideline, guideline_usage),) = yield [self._guideline_job(question, stage=2 if 2 in p.stages else 3)]
+                ((guideline, guideline_usage, seconds),) = yield [self._guideline_job(question, stage=2 if 2 in p.stages else 3)]
                 trace.append({"kind": "guideline", "stage": 2 if 2 in p.stages else 3, "guideline": guideline,
-                              "usage": guideline_usage})
+                              "usage": guideline_usage, "seconds": seconds})
             if 2 in p.stages:
                 d = yield from self._vote(2, p.tau2, inputs, full, lambda i: self._stage2_job(question, goal, guideline, i))
                 trace.append(_stage_record(2, p.tau2, d))
@@ -372,12 +373,14 @@ class Cascade(dspy.Module):
         """Run one job under its own tracker: each sample's and plan's cost goes into the trace."""
         tracker, cut = CostTracker(prices=self.prices), _CutOff()
         with dspy.context(callbacks=[*dspy.settings.callbacks, tracker, cut]):
-            return _with_usage(cut.mark(run()), tracker)
+            started = time.perf_counter()
+            return _with_usage(cut.mark(run()), tracker, time.perf_counter() - started)
 
     async def _ametered(self, arun):
         tracker, cut = CostTracker(prices=self.prices), _CutOff()
         with dspy.context(callbacks=[*dspy.settings.callbacks, tracker, cut]):
-            return _with_usage(cut.mark(await arun()), tracker)
+            started = time.perf_counter()
+            return _with_usage(cut.mark(await arun()), tracker, time.perf_counter() - started)
 
 
 # -------------------------------------------------------------------- helpers
@@ -445,11 +448,13 @@ class _CutOff(BaseCallback):
         return result
 
 
-def _with_usage(result, tracker: CostTracker):
+def _with_usage(result, tracker: CostTracker, seconds: float):
+    """Attach a job's metered usage and its wall-clock seconds (the report's latency comes from these)."""
     if isinstance(result, Candidate):
         result.usage = tracker.usage().to_dict()
+        result.extra["seconds"] = round(seconds, 3)
         return result
-    return result, tracker.usage().to_dict()  # a plan: (text, usage)
+    return result, tracker.usage().to_dict(), round(seconds, 3)  # a plan: (text, usage, seconds)
 
 
 async def _then(awaitable, fn):

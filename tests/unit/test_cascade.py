@@ -324,3 +324,22 @@ def test_budget_fallback_answers_from_the_last_stage_flagged():
     assert (pred.answer, pred.stage, pred.budget_limited) == ("7", 2, False)
     assert cascade.budget.spent_usd == pytest.approx(pred.cost.usd) and pred.cost.usd > 0
     assert pred.cost_by_model["scripted/small"].usd == 0 and pred.cost_by_model["scripted/large"].calls == 1
+
+
+def test_trace_times_every_sample_and_plan():
+    """Each candidate carries its wall-clock seconds (plan + execution) and the guideline entry its own:
+    the benchmark report's latency per method is built from these."""
+    import time
+
+    def slow_large(call):
+        time.sleep(0.2)
+        return "7"
+
+    small = math_model("scripted/small", small_answers(list("12345678"), list("12345678")))
+    large = math_model("scripted/large", slow_large)
+    pred = Cascade(small=small.lm, large=large.lm, task=Math()).record(question=Q)
+    entries = {e["kind"] + str(e["stage"]): e for e in pred.trace}
+    assert entries["guideline2"]["seconds"] >= 0
+    for key in ("vote1", "vote2", "final3"):
+        assert all(c["extra"]["seconds"] >= 0 for c in entries[key]["candidates"])
+    assert entries["final3"]["candidates"][0]["extra"]["seconds"] >= 0.2  # the large executor slept 0.2 s
