@@ -305,6 +305,9 @@ class _Prepared:
         self.guide_usd, self.guide_calls = np.zeros(self.size), np.zeros(self.size, dtype=np.int64)
         self.final_usd, self.final_calls = np.zeros(self.size), np.zeros(self.size, dtype=np.int64)
         self.final_correct = np.zeros(self.size)
+        # wall-clock seconds of each recorded job (NaN where the records predate timing)
+        self.seconds: dict[int, np.ndarray] = {}
+        self.guide_seconds, self.final_seconds = np.full(self.size, np.nan), np.full(self.size, np.nan)
         self.final_answer: list[str | None] = [None] * self.size
         for stage in _VOTE_STAGES:
             if stage in self.stages:
@@ -312,16 +315,19 @@ class _Prepared:
                 self.cum_usd[stage] = np.zeros((self.size, self.n + 1))
                 self.cum_calls[stage] = np.zeros((self.size, self.n + 1), dtype=np.int64)
                 self.correct[stage] = np.zeros((self.size, self.n))
+                self.seconds[stage] = np.full((self.size, self.n), np.nan)
         for e, item in enumerate(items):
             for entry in item["trace"]:
                 if entry["kind"] == "vote":
                     self._vote_entry(e, item["id"], entry, same)
                 elif entry["kind"] == "guideline":
                     self.guide_usd[e], self.guide_calls[e] = _usd(entry.get("usage")), _calls(entry.get("usage"))
+                    self.guide_seconds[e] = entry.get("seconds", np.nan)
                 elif entry["kind"] == "final":
                     (c,) = entry["candidates"]
                     self.final_usd[e], self.final_calls[e] = _usd(c.get("usage")), _calls(c.get("usage"))
                     self.final_correct[e], self.final_answer[e] = c.get("correct", 0.0), c["answer"]
+                    self.final_seconds[e] = _seconds(c)
         self._tables: dict[tuple[int, int, int, bool], _Ballots] = {}
         self.rows = np.arange(self.size)
         self.everyone, self.no_one = np.ones(self.size, dtype=bool), np.zeros(self.size, dtype=bool)
@@ -341,6 +347,7 @@ class _Prepared:
         self.cum_usd[stage][e, 1:] = np.cumsum([_usd(c.get("usage")) for c in cands])
         self.cum_calls[stage][e, 1:] = np.cumsum([_calls(c.get("usage")) for c in cands])
         self.correct[stage][e] = [c.get("correct", 0.0) for c in cands]
+        self.seconds[stage][e] = [_seconds(c) for c in cands]
 
     def vote(self, stage: int, n: int, need: int, early_stop: bool) -> _Ballots:
         """What the cascade's ballot does on every example with n samples needing `need` votes. It reads
@@ -351,6 +358,7 @@ class _Prepared:
             tau = 1.0 if need > n else 0.0 if need == 0 else (need - 0.5) / n
             assert votes_needed(n, tau) == need
             drawn, lead, chosen = (np.zeros(self.size, dtype=np.int64) for _ in range(3))
+            seconds = np.zeros(self.size)
             groups: dict[tuple[int, ...], list[int]] = {}
             for e, labels in enumerate(self.labels[stage]):
                 groups.setdefault(labels[:n], []).append(e)
@@ -360,25 +368,29 @@ class _Prepared:
                 k = 0
                 while w := ballot.wave():
                     ballot.add(cands[k:k + w])
+                    # a wave's samples run in parallel: it lasts as long as its slowest sample
+                    seconds[rows] += self.seconds[stage][rows, k:k + w].max(axis=1)
                     k += w
                 d = ballot.decision()
                 drawn[rows], lead[rows], chosen[rows] = d.drawn, len(d.supporters), d.chosen.index
             self._tables[key] = _Ballots(
                 agreement=lead / n, chosen=chosen, chosen_correct=self.correct[stage][self.rows, chosen],
-                usd=self.cum_usd[stage][self.rows, drawn], calls=self.cum_calls[stage][self.rows, drawn])
+                usd=self.cum_usd[stage][self.rows, drawn], calls=self.cum_calls[stage][self.rows, drawn],
+                seconds=seconds)
         return self._tables[key]
 
 
 @dataclass(frozen=True)
 class _Ballots:
-    """Per example: the majority's agreement, the chosen sample and its score, and what the drawn
-    samples cost."""
+    """Per example: the majority's agreement, the chosen sample and its score, what the drawn samples
+    cost, and how long their waves took (NaN for records without timings)."""
 
     agreement: np.ndarray
     chosen: np.ndarray
     chosen_correct: np.ndarray
     usd: np.ndarray
     calls: np.ndarray
+    seconds: np.ndarray
 
 
 def _same_label(a: str, b: str) -> bool:
@@ -393,13 +405,18 @@ def _calls(usage: dict[str, Any] | None) -> int:
     return int((usage or {}).get("calls") or 0)
 
 
+def _seconds(candidate: dict[str, Any]) -> float:
+    return float((candidate.get("extra") or {}).get("seconds", np.nan))
+
+
 # ---------------------------------------------------------------------------------------------- replay
 
 
 class ReplayResult:
     """What the cascade does on the recorded examples with one setting: accuracy (mean metric score),
     dollars (total and per 1,000 queries), how many examples exit at each stage, LM calls made, and
-    `per_example` (id, stage, answer, score, usd, calls)."""
+    `per_example` (id, stage, answer, score, usd, calls, seconds: the recorded wall-clock time of the jobs
+    this run makes, waves of samples in parallel and stages in sequence; NaN where records lack timings)."""
 
     def __init__(self, params: dict[str, Any], prepared: _Prepared, exits: dict[int, tuple[np.ndarray, Any]],
                  score: float, usd: float, calls: int):
@@ -418,24 +435,26 @@ class ReplayResult:
         rows = []
         for e in range(p.size):
             s = next(s for s in (1, 2, 3) if s in exits and exits[s][0][e])
-            usd = calls = 0
+            usd = calls = seconds = 0
             if 1 in stages:
                 b = exits[1][1]
-                usd, calls = usd + b.usd[e], calls + b.calls[e]
+                usd, calls, seconds = usd + b.usd[e], calls + b.calls[e], seconds + b.seconds[e]
             if s > 1 or 1 not in stages:
                 if 2 in stages or 3 in stages:
                     usd, calls = usd + p.guide_usd[e], calls + p.guide_calls[e]
+                    seconds += p.guide_seconds[e]
                 if 2 in stages:
                     b = exits[2][1]
-                    usd, calls = usd + b.usd[e], calls + b.calls[e]
+                    usd, calls, seconds = usd + b.usd[e], calls + b.calls[e], seconds + b.seconds[e]
             if s == 3:
                 answer, score = p.final_answer[e], p.final_correct[e]
                 usd, calls = usd + p.final_usd[e], calls + p.final_calls[e]
+                seconds += p.final_seconds[e]
             else:
                 b = exits[s][1]
                 answer, score = p.answers[s][e][b.chosen[e]], b.chosen_correct[e]
             rows.append({"id": p.ids[e], "stage": s, "answer": answer, "correct": float(score),
-                         "usd": float(usd), "calls": int(calls)})
+                         "usd": float(usd), "calls": int(calls), "seconds": float(seconds)})
         return rows
 
     def to_dict(self) -> dict[str, Any]:

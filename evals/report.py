@@ -31,6 +31,16 @@ def _calls(c: dict[str, Any]) -> int:
     return int((c.get("usage") or {}).get("calls") or 0)
 
 
+def _sec(c: dict[str, Any] | None) -> float:
+    """A recorded job's wall-clock seconds (NaN in records made before jobs were timed)."""
+    return float(((c or {}).get("extra") or {}).get("seconds", np.nan))
+
+
+def _parallel(samples: list[dict[str, Any]]) -> float:
+    """Samples drawn at once last as long as the slowest."""
+    return max((_sec(s) for s in samples), default=0.0)
+
+
 def _vote(samples: list[dict[str, Any]], same) -> tuple[dict[str, Any] | None, float]:
     from cope_dspy.consensus import Candidate
 
@@ -41,25 +51,29 @@ def _vote(samples: list[dict[str, Any]], same) -> tuple[dict[str, Any] | None, f
 
 
 def baseline_rows(records: list[dict[str, Any]], same) -> dict[str, list[dict[str, Any]]]:
-    """Per method, per problem: correct, usd, calls."""
+    """Per method, per problem: correct, usd, calls, seconds (latency: samples in parallel)."""
     rows: dict[str, list[dict[str, Any]]] = {"small single": [], "small majority": [], "large alone": [],
                                              f"MoT-vote (tau {MOT_TAU})": []}
     for r in records:
         b = r["baselines"]
         samples_usd = sum(_usd(s) for s in b["small_samples"])
         samples_calls = sum(_calls(s) for s in b["small_samples"])
+        samples_sec = _parallel(b["small_samples"])
         rows["small single"].append({"correct": b["small_greedy"]["correct"], "usd": _usd(b["small_greedy"]),
-                                     "calls": _calls(b["small_greedy"])})
+                                     "calls": _calls(b["small_greedy"]), "seconds": _sec(b["small_greedy"])})
         chosen, agreement = _vote(b["small_samples"], same)
         majority_ok = bool(chosen and chosen["correct"])
-        rows["small majority"].append({"correct": majority_ok, "usd": samples_usd, "calls": samples_calls})
+        rows["small majority"].append({"correct": majority_ok, "usd": samples_usd, "calls": samples_calls,
+                                       "seconds": samples_sec})
         large = b["large_greedy"]
-        rows["large alone"].append({"correct": large["correct"], "usd": _usd(large), "calls": _calls(large)})
+        rows["large alone"].append({"correct": large["correct"], "usd": _usd(large), "calls": _calls(large),
+                                    "seconds": _sec(large)})
         escalate = agreement < MOT_TAU
         rows[f"MoT-vote (tau {MOT_TAU})"].append({
             "correct": large["correct"] if escalate else majority_ok,
             "usd": samples_usd + (_usd(large) if escalate else 0.0),
             "calls": samples_calls + (_calls(large) if escalate else 0), "stage": 2 if escalate else 1,
+            "seconds": samples_sec + (_sec(large) if escalate else 0.0),
         })
     return rows
 
@@ -74,16 +88,17 @@ def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3)) -> tuple[
         trace = r["cope"]["trace"]
         by = {(e["kind"], e["stage"]): e for e in trace}
         guideline = next((e for e in trace if e["kind"] == "guideline"), None)
-        usd = calls = 0.0
+        usd = calls = seconds = 0.0
         row = None
         for stage in (1, 2, 3):
             if stage not in stages:
                 continue
             if stage == 2 or (stage == 3 and 2 not in stages):  # the large model writes its guideline first
                 usd, calls = usd + _usd(guideline), calls + _calls(guideline)
+                seconds += float(guideline.get("seconds", np.nan))
             if stage == 3:
                 final = by[("final", 3)]["candidates"][0]
-                usd, calls = usd + _usd(final), calls + _calls(final)
+                usd, calls, seconds = usd + _usd(final), calls + _calls(final), seconds + _sec(final)
                 row = {"correct": bool(final.get("correct")), "stage": 3}
                 break
             samples = by[("vote", stage)]["candidates"][:n]
@@ -92,13 +107,14 @@ def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3)) -> tuple[
                 drawn = samples[start:start + wave]
                 usd += sum(_usd(c) for c in drawn)
                 calls += sum(_calls(c) for c in drawn)
+                seconds += _parallel(drawn)
                 if any(c.get("correct") for c in drawn):
                     passed = True
                     break
             if passed or stage == stages[-1]:
                 row = {"correct": passed, "stage": stage}
                 break
-        row.update(usd=usd, calls=calls)
+        row.update(usd=usd, calls=calls, seconds=seconds)
         exits[row["stage"]] += 1
         rows.append(row)
     return rows, exits
@@ -110,12 +126,14 @@ def code_baseline_rows(records: list[dict[str, Any]]) -> dict[str, list[dict[str
     for r in records:
         b = r["baselines"]
         rows["small single"].append({"correct": b["small_greedy"]["correct"], "usd": _usd(b["small_greedy"]),
-                                     "calls": _calls(b["small_greedy"])})
+                                     "calls": _calls(b["small_greedy"]), "seconds": _sec(b["small_greedy"])})
         rows["small, any of n passes its tests"].append({
             "correct": any(s["correct"] for s in b["small_samples"]),
-            "usd": sum(_usd(s) for s in b["small_samples"]), "calls": sum(_calls(s) for s in b["small_samples"])})
+            "usd": sum(_usd(s) for s in b["small_samples"]), "calls": sum(_calls(s) for s in b["small_samples"]),
+            "seconds": _parallel(b["small_samples"])})
         large = b["large_greedy"]
-        rows["large alone"].append({"correct": large["correct"], "usd": _usd(large), "calls": _calls(large)})
+        rows["large alone"].append({"correct": large["correct"], "usd": _usd(large), "calls": _calls(large),
+                                    "seconds": _sec(large)})
     return rows
 
 
@@ -128,7 +146,8 @@ def as_records(records: list[dict[str, Any]], run: dict[str, Any]) -> Records:
 
 def cope_rows(records: Records, same, **settings) -> tuple[list[dict[str, Any]], dict[int, int]]:
     result = replay(records, same=same, **settings)
-    return ([{"correct": bool(e["correct"]), "usd": e["usd"], "calls": e["calls"], "stage": e["stage"]}
+    return ([{"correct": bool(e["correct"]), "usd": e["usd"], "calls": e["calls"], "stage": e["stage"],
+              "seconds": e["seconds"]}
              for e in result.per_example], result.exits)
 
 
@@ -170,8 +189,29 @@ def summarize(name: str, rows: list[dict[str, Any]], large_usd: float, exits=Non
         "usd_per_1k": 1000 * mean, "usd_per_1k_ci95": [1000 * clo, 1000 * chi],
         "cost_vs_large": (mean / large_usd - 1) if large_usd else None,
         "calls_per_problem": float(np.mean([r["calls"] for r in rows])),
+        **_latency(rows),
         "exits": exits or {}, "note": note,
     }
+
+
+def _latency(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and median seconds per problem over the problems whose jobs were all timed."""
+    sec = np.array([r.get("seconds", np.nan) for r in rows], dtype=float)
+    sec = sec[~np.isnan(sec)]
+    if not len(sec):
+        return {"seconds_mean": None, "seconds_median": None, "timed": 0}
+    return {"seconds_mean": float(sec.mean()), "seconds_median": float(np.median(sec)), "timed": int(len(sec))}
+
+
+def _same_timed_problems(records: list[dict[str, Any]], method_rows) -> None:
+    """Latencies compare only on the same problems: a problem counts for every method or for none (records
+    from before jobs were timed have baseline timings but no cascade timings)."""
+    timed = [all(not np.isnan(row.get("seconds", np.nan)) for row in per_problem)
+             for per_problem in zip(*method_rows, strict=True)]
+    for rows in method_rows:
+        for row, ok in zip(rows, timed, strict=True):
+            if not ok:
+                row["seconds"] = np.nan
 
 
 def write_report(folder: Path, examples=None, judge=None, judge_name: str | None = None) -> str:
@@ -194,10 +234,8 @@ def write_report(folder: Path, examples=None, judge=None, judge_name: str | None
     same = Math().same
     base = baseline_rows(records, same)
     large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
-    table = [summarize(m, rows, large_usd,
-                       exits={1: sum(r.get("stage") == 1 for r in rows), 2: sum(r.get("stage") == 2 for r in rows)}
-                       if m.startswith("MoT") else None)
-             for m, rows in base.items()]
+    methods = [(m, rows, {1: sum(r.get("stage") == 1 for r in rows), 2: sum(r.get("stage") == 2 for r in rows)}
+                if m.startswith("MoT") else None, "") for m, rows in base.items()]
     recs = as_records(records, run)
     for name, settings, note in [
         ("COPE (0.75 / 0.5)", {"tau1": 0.75, "tau2": 0.5}, "the paper's defaults"),
@@ -206,15 +244,19 @@ def write_report(folder: Path, examples=None, judge=None, judge_name: str | None
          "ablation; estimate: stage-2 samples were recorded with a stage-1 goal"),
     ]:
         rows, exits = cope_rows(recs, same, **settings)
-        table.append(summarize(name, rows, large_usd, exits=exits, note=note))
-    full_calls = replay(recs, 0.75, 0.5, same=same, early_stop=False).calls
-    table[len(base)]["note"] += (f"; early decision drew {table[len(base)]['calls_per_problem']:.1f} calls per problem "
-                                 f"where drawing every sample would take {full_calls / len(records):.1f}")
+        if name.startswith("COPE (0.75"):
+            drew = np.mean([r["calls"] for r in rows])
+            full_calls = replay(recs, 0.75, 0.5, same=same, early_stop=False).calls
+            note += (f"; early decision drew {drew:.1f} calls per problem where drawing every sample would take "
+                     f"{full_calls / len(records):.1f}")
+        methods.append((name, rows, exits, note))
     if len(records) >= 2 * FOLDS:
         rows, exits, chosen = cross_fitted(recs, same)
-        table.append(summarize("COPE calibrated (cross-fitted)", rows, large_usd, exits=exits,
-                               note=f"{FOLDS}-fold: thresholds chosen on the other folds' records (cheapest within "
-                                    f"1 point of large alone), applied to the held-out fold; settings: {chosen}"))
+        methods.append(("COPE calibrated (cross-fitted)", rows, exits,
+                        f"{FOLDS}-fold: thresholds chosen on the other folds' records (cheapest within 1 point of "
+                        f"large alone), applied to the held-out fold; settings: {chosen}"))
+    _same_timed_problems(records, [rows for _, rows, _, _ in methods])
+    table = [summarize(name, rows, large_usd, exits=exits, note=note) for name, rows, exits, note in methods]
     return _write(folder, run, records, table)
 
 
@@ -224,13 +266,14 @@ CODE_BENCHMARKS = ("mbpp", "humaneval")
 def code_report(records: list[dict[str, Any]], run: dict[str, Any]) -> list[dict[str, Any]]:
     base = code_baseline_rows(records)
     large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
-    table = [summarize(m, rows, large_usd) for m, rows in base.items()]
+    methods = [(m, rows, None, "") for m, rows in base.items()]
     for name, stages, note in [("COPE", (1, 2, 3), "accept a stage when a sample passes the task's tests"),
                                ("COPE stop after stage 2", (1, 2), "ablation"),
                                ("COPE skip stage 1", (2, 3), "ablation; estimate: stage-2 samples had a goal")]:
         rows, exits = code_rows(records, run["n"], stages)
-        table.append(summarize(name, rows, large_usd, exits=exits, note=note))
-    return table
+        methods.append((name, rows, exits, note))
+    _same_timed_problems(records, [rows for _, rows, _, _ in methods])
+    return [summarize(name, rows, large_usd, exits=exits, note=note) for name, rows, exits, note in methods]
 
 
 # ---------------------------------------------------------------- open-ended text (MT-Bench, first turn)
@@ -273,23 +316,25 @@ def text_rows(records: list[dict[str, Any]], n: int, tau1: float, tau2: float,
         trace = r["cope"]["trace"]
         by = {(e["kind"], e["stage"]): e for e in trace}
         guideline = next((e for e in trace if e["kind"] == "guideline"), None)
-        usd, calls, row = 0.0, 0, None
+        usd, calls, seconds, row = 0.0, 0, 0.0, None
         for stage in stages:
             if stage == 2 or (stage == 3 and 2 not in stages):  # the large model writes its guideline first
                 usd, calls = usd + _usd(guideline or {}), calls + _calls(guideline or {})
+                seconds += float((guideline or {}).get("seconds", np.nan))
             if stage == 3:
                 final = by[("final", 3)]["candidates"][0]
-                usd, calls = usd + _usd(final), calls + _calls(final)
+                usd, calls, seconds = usd + _usd(final), calls + _calls(final), seconds + _sec(final)
                 row = {"response": _response(final), "stage": 3, "confidence": None}
                 break
             samples = by[("vote", stage)]["candidates"][:n]
             usd += sum(_usd(c) for c in samples)
             calls += sum(_calls(c) for c in samples)
+            seconds += _parallel(samples)
             chosen, d = _best_reply(samples, tau1 if stage == 1 else tau2)
             if d.accepted or stage == stages[-1]:
                 row = {"response": _response(chosen), "stage": stage, "confidence": d.confidence}
                 break
-        row.update(usd=usd, calls=calls)
+        row.update(usd=usd, calls=calls, seconds=seconds)
         exits[row["stage"]] += 1
         rows.append(row)
     return rows, exits
@@ -394,7 +439,7 @@ def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *,
         b = r["baselines"]
         large_text[r["id"]] = _response(b["large_greedy"])
         for method, c in (("small single", b["small_greedy"]), ("large alone", b["large_greedy"])):
-            base[method].append({"response": _response(c), "usd": _usd(c), "calls": _calls(c)})
+            base[method].append({"response": _response(c), "usd": _usd(c), "calls": _calls(c), "seconds": _sec(c)})
     tau1, tau2 = tau
     cope = {f"COPE (tau {tau1} / {tau2})": text_rows(records, run["n"], tau1, tau2),
             "COPE stop after stage 2": text_rows(records, run["n"], tau1, tau2, stages=(1, 2))}
@@ -403,6 +448,7 @@ def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *,
     cached = _load_judgments(cache)
     pending: dict[str, dict[str, Any]] = {}
     method_rows = {**{m: rows for m, rows in base.items()}, **{m: rows for m, (rows, _) in cope.items()}}
+    _same_timed_problems(records, list(method_rows.values()))
     identical = 0
     for method, rows in method_rows.items():
         for r, row in zip(records, rows, strict=True):
@@ -507,8 +553,9 @@ def markdown(summary: dict[str, Any]) -> str:
                   f"report, the rest read from judgments.jsonl.", ""]
     metric = summary.get("metric", "accuracy")
     lines += [
-        f"| method | {metric} (95% CI) | API $ per 1k problems (95% CI) | cost vs large alone | calls / problem | exits at stage 1 / 2 / 3 |",
-        "|---|---|---|---|---|---|",
+        f"| method | {metric} (95% CI) | API $ per 1k problems (95% CI) | cost vs large alone | calls / problem | "
+        "latency s, mean / median | exits at stage 1 / 2 / 3 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m in summary["methods"]:
         lo, hi = m["accuracy_ci95"]
@@ -516,12 +563,27 @@ def markdown(summary: dict[str, Any]) -> str:
         vs = "" if m["cost_vs_large"] is None else f"{100 * m['cost_vs_large']:+.0f}%"
         exits = " / ".join(str(m["exits"].get(s, m["exits"].get(str(s), 0))) for s in (1, 2, 3)) if m["exits"] else ""
         lines.append(f"| {m['method']} | {100 * m['accuracy']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) | "
-                     f"{m['usd_per_1k']:.4f} ({clo:.4f}-{chi:.4f}) | {vs} | {m['calls_per_problem']:.1f} | {exits} |")
+                     f"{m['usd_per_1k']:.4f} ({clo:.4f}-{chi:.4f}) | {vs} | {m['calls_per_problem']:.1f} | "
+                     f"{_latency_cell(m)} | {exits} |")
     notes = [f"- {m['method']}: {m['note']}" for m in summary["methods"] if m["note"]]
+    timed = max((m.get("timed") or 0 for m in summary["methods"]), default=0)
+    if timed:
+        notes.append(
+            f"- Latency: seconds per problem rebuilt from each recorded job's wall-clock time (a wave of samples in "
+            f"parallel lasts as long as its slowest, stages in sequence; test runs and the report's own work not "
+            f"counted), on the {timed} of {summary['problems']} problems whose jobs were all timed. The jobs ran "
+            "while other problems were being recorded on the same 2 CPU cores, so compare methods with each other, "
+            "not with a machine that serves one request at a time.")
     lines += ["", *notes,
               f"- Recording every model's samples took {summary['recording_seconds_per_problem']:.0f} s per problem "
               "for the cascade part (all stages in full, 2 CPU cores, both models local).", ""]
     return "\n".join(lines)
+
+
+def _latency_cell(m: dict[str, Any]) -> str:
+    if not m.get("timed"):
+        return "n/a"
+    return f"{m['seconds_mean']:.0f} / {m['seconds_median']:.0f}"
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:

@@ -108,3 +108,49 @@ def test_code_benchmark_records_and_report(tmp_path):
     assert {int(k): v for k, v in cope["exits"].items()} == {1: 1, 2: 0, 3: 1}
     assert cope["accuracy"] == 1.0
     assert cope["usd_per_1k"] == pytest.approx(1000 * 2 * CALL_USD / 2)  # c1: guideline + final
+
+
+def _set_seconds(record, small, guideline, large):
+    for entry in record["cope"]["trace"]:
+        if entry["kind"] == "guideline":
+            entry["seconds"] = guideline
+        for c in entry.get("candidates", []):
+            c["extra"]["seconds"] = large if entry["kind"] == "final" else small
+    b = record["baselines"]
+    for c in [b["small_greedy"], *b["small_samples"]]:
+        c["extra"]["seconds"] = small
+    b["large_greedy"]["extra"]["seconds"] = large
+
+
+def test_latency_per_method_from_recorded_job_times(tmp_path):
+    """Each small job 1 s, the guideline 5 s, each large answer 10 s: parallel samples take the slowest, stages
+    add up. A problem recorded before jobs were timed is left out of every method's latency."""
+    cascade, _, _ = make(tmp_path)
+    path = tmp_path / "records.jsonl"
+    records = record_all(cascade, examples(4), get("gsm8k").correct, path, progress=False)
+    lines = []
+    for pid in ["p0", "p1", "p2", "p3"]:
+        r = records[pid]
+        _set_seconds(r, small=1.0, guideline=5.0, large=10.0)
+        if pid == "p3":  # as in records from before timing: no cascade seconds
+            for entry in r["cope"]["trace"]:
+                entry.pop("seconds", None)
+                for c in entry.get("candidates", []):
+                    c["extra"].pop("seconds")
+        lines.append(json.dumps(r))
+    path.write_text("\n".join(lines) + "\n")
+    md = write_report(tmp_path)
+    methods = {m["method"]: m for m in json.loads((tmp_path / "summary.json").read_text())["methods"]}
+    assert all(m["timed"] == 3 for m in methods.values())
+    assert methods["small single"]["seconds_mean"] == 1.0
+    assert methods["small majority"]["seconds_mean"] == 1.0  # 4 samples at once
+    assert methods["large alone"]["seconds_mean"] == 10.0
+    assert methods["MoT-vote (tau 0.75)"]["seconds_mean"] == pytest.approx((1 + 1 + 11) / 3)  # p2 escalates
+    # COPE: p0 and p1 exit after stage 1's first wave (3 samples at once: 1 s). p2: stage 1 rejects after that
+    # wave (3 different answers), then the guideline (5 s), stage 2 (2 of 4 needed) draws waves of 2, 1 and 1
+    # as no two answers agree (3 s), then the large answer (10 s): 1 + 5 + 3 + 10
+    cope = methods["COPE (0.75 / 0.5)"]
+    assert cope["calls_per_problem"] == pytest.approx((6 + 6 + 12 + 12) / 4)  # (goal + execute) x 3; p2, p3: + 1 + 4 + 1
+    assert cope["seconds_mean"] == pytest.approx((1 + 1 + 19) / 3)
+    assert cope["seconds_median"] == 1.0
+    assert "latency s, mean / median" in md and "on the 3 of 4 problems" in md
