@@ -17,8 +17,8 @@ import threading  # noqa: E402
 
 import pytest  # noqa: E402
 
-from evals import loaders  # noqa: E402
 from cope_dspy.code import Code  # noqa: E402
+from evals import loaders  # noqa: E402
 from evals.benchmarks import get  # noqa: E402
 from evals.loaders import DEV_FRACTION, load  # noqa: E402
 from evals.metrics import (  # noqa: E402
