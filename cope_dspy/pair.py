@@ -43,8 +43,11 @@ def parse_prices(items: list[str]) -> dict[str, tuple[float, float]]:
 
 
 def open_models(stack: contextlib.ExitStack, small: str, large: str, prices: dict[str, tuple[float, float]],
-                *, max_tokens: int = 512, parallel: int = 4) -> tuple[ModelSpec, ModelSpec, Prices]:
-    """Start what needs starting (on `stack`, so servers stop on exit) and price the large model."""
+                *, max_tokens: int = 512, parallel: int = 4, cache: bool = True) -> tuple[ModelSpec, ModelSpec, Prices]:
+    """Start what needs starting (on `stack`, so servers stop on exit) and price the large model.
+
+    cache=False: every call goes to the model (benchmark recordings, where a reply served from DSPy's cache
+    would be billed at $0 and timed at ~0 s, understating both)."""
     from .local import LocalServer, catalogue
 
     local_names = set(catalogue())
@@ -55,16 +58,16 @@ def open_models(stack: contextlib.ExitStack, small: str, large: str, prices: dic
             # two servers share the 2 cores of a small machine: one thread each, or they stall each other
             server = stack.enter_context(LocalServer(name, parallel=parallel if role == "small" else 2,
                                                      threads=1 if both_local else 2))
-            lm = server.lm(max_tokens=max_tokens)
+            lm = server.lm(max_tokens=max_tokens, cache=cache)
             specs.append(ModelSpec(name, lm, True, ""))
         elif name.startswith(("ollama/", "ollama_chat/")):
             from .models import ollama
 
-            specs.append(ModelSpec(name, ollama(name.split("/", 1)[1], max_tokens=max_tokens), True, ""))
+            specs.append(ModelSpec(name, ollama(name.split("/", 1)[1], max_tokens=max_tokens, cache=cache), True, ""))
         else:
             from .models import api
 
-            specs.append(ModelSpec(name, api(name, max_tokens=max_tokens), False, ""))
+            specs.append(ModelSpec(name, api(name, max_tokens=max_tokens, cache=cache), False, ""))
     small_spec, large_spec = specs
     table = dict(prices)
     if large_spec.local and large_spec.lm.model not in table:

@@ -525,12 +525,22 @@ def _write(folder: Path, run: dict[str, Any], records: list[dict[str, Any]], tab
            extra: dict[str, Any] | None = None) -> str:
     seconds = [r["cope"]["seconds"] for r in records]
     summary = {"run": run, "problems": len(records), "methods": table,
-               "recording_seconds_per_problem": float(np.mean(seconds)), **(extra or {})}
+               "recording_seconds_per_problem": float(np.mean(seconds)),
+               "records_with_cached_calls": sum(_cached_calls(r) > 0 for r in records), **(extra or {})}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     md = markdown(summary)
     (folder / "table.md").write_text(md)
     plot(summary, folder / "plot.png")
     return md
+
+
+def _cached_calls(obj: Any) -> int:
+    """Calls answered from DSPy's cache anywhere in a record (every usage dict counts them)."""
+    if isinstance(obj, dict):
+        return int(obj.get("cached_calls") or 0) + sum(_cached_calls(v) for k, v in obj.items() if k != "cached_calls")
+    if isinstance(obj, list):
+        return sum(_cached_calls(v) for v in obj)
+    return 0
 
 
 def markdown(summary: dict[str, Any]) -> str:
@@ -566,6 +576,10 @@ def markdown(summary: dict[str, Any]) -> str:
                      f"{m['usd_per_1k']:.4f} ({clo:.4f}-{chi:.4f}) | {vs} | {m['calls_per_problem']:.1f} | "
                      f"{_latency_cell(m)} | {exits} |")
     notes = [f"- {m['method']}: {m['note']}" for m in summary["methods"] if m["note"]]
+    if summary.get("records_with_cached_calls"):
+        notes.append(f"- Warning: {summary['records_with_cached_calls']} problems hold replies served from DSPy's "
+                     "cache, billed $0 and timed ~0 s: their cost and latency are understated. Delete them from "
+                     "records.jsonl and record them again (`evals.run` records without the cache).")
     timed = max((m.get("timed") or 0 for m in summary["methods"]), default=0)
     if timed:
         notes.append(

@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     meta_path = folder / "run.json"
     if not args.report_only:
         with contextlib.ExitStack() as stack:
-            small, large, prices = open_models(stack, args.small, args.large, parse_prices(args.price),
+            # no DSPy cache: a reply replayed from the cache would be billed $0 and timed ~0 s in the records
+            small, large, prices = open_models(stack, args.small, args.large, parse_prices(args.price), cache=False,
                                                max_tokens=args.max_tokens)
             meta = {"benchmark": args.benchmark, "split": args.split, "limit": args.limit, "small": args.small,
                     "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "price_note": large.price_note,

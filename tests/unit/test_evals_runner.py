@@ -154,3 +154,16 @@ def test_latency_per_method_from_recorded_job_times(tmp_path):
     assert cope["seconds_mean"] == pytest.approx((1 + 1 + 19) / 3)
     assert cope["seconds_median"] == 1.0
     assert "latency s, mean / median" in md and "on the 3 of 4 problems" in md
+    assert json.loads((tmp_path / "summary.json").read_text())["records_with_cached_calls"] == 0
+    assert "served from DSPy's cache" not in md
+
+
+def test_report_warns_about_replies_served_from_the_cache(tmp_path):
+    cascade, _, _ = make(tmp_path)
+    path = tmp_path / "records.jsonl"
+    records = record_all(cascade, examples(2), get("gsm8k").correct, path, progress=False)
+    records["p1"]["baselines"]["large_greedy"]["usage"]["cached_calls"] = 1
+    path.write_text("".join(json.dumps(r) + "\n" for r in records.values()))
+    md = write_report(tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text())["records_with_cached_calls"] == 1
+    assert "Warning: 1 problems hold replies served from DSPy's cache" in md
