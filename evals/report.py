@@ -120,9 +120,15 @@ def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3)) -> tuple[
     return rows, exits
 
 
+CODE_MOT = "small n, then large if none passes (MoT-style)"
+
+
 def code_baseline_rows(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The math table's baselines on code: small single, the small model's n unplanned samples (accepted when
+    one passes the tests: the code analogue of majority vote), large alone, and the MoT-style cascade on
+    them (the n small samples; the large model's answer when none passes)."""
     rows: dict[str, list[dict[str, Any]]] = {"small single": [], "small, any of n passes its tests": [],
-                                             "large alone": []}
+                                             "large alone": [], CODE_MOT: []}
     for r in records:
         b = r["baselines"]
         rows["small single"].append({"correct": b["small_greedy"]["correct"], "usd": _usd(b["small_greedy"]),
@@ -134,7 +140,44 @@ def code_baseline_rows(records: list[dict[str, Any]]) -> dict[str, list[dict[str
         large = b["large_greedy"]
         rows["large alone"].append({"correct": large["correct"], "usd": _usd(large), "calls": _calls(large),
                                     "seconds": _sec(large)})
+        small_ok = any(s["correct"] for s in b["small_samples"])
+        rows[CODE_MOT].append({
+            "correct": bool(small_ok or large["correct"]), "stage": 1 if small_ok else 2,
+            "usd": rows["small, any of n passes its tests"][-1]["usd"] + (0.0 if small_ok else _usd(large)),
+            "calls": rows["small, any of n passes its tests"][-1]["calls"] + (0 if small_ok else _calls(large)),
+            "seconds": _parallel(b["small_samples"]) + (0.0 if small_ok else _sec(large))})
     return rows
+
+
+CODE_SETTINGS = [(n, stages) for stages in ((1, 2, 3), (1, 2), (2, 3), (1, 3)) for n in (1, 2, 3, 4, 6, 8)]
+
+
+def code_cross_fitted(records: list[dict[str, Any]], run_n: int, large_rows: list[dict[str, Any]]):
+    """COPE calibrated on code without scoring a problem with a setting chosen on it: with test-pass
+    confidence tau only decides "accept on a pass" (any tau in (0, 1)), so the choice is n and the stages.
+    Per fold: the cheapest setting within 1 point of large alone on the other folds (else the most
+    accurate), replayed on the held-out fold."""
+    settings = [(n, st) for n, st in CODE_SETTINGS if n <= run_n]
+    table = {key: code_rows(records, key[0], key[1]) for key in settings}
+    rows: list[dict[str, Any]] = [{}] * len(records)
+    exits = {1: 0, 2: 0, 3: 0}
+    chosen = []
+    for fold in range(FOLDS):
+        train = [i for i in range(len(records)) if i % FOLDS != fold]
+        large_acc = np.mean([bool(large_rows[i]["correct"]) for i in train])
+
+        def score(key, train=train):
+            per = table[key][0]
+            return np.mean([bool(per[i]["correct"]) for i in train]), np.mean([per[i]["usd"] for i in train])
+
+        ok = [k for k in settings if score(k)[0] >= large_acc - 0.01]
+        best = min(ok, key=lambda k: (score(k)[1], -score(k)[0])) if ok else max(settings, key=lambda k: score(k)[0])
+        chosen.append({"n": best[0], "stages": list(best[1])})
+        for i in range(len(records)):
+            if i % FOLDS == fold:
+                rows[i] = table[best][0][i]
+                exits[rows[i]["stage"]] += 1
+    return rows, exits, chosen
 
 
 def as_records(records: list[dict[str, Any]], run: dict[str, Any]) -> Records:
@@ -266,12 +309,18 @@ CODE_BENCHMARKS = ("mbpp", "humaneval")
 def code_report(records: list[dict[str, Any]], run: dict[str, Any]) -> list[dict[str, Any]]:
     base = code_baseline_rows(records)
     large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
-    methods = [(m, rows, None, "") for m, rows in base.items()]
+    methods = [(m, rows, {1: sum(r.get("stage") == 1 for r in rows), 2: sum(r.get("stage") == 2 for r in rows)}
+                if m == CODE_MOT else None, "") for m, rows in base.items()]
     for name, stages, note in [("COPE", (1, 2, 3), "accept a stage when a sample passes the task's tests"),
                                ("COPE stop after stage 2", (1, 2), "ablation"),
                                ("COPE skip stage 1", (2, 3), "ablation; estimate: stage-2 samples had a goal")]:
         rows, exits = code_rows(records, run["n"], stages)
         methods.append((name, rows, exits, note))
+    if len(records) >= 2 * FOLDS:
+        rows, exits, chosen = code_cross_fitted(records, run["n"], base["large alone"])
+        methods.append(("COPE calibrated (cross-fitted)", rows, exits,
+                        f"{FOLDS}-fold: n and stages chosen on the other folds' records (cheapest within 1 point of "
+                        f"large alone), applied to the held-out fold; settings: {chosen}"))
     _same_timed_problems(records, [rows for _, rows, _, _ in methods])
     return [summarize(name, rows, large_usd, exits=exits, note=note) for name, rows, exits, note in methods]
 

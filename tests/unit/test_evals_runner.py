@@ -83,8 +83,8 @@ def test_code_benchmark_records_and_report(tmp_path):
     def small(call):
         if call.role == "goal":
             return reply(goal="Add two numbers.")
-        # problem c0: the small model's planned samples pass from sample 1 on; c1: it never passes
-        ok = "c0" in call.question and call.plans and (call.rollout_id or 0) >= 1
+        # even problems: the small model's planned samples pass from sample 1 on; odd ones: it never passes
+        ok = int(call.question.split(":")[0][1:]) % 2 == 0 and call.plans and (call.rollout_id or 0) >= 1
         return reply(solution="Here it is.", answer=f"```python\n{good if ok else bad}\n```")
 
     def large(call):
@@ -96,7 +96,7 @@ def test_code_benchmark_records_and_report(tmp_path):
     prices = Prices({"scripted/large": LARGE_PRICE, "scripted/small": (0.0, 0.0)})
     cascade = Cascade(small=s.lm, large=lg.lm, task=Code(), n=4, prices=prices)
     exs = [dspy.Example(id=f"mbpp-c{i}", question=f"c{i}: write add(a, b)", tests=["assert add(1, 2) == 3"],
-                        test_setup="", entry_point="add").with_inputs("question", "tests") for i in range(2)]
+                        test_setup="", entry_point="add").with_inputs("question", "tests") for i in range(10)]
     (tmp_path / "run.json").write_text(json.dumps({"benchmark": "mbpp", "split": "test", "small": "s", "large": "l",
                                                     "n": 4, "command": "test"}))
     record_all(cascade, exs, get("mbpp").correct, tmp_path / "records.jsonl", progress=False)
@@ -104,10 +104,17 @@ def test_code_benchmark_records_and_report(tmp_path):
     methods = {m["method"]: m for m in json.loads((tmp_path / "summary.json").read_text())["methods"]}
     assert methods["small single"]["accuracy"] == 0.0 and methods["large alone"]["accuracy"] == 1.0
     cope = methods["COPE"]
-    # c0 passes in stage 1's first wave (samples 0-1: sample 1 passes); c1 fails stages 1 and 2, large solves it
-    assert {int(k): v for k, v in cope["exits"].items()} == {1: 1, 2: 0, 3: 1}
+    # even: a pass in stage 1's first wave (samples 0-1: sample 1 passes); odd: fail stages 1 and 2, large solves it
+    assert {int(k): v for k, v in cope["exits"].items()} == {1: 5, 2: 0, 3: 5}
     assert cope["accuracy"] == 1.0
-    assert cope["usd_per_1k"] == pytest.approx(1000 * 2 * CALL_USD / 2)  # c1: guideline + final
+    assert cope["usd_per_1k"] == pytest.approx(1000 * 2 * CALL_USD / 2)  # odd: guideline + final
+    # MoT-style: unplanned small samples never pass, so every problem goes to the large model
+    mot = methods["small n, then large if none passes (MoT-style)"]
+    assert (mot["accuracy"], {int(k): v for k, v in mot["exits"].items()}) == (1.0, {1: 0, 2: 10})
+    assert mot["usd_per_1k"] == pytest.approx(1000 * CALL_USD)
+    # calibrated: a setting with stage 1 and n >= 2 is as accurate as large alone and cheapest
+    calibrated = methods["COPE calibrated (cross-fitted)"]
+    assert calibrated["accuracy"] == 1.0 and calibrated["usd_per_1k"] == pytest.approx(1000 * CALL_USD)
 
 
 def _set_seconds(record, small, guideline, large):
