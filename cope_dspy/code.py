@@ -138,6 +138,7 @@ class Code(Task):
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.S | re.I)
 _OPEN_FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*)\Z", re.S | re.I)
 _LOOKS_LIKE_CODE = re.compile(r"(^|\n)\s*(def |class |import |from \S+ import )")
+_DEFINES = re.compile(r"(^|\n)(def|class) \w+")
 
 
 def _last_block(text: str) -> str | None:
@@ -154,7 +155,9 @@ def _last_block(text: str) -> str | None:
 
 def extract_code(solution: str, answer: str = "") -> str | None:
     """The program a candidate proposes, or None (abstain): the last fenced block of the answer field, else of
-    the solution, else the answer text itself when it looks like code (a `def`, `class` or import)."""
+    the solution; else the answer text itself when it looks like code (a `def`, `class` or import); else,
+    when the solution defines a function or class without fences (small models often put the code there and
+    a test call in the answer), the solution from its first line of code on."""
     for text in (answer, solution):
         code = _last_block(text or "")
         if code is not None:
@@ -162,6 +165,9 @@ def extract_code(solution: str, answer: str = "") -> str | None:
     text = (answer or "").strip()
     if text and ("def " in text or "import " in text) and _LOOKS_LIKE_CODE.search("\n" + text):
         return text
+    start = _LOOKS_LIKE_CODE.search("\n" + (solution or ""))
+    if start and _DEFINES.search(solution or ""):
+        return ("\n" + solution)[start.start():].strip("\n")
     return None
 
 

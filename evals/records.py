@@ -68,8 +68,9 @@ def _solve(cascade: Cascade, predictor, role: str, question: str, temperature: f
     with dspy.context(adapter=cascade.adapter, callbacks=[*dspy.settings.callbacks, tracker]), tag(stage=0, role=role):
         try:
             out = predictor(question=question, config=config)
+            raw = getattr(out, "answer", "") or ""
             c = Candidate(index=rollout or 0, solution=out.solution or "",
-                          answer=cascade.task.parse(out.solution or "", getattr(out, "answer", "") or ""))
+                          answer=cascade.task.parse(out.solution or "", raw), extra={"raw_answer": raw} if raw else {})
         except Exception as exc:  # noqa: BLE001 - a failed baseline sample abstains, as in the cascade
             c = Candidate(index=rollout or 0, answer=None, error=redact(f"{type(exc).__name__}: {exc}"))
     c.usage = tracker.usage().to_dict()

@@ -46,7 +46,11 @@ def test_parse_takes_the_last_fenced_block_of_the_answer():
 def test_parse_falls_back_to_the_solution_then_bare_code_then_abstains():
     assert extract_code(f"Here it is:\n{fenced(GOOD)}", "") == GOOD
     assert extract_code("explanation", GOOD) == GOOD  # answer without fences that looks like code
-    assert extract_code("import math", "") is None  # bare text in the solution is prose, not code
+    assert extract_code("import math", "") is None  # an import alone in the solution is prose, not a program
+    # small models put unfenced code in the solution and a test call in the answer: the code is the program
+    assert extract_code(f"The approach:\n{GOOD}", "assert add(1, 2) == 3") == GOOD
+    assert extract_code(f"import math\n{GOOD}", "") == f"import math\n{GOOD}"
+    assert extract_code("We define a helper that adds.", "assert add(1, 2) == 3") is None
     assert extract_code("I would add them.", "The sum of a and b.") is None
     assert extract_code("", f"```python\n{GOOD}\n") == GOOD  # a reply cut off before the closing fence
     assert Code().parse("", fenced(GOOD)) == GOOD

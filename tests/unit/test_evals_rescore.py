@@ -1,0 +1,65 @@
+"""Re-reading recorded code replies with the current parser: no model call, costs kept, stages re-decided."""
+
+import json
+
+import dspy
+
+from cope_dspy import Code
+from evals.benchmarks import get
+from evals.rescore import main, rescore_record
+
+GOOD = "def add(a, b):\n    return a + b"
+
+
+def cand(i, solution, answer=None, raw="", error=None):
+    return {"index": i, "solution": solution, "answer": answer, "plans": {}, "error": error, "score": None,
+            "usage": {"calls": 1, "usd": 0.001}, "extra": {"raw_answer": raw, "seconds": 2.0}, "correct": False}
+
+
+def record():
+    unfenced = cand(1, f"The approach:\n{GOOD}", raw="assert add(1, 2) == 3")  # the old parser found no code
+    cut_off = cand(2, f"The approach:\n{GOOD}", error="the reply was cut off at max_tokens")
+    stage1 = [cand(0, "I would add them."), unfenced, cut_off, cand(3, "no code here")]
+    return {"id": "mbpp-x", "cope": {"seconds": 1.0, "trace": [
+        {"kind": "vote", "stage": 1, "tau": 0.75, "drawn": 4, "accepted": False, "confidence": 0.0, "answer": None,
+         "candidates": stage1},
+        {"kind": "guideline", "stage": 2, "guideline": "Add.", "usage": {"calls": 1}, "seconds": 1.0},
+        {"kind": "final", "stage": 3, "accepted": False, "answer": None,
+         "candidates": [cand(0, "def add(a, b):\n    return a - b")]}]},
+        "baselines": {"small_greedy": cand(0, GOOD), "small_samples": [cand(i, "prose") for i in range(4)],
+                      "large_greedy": cand(0, "x", answer=GOOD, raw=f"```python\n{GOOD}\n```")}}
+
+
+def example():
+    return dspy.Example(id="mbpp-x", question="write add", tests=["assert add(1, 2) == 3"], test_setup="")
+
+
+def test_rescore_reads_unfenced_code_retests_and_redecides_the_stage():
+    r = record()
+    r["baselines"]["large_greedy"]["correct"] = True
+    changed = rescore_record(r, example(), get("mbpp").correct, Code())
+    stage1 = r["cope"]["trace"][0]
+    assert changed == 3  # stage-1 sample 1, the final answer (a wrong program), small greedy
+    assert stage1["accepted"] and stage1["confidence"] == 1.0 and stage1["answer"] == GOOD
+    by_index = {c["index"]: c for c in stage1["candidates"]}
+    assert by_index[1]["correct"] and by_index[1]["extra"]["tests"]["status"] == "passed"
+    assert by_index[1]["usage"] == {"calls": 1, "usd": 0.001} and by_index[1]["extra"]["seconds"] == 2.0
+    assert by_index[2]["answer"] is None  # cut off at max_tokens: stays an abstention
+    assert not by_index[0]["correct"] and by_index[0]["answer"] is None
+    final = r["cope"]["trace"][2]
+    assert final["accepted"] and not final["candidates"][0]["correct"]  # re-read, tested, and wrong
+    assert r["baselines"]["small_greedy"]["correct"] and r["baselines"]["large_greedy"]["correct"]
+    assert rescore_record(r, example(), get("mbpp").correct, Code()) == 0  # nothing left to re-read
+
+
+def test_rescore_cli_rewrites_the_records(tmp_path):
+    r = record()
+    r["id"] = "mbpp-11"  # a real MBPP id: the CLI looks examples up in the benchmark
+    r["baselines"]["small_greedy"] = cand(0, "def remove_Occ(s, ch):\n    return s.replace(ch, '', 1)[::-1]"
+                                          ".replace(ch, '', 1)[::-1]")
+    (tmp_path / "run.json").write_text(json.dumps({"benchmark": "mbpp", "split": "test", "n": 4}))
+    (tmp_path / "records.jsonl").write_text(json.dumps(r) + "\n")
+    assert main([str(tmp_path)]) == 0
+    (out,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert out["baselines"]["small_greedy"]["answer"].startswith("def remove_Occ")
+    assert out["baselines"]["small_greedy"]["correct"]
