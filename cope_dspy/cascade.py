@@ -64,6 +64,11 @@ class Cascade(dspy.Module):
             decided (same decision, fewer calls). max_concurrency: samples in flight at once
             (default: a whole wave). budget: a `Budget` capping paid spend across calls. prices: `Prices`
             for the cost figures. adapter: DSPy adapter (default: `LenientChatAdapter`).
+        max_tokens: per-role caps on reply length that override the LM's own `max_tokens` for that role's
+            calls, e.g. `{"guideline_planner": 128}`: the paid model's guideline is asked for in one or two
+            sentences, but a model that writes a full solution instead is billed for all of it. A planner
+            cut off at its cap passes on the text it wrote; an executor cut off abstains. Not saved with the
+            program (like `budget` and `prices`): pass it again when you rebuild the cascade.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class Cascade(dspy.Module):
         budget: Budget | None = None,
         prices: Prices | None = None,
         adapter: dspy.Adapter | None = None,
+        max_tokens: dict[str, int] | None = None,
     ):
         super().__init__()
         for name, lm in (("small", small), ("large", large)):
@@ -101,6 +107,7 @@ class Cascade(dspy.Module):
             raise CopeInputError(f"adapter must be a dspy.Adapter such as dspy.ChatAdapter(), got {adapter!r}")
         if not isinstance(early_stop, (bool, int)):
             raise CopeInputError(f"early_stop must be True or False, got {early_stop!r}")
+        self.role_max_tokens = check_role_max_tokens(max_tokens)
         self.task = task or Math()
         self.task.check_lms(small, large)
         self.policy = Policy(n=n, tau1=tau1, tau2=tau2, stages=stages, temperatures=temperatures or Temperatures())
@@ -322,6 +329,8 @@ class Cascade(dspy.Module):
 
     def _config(self, role: str, temperature: float, rollout: int | None) -> dict[str, Any]:
         config: dict[str, Any] = {**self.task.lm_config(role), "temperature": temperature}
+        if role in self.role_max_tokens:
+            config["max_tokens"] = self.role_max_tokens[role]
         if rollout is not None and temperature > 0:
             config["rollout_id"] = rollout  # a distinct cache entry per sample; a rerun still hits the cache
         return config
@@ -333,7 +342,8 @@ class Cascade(dspy.Module):
             return contextlib.nullcontext()
         lm = predictor.lm or dspy.settings.lm
         messages = self.adapter.format(predictor.signature, predictor.demos, kwargs)
-        return self.budget.reserve(lm.model, messages, lm.kwargs.get("max_tokens"), api_base=lm.kwargs.get("api_base"))
+        cap = self.role_max_tokens.get(role, lm.kwargs.get("max_tokens"))
+        return self.budget.reserve(lm.model, messages, cap, api_base=lm.kwargs.get("api_base"))
 
     def _call(self, predictor, stage: int, role: str, temperature: float, rollout: int | None, **kwargs):
         with tag(stage=stage, role=role), _large_errors(role, predictor), self._budget_guard(predictor, role, kwargs):
@@ -499,6 +509,22 @@ def _goal_behind(d: Decision) -> str | None:
     distributed as the paper's random pick among them, and it is deterministic."""
     chosen = d.supporters[0] if d.supporters else d.chosen
     return chosen.plans.get("goal") if chosen else None
+
+
+def check_role_max_tokens(caps) -> dict[str, int]:
+    from .tasks import ROLES
+
+    if caps is None:
+        return {}
+    if not isinstance(caps, dict):
+        raise CopeInputError(f"max_tokens must be a dict of role -> tokens, e.g. {{'guideline_planner': 128}}, "
+                             f"got {caps!r}")
+    for role, cap in caps.items():
+        if role not in ROLES:
+            raise CopeInputError(f"max_tokens: unknown role {role!r}; roles are {list(ROLES)}")
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise CopeInputError(f"max_tokens[{role!r}] must be an integer >= 1, got {cap!r}")
+    return dict(caps)
 
 
 def _stage_record(stage: int, tau: float, d: Decision) -> dict[str, Any]:

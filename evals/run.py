@@ -34,11 +34,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="USD per million input,output tokens; repeatable")
     p.add_argument("--n", type=int, default=8, help="samples per stage (and for the majority-vote baseline)")
     p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--role-max-tokens", action="append", default=[], metavar="ROLE=N",
+                   help="cap one role's replies (Cascade(max_tokens=...)), e.g. guideline_planner=128; repeatable")
     p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
     p.add_argument("--out", type=Path, default=None, help="result folder (default: derived from the arguments)")
     p.add_argument("--report-only", action="store_true", help="do not record; report what is recorded")
     p.add_argument("--no-progress", action="store_true")
     return p
+
+
+def parse_role_caps(items: list[str]) -> dict[str, int]:
+    """`--role-max-tokens guideline_planner=128` -> {"guideline_planner": 128}; roles are checked by Cascade."""
+    caps = {}
+    for item in items:
+        role, _, value = item.partition("=")
+        if not value.strip().isdigit():
+            raise SystemExit(f"cope eval: --role-max-tokens {item!r}: write ROLE=N, e.g. guideline_planner=128")
+        caps[role.strip()] = int(value)
+    if caps:
+        from cope_dspy.cascade import check_role_max_tokens
+
+        try:
+            check_role_max_tokens(caps)
+        except ValueError as exc:
+            raise SystemExit(f"cope eval: --role-max-tokens: {exc}") from None
+    return caps
 
 
 def out_dir(args) -> Path:
@@ -65,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value < 1:
             raise SystemExit(f"cope eval: {flag} must be >= 1, got {value}")
     parse_prices(args.price)  # bad prices fail here, before any server starts
+    role_caps = parse_role_caps(args.role_max_tokens)
     bench = get(args.benchmark)
     examples = load(args.benchmark, split=args.split, limit=args.limit)
     folder = out_dir(args)
@@ -76,11 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             small, large, prices = open_models(stack, args.small, args.large, parse_prices(args.price), cache=False,
                                                max_tokens=args.max_tokens)
             meta = {"benchmark": args.benchmark, "split": args.split, "limit": args.limit, "small": args.small,
-                    "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "price_note": large.price_note,
+                    "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
+                    "price_note": large.price_note,
                     "prices": {m: list(r) for m, r in prices.overrides.items()} if hasattr(prices, "overrides") else {},
                     "command": "python -m evals.run " + " ".join(argv if argv is not None else os.sys.argv[1:])}
             meta_path.write_text(json.dumps(meta, indent=2))
-            cascade = Cascade(small=small.lm, large=large.lm, task=bench.task(), n=args.n, prices=prices)
+            cascade = Cascade(small=small.lm, large=large.lm, task=bench.task(), n=args.n, prices=prices,
+                              max_tokens=role_caps or None)
             started = time.perf_counter()
             record_all(cascade, examples, bench.correct, folder / "records.jsonl",
                        concurrency=args.concurrency, progress=not args.no_progress)

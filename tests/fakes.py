@@ -31,6 +31,7 @@ class Call:
     system: str
     user: str
     extra: dict = field(default_factory=dict)
+    max_tokens: int | None = None  # the reply cap this call was sent with
 
 
 def reply(**fields: str) -> str:
@@ -61,6 +62,7 @@ class _Engine:
         call = Call(
             lm=self.owner.name, role=role, question=_section(user, "question"), plans=_section(user, "plans"),
             temperature=kwargs.get("temperature"), rollout_id=kwargs.get("rollout_id"), system=system, user=user,
+            max_tokens=getattr(getattr(request, "config", None), "max_tokens", None),
         )
         with self.owner.lock:
             self.owner.calls.append(call)

@@ -1,6 +1,7 @@
 """The cascade's behaviour on scripted models: exits, votes, early decisions, who saw what, composition."""
 
 import asyncio
+import re
 
 import dspy
 import pytest
@@ -343,3 +344,24 @@ def test_trace_times_every_sample_and_plan():
     for key in ("vote1", "vote2", "final3"):
         assert all(c["extra"]["seconds"] >= 0 for c in entries[key]["candidates"])
     assert entries["final3"]["candidates"][0]["extra"]["seconds"] >= 0.2  # the large executor slept 0.2 s
+
+
+def test_per_role_max_tokens_caps_only_that_roles_calls():
+    small = math_model("scripted/small", small_answers(list("12345678"), list("12345678")))
+    large = math_model("scripted/large", lambda call: "7")
+    cascade = Cascade(small=small.lm, large=large.lm, task=Math(), max_tokens={"guideline_planner": 96})
+    assert cascade(question=Q).stage == 3
+    assert [c.max_tokens for c in large.by_role("guideline")] == [96]
+    assert all(c.max_tokens != 96 for c in large.by_role("execute") + small.calls)
+
+
+@pytest.mark.parametrize("caps, words", [
+    ({"planner": 10}, "unknown role 'planner'"),
+    ({"guideline_planner": 0}, "max_tokens['guideline_planner'] must be an integer >= 1"),
+    ({"guideline_planner": True}, "must be an integer >= 1"),
+    (128, "max_tokens must be a dict of role -> tokens"),
+])
+def test_bad_per_role_max_tokens_is_named(caps, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        Cascade(small=math_model("scripted/s", lambda c: "1").lm, large=math_model("scripted/l", lambda c: "1").lm,
+                max_tokens=caps)

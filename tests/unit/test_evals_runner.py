@@ -174,3 +174,14 @@ def test_report_warns_about_replies_served_from_the_cache(tmp_path):
     md = write_report(tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text())["records_with_cached_calls"] == 1
     assert "Warning: 1 problems hold replies served from DSPy's cache" in md
+
+
+def test_role_caps_flag_is_parsed_and_checked_before_any_server_starts():
+    from evals.run import main, parse_role_caps
+
+    assert parse_role_caps(["guideline_planner=128", "goal_planner=48"]) == {"guideline_planner": 128,
+                                                                              "goal_planner": 48}
+    with pytest.raises(SystemExit, match="unknown role 'planner'"):
+        main(["gsm8k", "--limit", "1", "--role-max-tokens", "planner=64"])
+    with pytest.raises(SystemExit, match="write ROLE=N"):
+        main(["gsm8k", "--limit", "1", "--role-max-tokens", "guideline_planner"])
