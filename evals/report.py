@@ -166,12 +166,10 @@ def code_cross_fitted(records: list[dict[str, Any]], run_n: int, large_rows: lis
         train = [i for i in range(len(records)) if i % FOLDS != fold]
         large_acc = np.mean([bool(large_rows[i]["correct"]) for i in train])
 
-        def score(key, train=train):
-            per = table[key][0]
-            return np.mean([bool(per[i]["correct"]) for i in train]), np.mean([per[i]["usd"] for i in train])
-
-        ok = [k for k in settings if score(k)[0] >= large_acc - 0.01]
-        best = min(ok, key=lambda k: (score(k)[1], -score(k)[0])) if ok else max(settings, key=lambda k: score(k)[0])
+        acc = {k: np.mean([bool(table[k][0][i]["correct"]) for i in train]) for k in settings}
+        usd = {k: np.mean([table[k][0][i]["usd"] for i in train]) for k in settings}
+        ok = [k for k in settings if acc[k] >= large_acc - 0.01]
+        best = min(ok, key=lambda k: (usd[k], -acc[k])) if ok else max(settings, key=acc.get)
         chosen.append({"n": best[0], "stages": list(best[1])})
         for i in range(len(records)):
             if i % FOLDS == fold:
