@@ -20,6 +20,14 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
+# Samples per stage and reply caps when the command line gives none. n = 4, not the paper's 8: on a laptop's
+# CPU the embedded pair records a problem in ~2 min at n = 4; the caps fit one worked answer on each
+# benchmark. Both match the committed local-pair runs (evals/README.md), so a default run is comparable.
+DEFAULT_N = 4
+DEFAULT_MAX_TOKENS = {"gsm8k": 320, "math500": 400, "mbpp": 384, "humaneval": 384, "mtbench": 512}
+# What must match for new records to join a folder's old ones (limit and concurrency may change).
+SETTINGS = ("benchmark", "split", "small", "large", "n", "max_tokens", "role_max_tokens", "prices")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cope eval", description=__doc__.split("\n")[0])
@@ -32,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the large model); judgments are cached in judgments.jsonl")
     p.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT",
                    help="USD per million input,output tokens; repeatable")
-    p.add_argument("--n", type=int, default=8, help="samples per stage (and for the majority-vote baseline)")
-    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--n", type=int, default=None,
+                   help=f"samples per stage and for the majority-vote baseline (default {DEFAULT_N}; the paper uses 8)")
+    p.add_argument("--max-tokens", type=int, default=None, help="reply cap (default per benchmark: " +
+                   ", ".join(f"{b} {t}" for b, t in DEFAULT_MAX_TOKENS.items()) + ")")
     p.add_argument("--role-max-tokens", action="append", default=[], metavar="ROLE=N",
                    help="cap one role's replies (Cascade(max_tokens=...)), e.g. guideline_planner=128; repeatable")
     p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
@@ -68,6 +78,24 @@ def out_dir(args) -> Path:
     return RESULTS / f"{args.benchmark}-{short(args.small)}+{short(args.large)}-{datetime.date.today():%Y-%m-%d}"
 
 
+def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:
+    """Refuse to add records to a folder whose records were made with other settings (one table, one setting)."""
+    old_path = folder / "run.json"
+    records = folder / "records.jsonl"
+    if not old_path.exists() or not records.exists() or records.stat().st_size == 0:
+        return
+    old = json.loads(old_path.read_text())
+    old.setdefault("role_max_tokens", {})  # runs recorded before the flag existed had no caps
+    diff = [k for k in keys if k in old and old[k] != meta[k]]
+    if diff:
+        was = ", ".join(f"{k}={old[k]!r}" for k in diff)
+        now = ", ".join(f"{k}={meta[k]!r}" for k in diff)
+        raise SystemExit(
+            f"cope eval: {records} holds records made with {was}; this run asks {now}. One report over two "
+            f"settings would mix them: rerun with the recorded settings ({old.get('command', 'see run.json')}) "
+            f"or give --out a new folder.")
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -80,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     from .records import record_all
 
     args = build_parser().parse_args(argv)
+    args.n = DEFAULT_N if args.n is None else args.n
+    args.max_tokens = DEFAULT_MAX_TOKENS[args.benchmark] if args.max_tokens is None else args.max_tokens
     for flag, value in (("--limit", args.limit), ("--n", args.n), ("--max-tokens", args.max_tokens),
                         ("--concurrency", args.concurrency)):
         if value is not None and value < 1:
@@ -92,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / "run.json"
     if not args.report_only:
+        settings = {"benchmark": args.benchmark, "split": args.split, "small": args.small, "large": args.large,
+                    "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps}
+        check_same_settings(folder, settings, keys=tuple(settings))  # before any server starts
         with contextlib.ExitStack() as stack:
             # no DSPy cache: a reply replayed from the cache would be billed $0 and timed ~0 s in the records
             small, large, prices = open_models(stack, args.small, args.large, parse_prices(args.price), cache=False,
@@ -101,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                     "price_note": large.price_note,
                     "prices": {m: list(r) for m, r in prices.overrides.items()} if hasattr(prices, "overrides") else {},
                     "command": "python -m evals.run " + " ".join(argv if argv is not None else os.sys.argv[1:])}
+            check_same_settings(folder, meta)  # the prices too (stand-in prices come with the servers)
             meta_path.write_text(json.dumps(meta, indent=2))
             cascade = Cascade(small=small.lm, large=large.lm, task=bench.task(), n=args.n, prices=prices,
                               max_tokens=role_caps or None)

@@ -185,3 +185,67 @@ def test_role_caps_flag_is_parsed_and_checked_before_any_server_starts():
         main(["gsm8k", "--limit", "1", "--role-max-tokens", "planner=64"])
     with pytest.raises(SystemExit, match="write ROLE=N"):
         main(["gsm8k", "--limit", "1", "--role-max-tokens", "guideline_planner"])
+
+
+class ServersWouldStart(Exception):
+    pass
+
+
+def _recorded_folder(tmp_path, **settings):
+    meta = {"benchmark": "gsm8k", "split": "test", "small": "qwen2.5-coder-0.5b", "large": "qwen2.5-coder-1.5b",
+            "n": 4, "max_tokens": 320, "command": "python -m evals.run gsm8k --n 4"} | settings
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    (tmp_path / "records.jsonl").write_text('{"id": "gsm8k-0"}\n')
+    return tmp_path
+
+
+def test_resuming_with_other_settings_is_refused_before_any_server_starts(tmp_path, monkeypatch):
+    import cope_dspy.pair as pair
+    from evals.run import main
+
+    monkeypatch.setattr(pair, "open_models", lambda *a, **k: (_ for _ in ()).throw(ServersWouldStart()))
+    folder = str(_recorded_folder(tmp_path))
+    with pytest.raises(SystemExit, match=r"made with n=4; this run asks n=8.*give --out a new folder"):
+        main(["gsm8k", "--limit", "2", "--n", "8", "--out", folder])
+    with pytest.raises(SystemExit, match=r"max_tokens=320, role_max_tokens=\{\}; this run asks max_tokens=512, "
+                                         r"role_max_tokens=\{'guideline_planner': 128\}"):
+        main(["gsm8k", "--max-tokens", "512", "--role-max-tokens", "guideline_planner=128", "--out", folder])
+    with pytest.raises(SystemExit, match="large='qwen2.5-coder-1.5b'; this run asks large='openai/gpt-4o-mini'"):
+        main(["gsm8k", "--large", "openai/gpt-4o-mini", "--out", folder])
+    # the defaults are the recorded local-pair settings (n = 4, 320 tokens on GSM8K): the run resumes
+    with pytest.raises(ServersWouldStart):
+        main(["gsm8k", "--limit", "2", "--out", folder])
+    # and a folder without records takes any settings
+    (tmp_path / "records.jsonl").write_text("")
+    with pytest.raises(ServersWouldStart):
+        main(["gsm8k", "--n", "8", "--out", folder])
+
+
+def test_recorded_prices_must_match_too(tmp_path):
+    from evals.run import check_same_settings
+
+    folder = _recorded_folder(tmp_path, prices={"openai/qwen2.5-coder-1.5b": [0.15, 0.6]})
+    same = json.loads((folder / "run.json").read_text()) | {"role_max_tokens": {}}
+    check_same_settings(folder, same)
+    with pytest.raises(SystemExit, match=r"prices=\{'openai/qwen2.5-coder-1.5b': \[0.15, 0.6\]\}; this run asks"):
+        check_same_settings(folder, same | {"prices": {"openai/qwen2.5-coder-1.5b": [2.5, 10.0]}})
+
+
+def test_default_reply_cap_follows_the_benchmark(tmp_path, monkeypatch):
+    import cope_dspy.pair as pair
+    from evals.run import DEFAULT_MAX_TOKENS, main
+
+    seen = {}
+
+    def fake_open_models(stack, small, large, prices, **kw):
+        seen.update(kw)
+        raise ServersWouldStart()
+
+    monkeypatch.setattr(pair, "open_models", fake_open_models)
+    for bench in ("gsm8k", "mbpp"):
+        with pytest.raises(ServersWouldStart):
+            main([bench, "--limit", "1", "--out", str(tmp_path / bench)])
+        assert seen["max_tokens"] == DEFAULT_MAX_TOKENS[bench]
+    with pytest.raises(ServersWouldStart):
+        main(["mbpp", "--limit", "1", "--max-tokens", "200", "--out", str(tmp_path / "mbpp")])
+    assert seen["max_tokens"] == 200
