@@ -1,0 +1,30 @@
+"""The examples a user copies from, run as documented on real local servers (SmolLM2-135M as both models:
+the plumbing is the point, not the answers)."""
+
+import re
+
+import pytest
+
+from fixtures.run_example import run_example
+
+pytestmark = pytest.mark.integration
+
+MODEL = "smollm2-135m"
+
+
+def test_quickstart_answers_with_stage_cost_and_stand_in_price_note(tmp_path):
+    done = run_example("quickstart.py", "--small", MODEL, "--large", MODEL, "--n", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert re.search(r"^stage: +[123] ", out, re.M), out
+    assert re.search(r"^cost: +\$\d+\.\d{6} over \d+ calls", out, re.M), out
+    assert re.search(r"^note: .*priced as a stand-in", out, re.M), out
+
+
+def test_local_cascade_scores_each_problem_and_reports_costs(tmp_path):
+    done = run_example("local_cascade.py", "--small", MODEL, "--large", MODEL, "--n", "2", "--limit", "2",
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = re.findall(r"^gsm8k-\S+ +stage [123] .* (right|wrong) +\$\d", done.stdout, re.M)
+    assert len(rows) == 2, done.stdout
+    assert "priced as a stand-in" in done.stdout
