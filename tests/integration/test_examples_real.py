@@ -4,7 +4,6 @@ the plumbing is the point, not the answers)."""
 import re
 
 import pytest
-
 from fixtures.run_example import run_example
 
 pytestmark = pytest.mark.integration
