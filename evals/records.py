@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextvars import copy_context
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,11 @@ def _candidates(record: dict[str, Any]) -> Iterable[dict[str, Any]]:
 
 def record_all(cascade: Cascade, examples: list[dspy.Example], correct: Correct, path: Path, *,
                concurrency: int = 2, progress: bool = True, baselines: bool = True) -> dict[str, dict[str, Any]]:
-    """Record every example not yet in `path`; returns all records (old and new) by id."""
+    """Record every example not yet in `path`; returns all records (old and new) by id.
+
+    Ctrl-C (KeyboardInterrupt) stops taking new problems and waits for the ones in flight, so the minutes
+    already spent on them are kept; a second Ctrl-C abandons them (nothing of theirs is written). Either
+    way the KeyboardInterrupt is re-raised, and rerunning resumes."""
     from tqdm import tqdm
 
     done = load_records(path)
@@ -129,16 +134,38 @@ def record_all(cascade: Cascade, examples: list[dspy.Example], correct: Correct,
     writer = _Writer(path)
     bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=f"recording {path.parent.name}",
                disable=not progress, unit="problem")
+    abandoned = threading.Event()  # set by a second interrupt: a problem finishing after it is not written
 
     def one(ex):
         record = record_example(cascade, ex, correct, baselines)
+        if abandoned.is_set():  # its calls may have failed as the servers stopped: not a measurement
+            return
         writer.write(record)
         done[ex.id] = record
         bar.update(1)
         bar.set_postfix_str(f"{record['cope']['seconds']:.0f}s cope")
 
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        for f in [pool.submit(copy_context().run, one, ex) for ex in todo]:
-            f.result()
-    bar.close()
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    futures = []
+    try:
+        try:
+            for ex in todo:
+                futures.append(pool.submit(copy_context().run, one, ex))
+            for f in futures:
+                f.result()
+        except KeyboardInterrupt:
+            for f in futures:
+                f.cancel()  # the queued ones; those running cannot be cancelled
+            in_flight = sum(f.running() for f in futures)
+            print(f"\ninterrupted: finishing the {in_flight} problem(s) in flight so their samples are kept "
+                  "(Ctrl-C again abandons them); rerun the same command to resume.", file=sys.stderr, flush=True)
+            try:
+                wait(futures)
+            except KeyboardInterrupt:
+                abandoned.set()
+                print("abandoned the problems in flight; nothing of theirs was written.", file=sys.stderr, flush=True)
+            raise
+    finally:
+        pool.shutdown(wait=not abandoned.is_set(), cancel_futures=True)
+        bar.close()
     return done

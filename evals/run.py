@@ -96,6 +96,26 @@ def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:
             f"or give --out a new folder.")
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """`kill PID` stops a recording the way Ctrl-C does (in-flight problems are finished and kept)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -139,8 +159,15 @@ def main(argv: list[str] | None = None) -> int:
             cascade = Cascade(small=small.lm, large=large.lm, task=bench.task(), n=args.n, prices=prices,
                               max_tokens=role_caps or None)
             started = time.perf_counter()
-            record_all(cascade, examples, bench.correct, folder / "records.jsonl",
-                       concurrency=args.concurrency, progress=not args.no_progress)
+            try:
+                with _sigterm_as_interrupt():
+                    record_all(cascade, examples, bench.correct, folder / "records.jsonl",
+                               concurrency=args.concurrency, progress=not args.no_progress)
+            except KeyboardInterrupt:
+                print(f"stopped after {time.perf_counter() - started:.0f}s; records so far in "
+                      f"{folder / 'records.jsonl'}. Rerun the same command to resume, or add --report-only "
+                      "to report what is recorded.", file=os.sys.stderr)
+                return 130
             print(f"recorded in {time.perf_counter() - started:.0f}s -> {folder / 'records.jsonl'}")
     from .report import write_report
 

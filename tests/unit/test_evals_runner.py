@@ -249,3 +249,82 @@ def test_default_reply_cap_follows_the_benchmark(tmp_path, monkeypatch):
     with pytest.raises(ServersWouldStart):
         main(["mbpp", "--limit", "1", "--max-tokens", "200", "--out", str(tmp_path / "mbpp")])
     assert seen["max_tokens"] == 200
+
+
+def _interrupting_cascade(signals: int):
+    """A cascade whose small model, on problem p2's first call, sends this process SIGINT (as Ctrl-C does)
+    `signals` times, then answers; every problem it starts is noted. With 2 problems at once, p2 starts
+    only once p0 or p1 is done, so the main thread is waiting on results by then."""
+    import os
+    import signal
+    import threading
+    import time
+
+    started, lock, fired = set(), threading.Lock(), threading.Event()
+
+    def answers(call):
+        i = int(call.question.split()[2])
+        with lock:
+            started.add(f"p{i}")
+        if i == 2 and not fired.is_set():
+            fired.set()
+            for _ in range(signals):
+                os.kill(os.getpid(), signal.SIGINT)  # Linux hands it to the main thread, waiting on results
+                time.sleep(0.5)
+        return str(2 * i)
+
+    small = math_model("scripted/small", answers)
+    large = math_model("scripted/large", lambda call: str(2 * int(call.question.split()[2])))
+    prices = Prices({"scripted/large": LARGE_PRICE, "scripted/small": (0.0, 0.0)})
+    return Cascade(small=small.lm, large=large.lm, task=Math(), n=2, prices=prices), started
+
+
+def test_ctrl_c_keeps_the_problems_in_flight_and_starts_no_new_one(tmp_path):
+    cascade, started = _interrupting_cascade(signals=1)
+    path = tmp_path / "records.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        record_all(cascade, examples(8), get("gsm8k").correct, path, concurrency=2, progress=False)
+    written = load_records(path)
+    assert "p2" in written and set(written) == started  # every problem begun was finished and written
+    assert len(written) < 8  # the queued ones were not started
+    assert all(r["baselines"]["large_greedy"]["correct"] for r in written.values())  # complete records
+    record_all(cascade, examples(8), get("gsm8k").correct, path, concurrency=2, progress=False)
+    assert sorted(load_records(path)) == [f"p{i}" for i in range(8)]  # the rerun resumes
+
+
+def test_second_ctrl_c_abandons_the_problems_in_flight_without_writing_them(tmp_path):
+    cascade, started = _interrupting_cascade(signals=2)
+    path = tmp_path / "records.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        record_all(cascade, examples(8), get("gsm8k").correct, path, concurrency=2, progress=False)
+    import time
+
+    time.sleep(1.0)  # let the abandoned worker finish its (scripted) calls
+    assert "p2" in started and "p2" not in load_records(path)
+
+
+def test_kill_stops_a_run_like_ctrl_c_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    import time
+    from types import SimpleNamespace
+
+    import cope_dspy.pair as pair
+    import evals.records
+    from evals.run import main
+
+    def fake_open_models(stack, small, large, prices, **kw):
+        lm = math_model("scripted/x", lambda call: "1").lm
+        return SimpleNamespace(lm=lm), SimpleNamespace(lm=lm, price_note=None), Prices({"scripted/x": (0, 0)})
+
+    def killed_record_all(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # `kill PID`
+        time.sleep(1)
+        pytest.fail("SIGTERM did not stop the recording")
+
+    monkeypatch.setattr(pair, "open_models", fake_open_models)
+    monkeypatch.setattr(evals.records, "record_all", killed_record_all)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["gsm8k", "--limit", "1", "--out", str(tmp_path), "--no-progress"]) == 130
+    assert "Rerun the same command to resume" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is only there while recording
