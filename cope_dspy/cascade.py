@@ -381,13 +381,13 @@ class Cascade(dspy.Module):
 
     def _metered(self, run):
         """Run one job under its own tracker: each sample's and plan's cost goes into the trace."""
-        tracker, cut = CostTracker(prices=self.prices), _CutOff()
+        tracker, cut = CostTracker(prices=self.prices), CutOff()
         with dspy.context(callbacks=[*dspy.settings.callbacks, tracker, cut]):
             started = time.perf_counter()
             return _with_usage(cut.mark(run()), tracker, time.perf_counter() - started)
 
     async def _ametered(self, arun):
-        tracker, cut = CostTracker(prices=self.prices), _CutOff()
+        tracker, cut = CostTracker(prices=self.prices), CutOff()
         with dspy.context(callbacks=[*dspy.settings.callbacks, tracker, cut]):
             started = time.perf_counter()
             return _with_usage(cut.mark(await arun()), tracker, time.perf_counter() - started)
@@ -430,8 +430,9 @@ def _large_errors(role: str, predictor=None):
         raise error from None
 
 
-class _CutOff(BaseCallback):
-    """Watches one job's executor calls: a reply cut off at max_tokens (finish_reason "length") holds no
+class CutOff(BaseCallback):
+    """Watches one job's executor calls (the benchmark baselines use it too, so every method reads replies
+    by one rule): a reply cut off at max_tokens (finish_reason "length") holds no
     final answer, even when a number can be read from it, so `mark` makes that candidate abstain."""
 
     def __init__(self):

@@ -22,6 +22,7 @@ from typing import Any
 import dspy
 
 from cope_dspy import Cascade
+from cope_dspy.cascade import CutOff
 from cope_dspy.consensus import Candidate
 from cope_dspy.costs import CostTracker, tag
 from cope_dspy.redact import redact
@@ -63,10 +64,11 @@ class _Writer:
 
 def _solve(cascade: Cascade, predictor, role: str, question: str, temperature: float, rollout: int | None):
     """One unplanned baseline sample, metered like the cascade's own samples."""
-    tracker = CostTracker(prices=cascade.prices)
+    tracker, cut = CostTracker(prices=cascade.prices), CutOff()  # a cut-off reply abstains, as in the cascade
     config = {"temperature": temperature, **({"rollout_id": rollout} if rollout is not None and temperature else {})}
     started = time.perf_counter()
-    with dspy.context(adapter=cascade.adapter, callbacks=[*dspy.settings.callbacks, tracker]), tag(stage=0, role=role):
+    with dspy.context(adapter=cascade.adapter, callbacks=[*dspy.settings.callbacks, tracker, cut]), \
+            tag(stage=0, role=role):
         try:
             out = predictor(question=question, config=config)
             raw = getattr(out, "answer", "") or ""
@@ -74,6 +76,7 @@ def _solve(cascade: Cascade, predictor, role: str, question: str, temperature: f
                           answer=cascade.task.parse(out.solution or "", raw), extra={"raw_answer": raw} if raw else {})
         except Exception as exc:  # noqa: BLE001 - a failed baseline sample abstains, as in the cascade
             c = Candidate(index=rollout or 0, answer=None, error=redact(f"{type(exc).__name__}: {exc}"))
+    cut.mark(c)
     c.usage = tracker.usage().to_dict()
     c.extra["seconds"] = round(time.perf_counter() - started, 3)
     return c.to_dict()

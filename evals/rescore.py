@@ -1,4 +1,13 @@
-"""`python -m evals.rescore FOLDER`: re-read a code benchmark's recorded replies with the current parser.
+"""`python -m evals.rescore FOLDER [--cut-off]`: re-read recorded replies with the current rules, no model call.
+
+`--cut-off` (any benchmark): the cascade treats an executor reply cut off at max_tokens as holding no
+answer; records made before the baselines followed that rule (and the first GSM8K records, made before the
+cascade did) read such replies as answers. This marks every error-free one-call reply whose completion
+tokens reached the run's cap as cut off (inferred from the tokens, since those records kept no
+finish_reason), re-decides the votes it changes and counts the stage-1 samples it cannot judge (their
+usage adds the goal call, so the executor's own length is unknown).
+
+Without it (code benchmarks):
 
 A record keeps every reply as the model wrote it (`solution`, and the answer field as `extra.raw_answer`),
 so when the code parser learns a new shape of reply, candidates that abstained (no program found) can be
@@ -67,22 +76,56 @@ def rescore_record(record: dict[str, Any], example, correct, task: Code) -> int:
     return changed
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .benchmarks import get
-    from .loaders import load
-    from .records import load_records
+CUT_OFF = ("the reply reached max_tokens={cap} (inferred from its completion tokens; recorded before this reply "
+           "was checked), so it holds no final answer")
 
-    p = argparse.ArgumentParser(prog="python -m evals.rescore", description=__doc__.split("\n")[0])
-    p.add_argument("folder", type=Path, help="a result folder of a code benchmark (with run.json, records.jsonl)")
-    args = p.parse_args(argv)
-    run = json.loads((args.folder / "run.json").read_text())
-    if run["benchmark"] not in ("mbpp", "humaneval"):
-        raise SystemExit(f"evals.rescore re-reads code replies; {args.folder} holds {run['benchmark']!r}")
-    path = args.folder / "records.jsonl"
-    records = load_records(path)
-    examples = {ex.id: ex for ex in load(run["benchmark"], split="all")}
-    bench, task = get(run["benchmark"]), Code()
-    changed = {pid: rescore_record(r, examples[pid], bench.correct, task) for pid, r in records.items()}
+
+def _reached_cap(c: dict[str, Any], cap: int) -> bool:
+    usage = c.get("usage") or {}
+    return c.get("error") is None and usage.get("calls") == 1 and usage.get("completion_tokens", 0) >= cap
+
+
+def _abstain(c: dict[str, Any], cap: int) -> None:
+    c["answer"], c["error"], c["correct"] = None, CUT_OFF.format(cap=cap), False
+
+
+def mark_cut_off(record: dict[str, Any], example, correct, task, caps: dict[str, int]) -> tuple[int, int]:
+    """Mark one record's one-call replies that reached their role's cap (`caps`: small_executor and
+    large_executor) as cut off, in place. Returns (marked, stage-1 samples that cannot be judged)."""
+    from cope_dspy.cascade import _stage_record
+
+    marked = unknown = 0
+    for i, entry in enumerate(record["cope"]["trace"]):
+        cap = caps["large_executor" if entry["kind"] == "final" else "small_executor"]
+        cands = entry.get("candidates", [])
+        unknown += sum(c.get("error") is None and (c.get("usage") or {}).get("calls", 1) > 1
+                       and c["usage"].get("completion_tokens", 0) >= cap for c in cands)
+        hit = [c for c in cands if _reached_cap(c, cap)]
+        if not hit:
+            continue
+        for c in hit:
+            _abstain(c, cap)
+        marked += len(hit)
+        if entry["kind"] == "vote":  # decided again by the cascade's own ballot for this task
+            ballot = task.consensus().ballot(len(cands), entry["tau"], task.same, example.inputs().toDict(),
+                                             early_stop=False)
+            ballot.add([_candidate(c, c.get("answer")) for c in cands])
+            new = _stage_record(entry["stage"], entry["tau"], ballot.decision())
+            for c in new["candidates"]:
+                c["correct"] = bool(c["answer"] is not None and correct(example, c))
+            record["cope"]["trace"][i] = new
+        else:
+            entry["answer"], entry["accepted"] = None, False
+    b = record.get("baselines") or {}
+    for c, role in [(b.get("small_greedy"), "small_executor"), *[(c, "small_executor") for c in b.get("small_samples", [])],
+                    (b.get("large_greedy"), "large_executor")]:
+        if c and _reached_cap(c, caps[role]):
+            _abstain(c, caps[role])
+            marked += 1
+    return marked, unknown
+
+
+def _rewrite(path: Path, records: dict[str, dict[str, Any]]) -> None:
     tmp = path.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for r in records.values():
@@ -90,6 +133,38 @@ def main(argv: list[str] | None = None) -> int:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .benchmarks import get
+    from .loaders import load
+    from .records import load_records
+
+    p = argparse.ArgumentParser(prog="python -m evals.rescore", description=__doc__.split("\n")[0])
+    p.add_argument("folder", type=Path, help="a result folder (with run.json, records.jsonl)")
+    p.add_argument("--cut-off", action="store_true",
+                   help="mark one-call replies that reached max_tokens as cut off (any benchmark)")
+    args = p.parse_args(argv)
+    run = json.loads((args.folder / "run.json").read_text())
+    path = args.folder / "records.jsonl"
+    records = load_records(path)
+    examples = {ex.id: ex for ex in load(run["benchmark"], split="all")}
+    bench = get(run["benchmark"])
+    if args.cut_off:
+        roles = run.get("role_max_tokens") or {}
+        caps = {r: roles.get(r, run["max_tokens"]) for r in ("small_executor", "large_executor")}
+        counts = [mark_cut_off(r, examples[pid], bench.correct, bench.task(), caps) for pid, r in records.items()]
+        _rewrite(path, records)
+        print(f"{sum(m for m, _ in counts)} replies that reached max_tokens marked cut off in "
+              f"{sum(m > 0 for m, _ in counts)} of {len(records)} problems; {sum(u for _, u in counts)} stage-1 "
+              f"samples reached it with their goal call and cannot be judged -> {path}")
+        return 0
+    if run["benchmark"] not in ("mbpp", "humaneval"):
+        raise SystemExit(f"evals.rescore re-reads code replies; {args.folder} holds {run['benchmark']!r} "
+                         "(--cut-off works on any benchmark)")
+    task = Code()
+    changed = {pid: rescore_record(r, examples[pid], bench.correct, task) for pid, r in records.items()}
+    _rewrite(path, records)
     print(f"{sum(changed.values())} replies re-read as programs in {sum(v > 0 for v in changed.values())} of "
           f"{len(records)} problems -> {path}")
     return 0

@@ -34,6 +34,10 @@ class Call:
     max_tokens: int | None = None  # the reply cap this call was sent with
 
 
+class cut(str):  # noqa: N801 - reads as a marker: return cut(reply(...)) from a scripted model
+    """A reply the server cut off at max_tokens (finish_reason "length")."""
+
+
 def reply(**fields: str) -> str:
     """A reply in DSPy's chat format: reply(solution="...", answer="42")."""
     body = "".join(f"[[ ## {k} ## ]]\n{v}\n\n" for k, v in fields.items())
@@ -71,7 +75,8 @@ class _Engine:
             raise text
         usage = self.owner.usage
         return Response(
-            id=None, model=self.owner.name, message=Message.assistant([TextPart(text)]), finish_reason="stop",
+            id=None, model=self.owner.name, message=Message.assistant([TextPart(text)]),
+            finish_reason="length" if isinstance(text, cut) else "stop",
             usage=Usage(input_tokens=usage[0], output_tokens=usage[1], total_tokens=sum(usage)) if usage else None,
         )
 
@@ -111,6 +116,7 @@ def math_model(name: str, answers: Callable[[Call], str], goal: str = "Find the 
         a = answers(call)
         if isinstance(a, BaseException):
             return a
-        return reply(solution=f"Working... so the answer is \\boxed{{{a}}}.", answer=a)
+        text = reply(solution=f"Working... so the answer is \\boxed{{{a}}}.", answer=a)
+        return cut(text) if isinstance(a, cut) else text  # answers may return cut("42"): a cut-off reply
 
     return ScriptedLM(name, respond, **kwargs)

@@ -63,3 +63,42 @@ def test_rescore_cli_rewrites_the_records(tmp_path):
     (out,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert out["baselines"]["small_greedy"]["answer"].startswith("def remove_Occ")
     assert out["baselines"]["small_greedy"]["correct"]
+
+
+def math_cand(i, answer, tokens, calls=1):
+    return {"index": i, "solution": f"so \\boxed{{{answer}}}", "answer": answer, "plans": {}, "error": None,
+            "score": None, "usage": {"calls": calls, "completion_tokens": tokens, "usd": 0.001},
+            "extra": {"seconds": 1.0}, "correct": answer == "18"}
+
+
+def test_cut_off_marks_replies_that_reached_the_cap_and_decides_votes_again(tmp_path, capsys):
+    # gsm8k-0's gold answer is 18; the run's cap is 320 tokens
+    stage1 = [math_cand(0, "18", 330, calls=2), math_cand(1, "7", 40, calls=2)]  # goal + executor: can't tell
+    stage2 = [math_cand(0, "18", 320), math_cand(1, "18", 200), math_cand(2, "5", 90), math_cand(3, "9", 80)]
+    rec = {"id": "gsm8k-0", "cope": {"seconds": 1.0, "trace": [
+        {"kind": "vote", "stage": 1, "tau": 0.75, "drawn": 2, "accepted": False, "confidence": 0.5, "answer": "18",
+         "candidates": stage1},
+        {"kind": "guideline", "stage": 2, "guideline": "Add.", "usage": {"calls": 1, "completion_tokens": 400}},
+        {"kind": "vote", "stage": 2, "tau": 0.5, "drawn": 4, "accepted": True, "confidence": 0.5, "answer": "18",
+         "candidates": stage2},
+        {"kind": "final", "stage": 3, "accepted": True, "answer": "18", "candidates": [math_cand(0, "18", 320)]}]},
+        "baselines": {"small_greedy": math_cand(0, "18", 100), "small_samples": [math_cand(i, "18", 320) for i in range(2)],
+                      "large_greedy": math_cand(0, "18", 321)}}
+    (tmp_path / "run.json").write_text(json.dumps({"benchmark": "gsm8k", "max_tokens": 320}))
+    (tmp_path / "records.jsonl").write_text(json.dumps(rec) + "\n")
+    assert main([str(tmp_path), "--cut-off"]) == 0
+    assert "5 replies that reached max_tokens marked cut off in 1 of 1 problems; 1 stage-1" in capsys.readouterr().out
+    (out,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    s1, guideline, s2, final = out["cope"]["trace"]
+    assert s1 == rec["cope"]["trace"][0] and guideline == rec["cope"]["trace"][1]  # not judged, not touched
+    assert [c["answer"] for c in s2["candidates"]] == [None, "18", "5", "9"]
+    assert "reached max_tokens=320" in s2["candidates"][0]["error"]
+    assert not s2["accepted"] and s2["confidence"] == 0.25  # 18 now has 1 of 4 votes: the vote fails
+    assert [c["correct"] for c in s2["candidates"]] == [False, True, False, False]
+    assert final["answer"] is None and not final["accepted"] and final["candidates"][0]["correct"] is False
+    b = out["baselines"]
+    assert b["small_greedy"]["answer"] == "18" and b["small_greedy"]["correct"]  # under the cap: kept
+    assert all(c["answer"] is None for c in b["small_samples"]) and b["large_greedy"]["answer"] is None
+    assert b["large_greedy"]["usage"] == rec["baselines"]["large_greedy"]["usage"]  # costs stay as recorded
+    assert main([str(tmp_path), "--cut-off"]) == 0  # idempotent: nothing left to mark
+    assert "0 replies" in capsys.readouterr().out

@@ -328,3 +328,21 @@ def test_kill_stops_a_run_like_ctrl_c_and_says_how_to_resume(tmp_path, monkeypat
     assert main(["gsm8k", "--limit", "1", "--out", str(tmp_path), "--no-progress"]) == 130
     assert "Rerun the same command to resume" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is only there while recording
+
+
+def test_baselines_read_a_cut_off_reply_by_the_cascade_rule(tmp_path):
+    from fakes import cut
+
+    from evals.records import record_example
+
+    small = math_model("scripted/small", lambda call: "7")
+    large = math_model("scripted/large", lambda call: cut(str(2 * int(call.question.split()[2]))))
+    cascade = Cascade(small=small.lm, large=large.lm, task=Math(), n=2, tau1=1.0, tau2=1.0,
+                      prices=Prices({"scripted/large": LARGE_PRICE, "scripted/small": (0.0, 0.0)}))
+    ex = examples(4)[3]  # gold 6: the large model's cut-off replies hold "6", the small model says 7
+    record = record_example(cascade, ex, get("gsm8k").correct)
+    final = next(e for e in record["cope"]["trace"] if e["kind"] == "final")["candidates"][0]
+    large_alone = record["baselines"]["large_greedy"]
+    for c in (final, large_alone):  # the same reply, read by the same rule in the cascade and the baseline
+        assert c["answer"] is None and "cut off at max_tokens" in c["error"] and c["correct"] is False
+    assert record["baselines"]["small_greedy"]["answer"] == "7"  # a complete reply is read as before
