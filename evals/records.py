@@ -62,6 +62,9 @@ class _Writer:
             os.fsync(f.fileno())
 
 
+CUT_OFF_CHECKED = "checked while recording (finish_reason)"
+
+
 def _solve(cascade: Cascade, predictor, role: str, question: str, temperature: float, rollout: int | None):
     """One unplanned baseline sample, metered like the cascade's own samples."""
     tracker, cut = CostTracker(prices=cascade.prices), CutOff()  # a cut-off reply abstains, as in the cascade
@@ -87,7 +90,10 @@ def record_example(cascade: Cascade, example: dspy.Example, correct: Correct, ba
     started = time.perf_counter()
     cope = cascade.record(**inputs)
     cope_seconds = time.perf_counter() - started
-    record: dict[str, Any] = {"id": example.id, "cope": {"trace": cope.trace, "seconds": round(cope_seconds, 3)}}
+    record: dict[str, Any] = {"id": example.id, "cope": {"trace": cope.trace, "seconds": round(cope_seconds, 3)},
+                              # every reply's finish_reason was read while recording (`CutOff`), so
+                              # `evals.rescore --cut-off` leaves this record alone
+                              "cut_off": CUT_OFF_CHECKED}
     if baselines:
         question = inputs[cascade.task.input_field]
         solver = cascade.task.signature("small_executor").delete("plans")

@@ -5,7 +5,9 @@ answer; records made before the baselines followed that rule (and the first GSM8
 cascade did) read such replies as answers. This marks every error-free one-call reply whose completion
 tokens reached the run's cap as cut off (inferred from the tokens, since those records kept no
 finish_reason), re-decides the votes it changes and counts the stage-1 samples it cannot judge (their
-usage adds the goal call, so the executor's own length is unknown).
+usage adds the goal call, so the executor's own length is unknown). A record says how its replies were
+judged (`"cut_off"`): records made with the finish_reason check, and records an earlier rescore marked, are
+left alone, since a reply can end naturally on exactly the cap's last token.
 
 Without it (code benchmarks):
 
@@ -89,11 +91,19 @@ def _abstain(c: dict[str, Any], cap: int) -> None:
     c["answer"], c["error"], c["correct"] = None, CUT_OFF.format(cap=cap), False
 
 
-def mark_cut_off(record: dict[str, Any], example, correct, task, caps: dict[str, int]) -> tuple[int, int]:
+INFERRED = "inferred from completion tokens (evals.rescore --cut-off)"
+
+
+def mark_cut_off(record: dict[str, Any], example, correct, task, caps: dict[str, int]) -> tuple[int, int] | None:
     """Mark one record's one-call replies that reached their role's cap (`caps`: small_executor and
-    large_executor) as cut off, in place. Returns (marked, stage-1 samples that cannot be judged)."""
+    large_executor) as cut off, in place. Returns (marked, stage-1 samples that cannot be judged), or None
+    for a record whose replies were already judged: recorded with the finish_reason check (a reply that
+    ended naturally on exactly the cap's last token is not cut off) or marked by an earlier rescore."""
     from cope_dspy.cascade import _stage_record
 
+    if record.get("cut_off"):
+        return None
+    record["cut_off"] = INFERRED
     marked = unknown = 0
     for i, entry in enumerate(record["cope"]["trace"]):
         cap = caps["large_executor" if entry["kind"] == "final" else "small_executor"]
@@ -153,11 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.cut_off:
         roles = run.get("role_max_tokens") or {}
         caps = {r: roles.get(r, run["max_tokens"]) for r in ("small_executor", "large_executor")}
-        counts = [mark_cut_off(r, examples[pid], bench.correct, bench.task(), caps) for pid, r in records.items()]
+        results = [mark_cut_off(r, examples[pid], bench.correct, bench.task(), caps) for pid, r in records.items()]
+        counts = [c for c in results if c is not None]
         _rewrite(path, records)
         print(f"{sum(m for m, _ in counts)} replies that reached max_tokens marked cut off in "
-              f"{sum(m > 0 for m, _ in counts)} of {len(records)} problems; {sum(u for _, u in counts)} stage-1 "
-              f"samples reached it with their goal call and cannot be judged -> {path}")
+              f"{sum(m > 0 for m, _ in counts)} of {len(counts)} problems; {sum(u for _, u in counts)} stage-1 "
+              f"samples reached it with their goal call and cannot be judged; {len(results) - len(counts)} "
+              f"problems left alone (checked while recording or by an earlier rescore) -> {path}")
         return 0
     if run["benchmark"] not in ("mbpp", "humaneval"):
         raise SystemExit(f"evals.rescore re-reads code replies; {args.folder} holds {run['benchmark']!r} "

@@ -6,7 +6,8 @@ import dspy
 
 from cope_dspy import Code
 from evals.benchmarks import get
-from evals.rescore import main, rescore_record
+from evals.records import CUT_OFF_CHECKED
+from evals.rescore import INFERRED, main, rescore_record
 
 GOOD = "def add(a, b):\n    return a + b"
 
@@ -100,5 +101,24 @@ def test_cut_off_marks_replies_that_reached_the_cap_and_decides_votes_again(tmp_
     assert b["small_greedy"]["answer"] == "18" and b["small_greedy"]["correct"]  # under the cap: kept
     assert all(c["answer"] is None for c in b["small_samples"]) and b["large_greedy"]["answer"] is None
     assert b["large_greedy"]["usage"] == rec["baselines"]["large_greedy"]["usage"]  # costs stay as recorded
-    assert main([str(tmp_path), "--cut-off"]) == 0  # idempotent: nothing left to mark
-    assert "0 replies" in capsys.readouterr().out
+    assert out["cut_off"] == INFERRED
+    assert main([str(tmp_path), "--cut-off"]) == 0  # idempotent: a marked record is left alone
+    assert "0 replies that reached max_tokens marked cut off in 0 of 0 problems" in capsys.readouterr().out
+    assert [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()] == [out]
+
+
+def test_cut_off_leaves_records_made_with_the_finish_reason_check_alone(tmp_path, capsys):
+    # a reply may end naturally on exactly the cap's last token: the recorded finish_reason said so
+    natural = math_cand(0, "18", 320)
+    rec = {"id": "gsm8k-0", "cut_off": CUT_OFF_CHECKED, "cope": {"seconds": 1.0, "trace": [
+        {"kind": "vote", "stage": 2, "tau": 0.5, "drawn": 1, "accepted": True, "confidence": 1.0, "answer": "18",
+         "candidates": [natural]}]},
+        "baselines": {"small_greedy": math_cand(0, "18", 320), "small_samples": [], "large_greedy": math_cand(0, "18", 320)}}
+    (tmp_path / "run.json").write_text(json.dumps({"benchmark": "gsm8k", "max_tokens": 320}))
+    (tmp_path / "records.jsonl").write_text(json.dumps(rec) + "\n")
+    assert main([str(tmp_path), "--cut-off"]) == 0
+    printed = capsys.readouterr().out
+    assert "0 replies that reached max_tokens marked cut off in 0 of 0 problems" in printed
+    assert "1 problems left alone" in printed
+    (out,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert out == rec

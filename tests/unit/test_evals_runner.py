@@ -333,7 +333,7 @@ def test_kill_stops_a_run_like_ctrl_c_and_says_how_to_resume(tmp_path, monkeypat
 def test_baselines_read_a_cut_off_reply_by_the_cascade_rule(tmp_path):
     from fakes import cut
 
-    from evals.records import record_example
+    from evals.records import CUT_OFF_CHECKED, record_example
 
     small = math_model("scripted/small", lambda call: "7")
     large = math_model("scripted/large", lambda call: cut(str(2 * int(call.question.split()[2]))))
@@ -346,3 +346,4 @@ def test_baselines_read_a_cut_off_reply_by_the_cascade_rule(tmp_path):
     for c in (final, large_alone):  # the same reply, read by the same rule in the cascade and the baseline
         assert c["answer"] is None and "cut off at max_tokens" in c["error"] and c["correct"] is False
     assert record["baselines"]["small_greedy"]["answer"] == "7"  # a complete reply is read as before
+    assert record["cut_off"] == CUT_OFF_CHECKED  # so evals.rescore --cut-off leaves it alone
