@@ -67,6 +67,9 @@ def test_cope_serve_runs_until_interrupted():
         stderr=subprocess.STDOUT,
         text=True,
         cwd=Path(__file__).parents[2],
+        # Ctrl-C's SIGINT reaches it as at a terminal, even when the suite runs as a background job
+        # (which inherits SIGINT ignored, so Python would install no KeyboardInterrupt handler)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         lines = []
