@@ -44,10 +44,18 @@ def _candidate(c: dict[str, Any], answer: str | None) -> Candidate:
                      error=c.get("error"), usage=c.get("usage"), extra=extra)
 
 
-def rescore_record(record: dict[str, Any], example, correct, task: Code) -> int:
-    """Re-read one record in place; returns how many candidates now hold a program."""
+def _decided_again(entry: dict[str, Any], ballot, example, correct) -> dict[str, Any]:
+    """A vote entry decided again by the cascade's own ballot (already fed its candidates), graded."""
     from cope_dspy.cascade import _stage_record
 
+    new = _stage_record(entry["stage"], entry["tau"], ballot.decision())
+    for c in new["candidates"]:
+        c["correct"] = bool(c["answer"] is not None and correct(example, c))
+    return new
+
+
+def rescore_record(record: dict[str, Any], example, correct, task: Code) -> int:
+    """Re-read one record in place; returns how many candidates now hold a program."""
     changed = 0
     for i, entry in enumerate(record["cope"]["trace"]):
         if entry["kind"] != "vote":
@@ -60,10 +68,7 @@ def rescore_record(record: dict[str, Any], example, correct, task: Code) -> int:
                              setup=example.get("test_setup") or "", early_stop=False, timeout_s=task.timeout_s,
                              memory_mb=task.memory_mb, max_workers=task.max_workers)
         ballot.add([_candidate(c, found[c["index"]] or c.get("answer")) for c in entry["candidates"]])
-        new = _stage_record(entry["stage"], entry["tau"], ballot.decision())
-        for c in new["candidates"]:
-            c["correct"] = bool(c["answer"] is not None and correct(example, c))
-        record["cope"]["trace"][i] = new
+        record["cope"]["trace"][i] = _decided_again(entry, ballot, example, correct)
     b = record.get("baselines") or {}
     finals = [c for e in record["cope"]["trace"] if e["kind"] == "final" for c in e["candidates"]]
     for c in [*finals, b.get("small_greedy"), *b.get("small_samples", []), b.get("large_greedy")]:
@@ -99,8 +104,6 @@ def mark_cut_off(record: dict[str, Any], example, correct, task, caps: dict[str,
     large_executor) as cut off, in place. Returns (marked, stage-1 samples that cannot be judged), or None
     for a record whose replies were already judged: recorded with the finish_reason check (a reply that
     ended naturally on exactly the cap's last token is not cut off) or marked by an earlier rescore."""
-    from cope_dspy.cascade import _stage_record
-
     if record.get("cut_off"):
         return None
     record["cut_off"] = INFERRED
@@ -120,10 +123,7 @@ def mark_cut_off(record: dict[str, Any], example, correct, task, caps: dict[str,
             ballot = task.consensus().ballot(len(cands), entry["tau"], task.same, example.inputs().toDict(),
                                              early_stop=False)
             ballot.add([_candidate(c, c.get("answer")) for c in cands])
-            new = _stage_record(entry["stage"], entry["tau"], ballot.decision())
-            for c in new["candidates"]:
-                c["correct"] = bool(c["answer"] is not None and correct(example, c))
-            record["cope"]["trace"][i] = new
+            record["cope"]["trace"][i] = _decided_again(entry, ballot, example, correct)
         else:
             entry["answer"], entry["accepted"] = None, False
     b = record.get("baselines") or {}
