@@ -15,7 +15,7 @@ from typing import Any
 
 import dspy
 from dspy.utils.callback import BaseCallback
-from dspy.utils.exceptions import is_retryable_lm_error
+from dspy.utils.exceptions import AdapterParseError, is_retryable_lm_error
 
 from .adapter import LenientChatAdapter
 from .consensus import Candidate, Decision
@@ -418,9 +418,8 @@ def _large_errors(role: str, predictor=None):
         if role not in _LARGE_ROLES:
             raise
         retries = getattr(getattr(predictor, "lm", None) or dspy.settings.lm, "num_retries", None)
-        first = (str(exc).strip().splitlines() or [""])[0][:500]
         error = LargeModelError(redact(
-            f"the large model failed in its {role} call ({type(exc).__name__}: {first})"
+            f"the large model failed in its {role} call ({type(exc).__name__}: {_describe(exc)})"
             + (f" after {retries} retries" if retries and is_retryable_lm_error(exc) else "")
             + ". The cascade returns no answer rather than "
             "an unchecked one; retries with backoff for transient errors are set on the LM "
@@ -428,6 +427,21 @@ def _large_errors(role: str, predictor=None):
         ))
         error.lm_error = exc
         raise error from None
+
+
+_SHOWN = 200  # characters of an unreadable reply quoted in the error
+
+
+def _describe(exc: Exception) -> str:
+    """The first line of an LM error; for a reply the adapter could not read, what the reply was."""
+    if isinstance(exc, AdapterParseError):
+        reply = str(exc.lm_response or "")
+        shown = "the reply " + repr(reply[:_SHOWN]) + (
+            f" (its first {_SHOWN} of {len(reply)} characters; all of it is in error.lm_error.lm_response)"
+            if len(reply) > _SHOWN else "")
+        fields = ", ".join(exc.signature.output_fields)
+        return f"its reply was empty, no {fields}" if not reply.strip() else f"no {fields} could be read from {shown}"
+    return (str(exc).strip().splitlines() or [""])[0][:500]
 
 
 class CutOff(BaseCallback):

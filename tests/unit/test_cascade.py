@@ -5,9 +5,9 @@ import re
 
 import dspy
 import pytest
-from fakes import math_model
+from fakes import ScriptedLM, math_model
 
-from cope_dspy import Cascade, ExactMatch, Math
+from cope_dspy import Cascade, ExactMatch, LargeModelError, Math
 from cope_dspy.consensus import Candidate, Vote
 
 Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
@@ -52,6 +52,21 @@ def test_stage3_exit_when_nobody_agrees():
     assert (pred.answer, pred.stage, pred.confidence) == ("7", 3, None)
     assert [c.role for c in large.calls] == ["guideline", "execute"]
     assert large.by_role("execute")[0].temperature == 0.0  # greedy
+
+
+@pytest.mark.parametrize("guideline_reply, shown", [
+    ("\n\n", "its reply was empty, no guideline"),
+    ("[[ ## completed ## ]]", "no guideline could be read from the reply '[[ ## completed ## ]]'"),
+    ("[[ ## completed ## ]]\n" * 20, "its first 200 of 440 characters; all of it is in error.lm_error.lm_response"),
+], ids=["blank", "markers only", "long"])
+def test_an_unreadable_guideline_raises_large_model_error_quoting_the_reply(guideline_reply, shown):
+    small = math_model("scripted/small", small_answers(list("12345678")))
+    large = ScriptedLM("scripted/large", lambda call: guideline_reply)
+    cascade = Cascade(small=small.lm, large=large.lm, task=Math())
+    with pytest.raises(LargeModelError, match="failed in its guideline_planner call") as raised:
+        cascade(question=Q)
+    assert shown in str(raised.value)
+    assert raised.value.lm_error.lm_response == guideline_reply  # the whole reply, for the caller to inspect
 
 
 def test_six_of_eight_passes_tau_075_and_five_does_not():
