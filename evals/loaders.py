@@ -70,12 +70,16 @@ def _mbpp(i: int, row: dict) -> dict:
 
 
 def _humaneval(i: int, row: dict) -> dict:
+    # The prompt's code above the function to write (its imports, and the helpers some problems give, e.g.
+    # `is_palindrome` for `make_palindrome`) runs before the program: a reply that writes just the function,
+    # as the prompt asks, still has `List` and the helpers it was shown.
+    start = re.search(rf"^def\s+{re.escape(row['entry_point'])}\s*\(", row["prompt"], flags=re.MULTILINE)
     return {
         "id": row["task_id"],
         "question": row["prompt"],
         # One test program: HumanEval's `check(candidate)` and its call on the entry point.
         "tests": [f"{row['test']}\n\ncheck({row['entry_point']})\n"],
-        "test_setup": "",
+        "test_setup": row["prompt"][: start.start()] if start else "",
         "entry_point": row["entry_point"],
         "solution": row["prompt"] + row["canonical_solution"],
     }

@@ -310,7 +310,7 @@ def code_report(records: list[dict[str, Any]], run: dict[str, Any]) -> list[dict
     methods = [(m, rows, {1: sum(r.get("stage") == 1 for r in rows), 2: sum(r.get("stage") == 2 for r in rows)}
                 if m == CODE_MOT else None, "") for m, rows in base.items()]
     for name, stages, note in [("COPE", (1, 2, 3), "accept a stage when a sample passes the task's tests. As in the "
-                                "paper, those are the grading tests (MBPP's test_list), so an accepted stage-1/2 "
+                                "paper, those are the grading tests (MBPP's test_list, HumanEval's check), so an accepted stage-1/2 "
                                 "program is correct by construction: COPE, the MoT-style cascade and 'any of n' "
                                 "check against the answer key, small single and large alone do not"),
                                ("COPE stop after stage 2", (1, 2), "ablation"),

@@ -9,7 +9,11 @@ usage adds the goal call, so the executor's own length is unknown). A record say
 judged (`"cut_off"`): records made with the finish_reason check, and records an earlier rescore marked, are
 left alone, since a reply can end naturally on exactly the cap's last token.
 
-Without it (code benchmarks):
+`--retest` (code benchmarks): re-runs the tests of every recorded program with the benchmark's current tests
+and test setup (e.g. after HumanEval's prompt preamble became its test setup) and decides each stage again;
+the record says so (`"retested"`).
+
+Without either (code benchmarks):
 
 A record keeps every reply as the model wrote it (`solution`, and the answer field as `extra.raw_answer`),
 so when the code parser learns a new shape of reply, candidates that abstained (no program found) can be
@@ -54,6 +58,43 @@ def _decided_again(entry: dict[str, Any], ballot, example, correct) -> dict[str,
     return new
 
 
+def _tests_ballot(entry: dict[str, Any], example, task: Code) -> TestsBallot:
+    """The cascade's own ballot for one recorded stage, running the example's current tests and setup."""
+    return TestsBallot(len(entry["candidates"]), entry["tau"], tests=example.tests,
+                       setup=example.get("test_setup") or "", early_stop=False, timeout_s=task.timeout_s,
+                       memory_mb=task.memory_mb, max_workers=task.max_workers)
+
+
+def _others(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The candidates outside the votes: the final (stage-3) answer and the baselines' replies."""
+    b = record.get("baselines") or {}
+    finals = [c for e in record["cope"]["trace"] if e["kind"] == "final" for c in e["candidates"]]
+    return [c for c in [*finals, b.get("small_greedy"), *b.get("small_samples", []), b.get("large_greedy")] if c]
+
+
+RETESTED = "every recorded program's tests re-run (evals.rescore --retest)"
+
+
+def retest_record(record: dict[str, Any], example, correct, task: Code) -> int:
+    """Re-run the tests of every recorded program in one record, in place (after the benchmark's tests or
+    setup changed), deciding each stage again; returns how many programs were tested. Replies are not
+    re-read (answers stay as recorded) and tokens, dollars and seconds stay as they were."""
+    tested = 0
+    for i, entry in enumerate(record["cope"]["trace"]):
+        if entry["kind"] == "vote":
+            ballot = _tests_ballot(entry, example, task)
+            ballot.add([_candidate(c, c.get("answer")) for c in entry["candidates"]])
+            record["cope"]["trace"][i] = _decided_again(entry, ballot, example, correct)
+            tested += sum(c.get("answer") is not None for c in entry["candidates"])
+    for c in _others(record):
+        if c.get("answer") is not None:
+            (c.get("extra") or {}).pop("tests", None)  # a stale report would be reused by the grader
+            c["correct"] = bool(correct(example, c))
+            tested += 1
+    record["retested"] = RETESTED
+    return tested
+
+
 def rescore_record(record: dict[str, Any], example, correct, task: Code) -> int:
     """Re-read one record in place; returns how many candidates now hold a program."""
     changed = 0
@@ -64,15 +105,11 @@ def rescore_record(record: dict[str, Any], example, correct, task: Code) -> int:
         if not any(found.values()):
             continue
         changed += sum(code is not None for code in found.values())
-        ballot = TestsBallot(len(entry["candidates"]), entry["tau"], tests=example.tests,
-                             setup=example.get("test_setup") or "", early_stop=False, timeout_s=task.timeout_s,
-                             memory_mb=task.memory_mb, max_workers=task.max_workers)
+        ballot = _tests_ballot(entry, example, task)
         ballot.add([_candidate(c, found[c["index"]] or c.get("answer")) for c in entry["candidates"]])
         record["cope"]["trace"][i] = _decided_again(entry, ballot, example, correct)
-    b = record.get("baselines") or {}
-    finals = [c for e in record["cope"]["trace"] if e["kind"] == "final" for c in e["candidates"]]
-    for c in [*finals, b.get("small_greedy"), *b.get("small_samples", []), b.get("large_greedy")]:
-        code = _reread(c) if c else None
+    for c in _others(record):
+        code = _reread(c)
         if code is not None:
             c["answer"] = code
             c["correct"] = bool(correct(example, c))
@@ -152,8 +189,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m evals.rescore", description=__doc__.split("\n")[0])
     p.add_argument("folder", type=Path, help="a result folder (with run.json, records.jsonl)")
-    p.add_argument("--cut-off", action="store_true",
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--cut-off", action="store_true",
                    help="mark one-call replies that reached max_tokens as cut off (any benchmark)")
+    mode.add_argument("--retest", action="store_true",
+                   help="re-run the tests of every recorded program, e.g. after the benchmark's tests or test "
+                        "setup changed (code benchmarks)")
     args = p.parse_args(argv)
     run = json.loads((args.folder / "run.json").read_text())
     path = args.folder / "records.jsonl"
@@ -175,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"evals.rescore re-reads code replies; {args.folder} holds {run['benchmark']!r} "
                          "(--cut-off works on any benchmark)")
     task = Code()
+    if args.retest:
+        tested = [retest_record(r, examples[pid], bench.correct, task) for pid, r in records.items()]
+        _rewrite(path, records)
+        print(f"{sum(tested)} recorded programs tested again in {len(records)} problems -> {path}")
+        return 0
     changed = {pid: rescore_record(r, examples[pid], bench.correct, task) for pid, r in records.items()}
     _rewrite(path, records)
     print(f"{sum(changed.values())} replies re-read as programs in {sum(v > 0 for v in changed.values())} of "

@@ -117,6 +117,17 @@ def test_humaneval_fields():
     assert ex.solution.startswith(ex.question)
 
 
+@pytest.mark.parametrize("pid, helper", [("HumanEval/0", "from typing import List"),
+                                         ("HumanEval/10", "def is_palindrome(")])
+def test_a_humaneval_reply_with_just_the_function_has_the_prompts_imports_and_helpers(pid, helper):
+    """The prompt asks for one function; the code above it (imports, given helpers) is the test setup."""
+    ex = next(e for e in load("humaneval", split="all") if e.id == pid)
+    assert helper in ex.test_setup and f"def {ex.entry_point}(" not in ex.test_setup
+    function_only = ex.solution[ex.solution.index(f"def {ex.entry_point}("):]
+    assert get("humaneval").correct(ex, {"answer": function_only})
+    assert not get("humaneval").correct(ex.copy(test_setup=""), {"answer": function_only})
+
+
 @pytest.mark.parametrize("name", ["mbpp", "humaneval"])
 def test_code_examples_call_the_cascade_with_their_tests(name):
     """The cascade reads `tests` from its call: a loaded example's inputs must carry them (not just the question)."""

@@ -7,7 +7,7 @@ import dspy
 from cope_dspy import Code
 from evals.benchmarks import get
 from evals.records import CUT_OFF_CHECKED
-from evals.rescore import INFERRED, main, rescore_record
+from evals.rescore import INFERRED, RETESTED, main, rescore_record, retest_record
 
 GOOD = "def add(a, b):\n    return a + b"
 
@@ -64,6 +64,27 @@ def test_rescore_cli_rewrites_the_records(tmp_path):
     (out,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert out["baselines"]["small_greedy"]["answer"].startswith("def remove_Occ")
     assert out["baselines"]["small_greedy"]["correct"]
+
+
+def test_retest_runs_every_program_again_with_the_current_setup_and_redecides():
+    uses_setup = "def add(a, b):\n    return plus(a, b)"  # needs a helper the example's setup defines
+    r = record()
+    stage1 = r["cope"]["trace"][0]["candidates"]
+    stage1[0].update(answer=uses_setup, correct=False, extra={"raw_answer": "", "seconds": 2.0,
+                     "tests": {"n_passed": 0, "n_total": 1, "status": "failed", "first_failure": "NameError"}})
+    r["baselines"]["large_greedy"].update(answer=uses_setup, correct=False)
+    r["cope"]["trace"][2]["candidates"][0].update(answer=uses_setup)
+    ex = example().copy(test_setup="def plus(a, b):\n    return a + b\n")
+    tested = retest_record(r, ex, get("mbpp").correct, Code())
+    assert tested == 3  # the stage-1 program, the final answer and large greedy (the rest hold no program)
+    vote = r["cope"]["trace"][0]
+    assert vote["accepted"] and vote["answer"] == uses_setup
+    first = next(c for c in vote["candidates"] if c["index"] == 0)
+    assert first["correct"] and first["extra"]["tests"]["status"] == "passed"
+    assert r["cope"]["trace"][2]["candidates"][0]["correct"] and r["baselines"]["large_greedy"]["correct"]
+    assert r["retested"] == RETESTED
+    assert retest_record(r, example(), get("mbpp").correct, Code()) == 3  # without the helper: failing again
+    assert not r["cope"]["trace"][0]["accepted"] and not r["baselines"]["large_greedy"]["correct"]
 
 
 def math_cand(i, answer, tokens, calls=1):
