@@ -115,7 +115,9 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval always holds p; at k = 0 or k = n rounding can put a bound a hair past it (6 of 6 gave an
+    # upper bound of 0.9999999999999999), which a plot's error bar refuses as a negative length.
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def bootstrap_mean_ci(

@@ -302,6 +302,13 @@ def test_math_equiv_works_off_the_main_thread():
     assert results == [True]
 
 
+def test_wilson_interval_holds_the_observed_rate_for_every_count():
+    for n in range(1, 201):
+        for k in range(n + 1):
+            low, high = wilson_interval(k, n)
+            assert 0.0 <= low <= k / n <= high <= 1.0, (k, n, low, high)
+
+
 def test_wilson_interval():
     low, high = wilson_interval(80, 100)
     assert low == pytest.approx(0.7112, abs=1e-4) and high == pytest.approx(0.8666, abs=1e-4)
