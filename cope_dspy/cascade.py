@@ -287,11 +287,29 @@ class Cascade(dspy.Module):
         )
 
     def _guideline_job(self, question: str, stage: int) -> Job:
-        args = (self.guideline_planner, stage, "guideline_planner", self.policy.temperatures.guideline, None)
-        return Job(
-            lambda: self._call(*args, question=question).guideline,
-            lambda: _then(self._acall(*args, question=question), lambda out: out.guideline),
-        )
+        """The large model's guideline. A sampled guideline whose reply holds nothing readable (empty, or only
+        blank lines and format markers) is asked for once more, a fresh sample with its own cache entry,
+        both calls counted; a second unreadable reply raises LargeModelError, as any other failure does."""
+        t = self.policy.temperatures.guideline
+
+        def args(attempt: int):
+            return (self.guideline_planner, stage, "guideline_planner", t, attempt or None)
+
+        def run():
+            try:
+                return self._call(*args(0), question=question).guideline
+            except LargeModelError as exc:
+                _ask_again_or_raise(exc, t)
+            return self._call(*args(1), question=question).guideline
+
+        async def arun():
+            try:
+                return (await self._acall(*args(0), question=question)).guideline
+            except LargeModelError as exc:
+                _ask_again_or_raise(exc, t)
+            return (await self._acall(*args(1), question=question)).guideline
+
+        return Job(run, arun)
 
     def _stage3_job(self, question: str, guideline: str | None) -> Job:
         args = (self.large_executor, 3, "large_executor", self.policy.temperatures.large_executor, None)
@@ -427,6 +445,14 @@ def _large_errors(role: str, predictor=None):
         ))
         error.lm_error = exc
         raise error from None
+
+
+def _ask_again_or_raise(exc: LargeModelError, temperature: float) -> None:
+    """Re-raise `exc` unless it is an unreadable sampled reply, which is worth one fresh sample."""
+    if not isinstance(getattr(exc, "lm_error", None), AdapterParseError) or temperature <= 0:
+        raise exc
+    warnings.warn(f"{exc.args[0].split('. The cascade')[0]}; asking once more (a fresh sample at temperature "
+                  f"{temperature}, both calls counted).", RuntimeWarning, stacklevel=3)
 
 
 _SHOWN = 200  # characters of an unreadable reply quoted in the error

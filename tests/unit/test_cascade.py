@@ -5,9 +5,9 @@ import re
 
 import dspy
 import pytest
-from fakes import ScriptedLM, math_model
+from fakes import ScriptedLM, math_model, reply
 
-from cope_dspy import Cascade, ExactMatch, LargeModelError, Math
+from cope_dspy import Cascade, ExactMatch, LargeModelError, Math, Temperatures
 from cope_dspy.consensus import Candidate, Vote
 
 Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
@@ -63,10 +63,38 @@ def test_an_unreadable_guideline_raises_large_model_error_quoting_the_reply(guid
     small = math_model("scripted/small", small_answers(list("12345678")))
     large = ScriptedLM("scripted/large", lambda call: guideline_reply)
     cascade = Cascade(small=small.lm, large=large.lm, task=Math())
-    with pytest.raises(LargeModelError, match="failed in its guideline_planner call") as raised:
+    with pytest.raises(LargeModelError, match="failed in its guideline_planner call") as raised, \
+            pytest.warns(RuntimeWarning, match="asking once more"):
         cascade(question=Q)
     assert shown in str(raised.value)
     assert raised.value.lm_error.lm_response == guideline_reply  # the whole reply, for the caller to inspect
+    assert [c.rollout_id for c in large.by_role("guideline")] == [None, 1]  # asked once more, then it raised
+
+
+@pytest.mark.parametrize("run", ["sync", "async"])
+def test_an_unreadable_sampled_guideline_is_asked_for_once_more_and_both_calls_count(run):
+    replies = iter(["\n\n", reply(guideline="Count all apples together.")])
+    small = math_model("scripted/small", small_answers(list("12345678"), ["7"] * 8))
+    large = ScriptedLM("scripted/large", lambda call: next(replies))
+    cascade = Cascade(small=small.lm, large=large.lm, task=Math())
+    with pytest.warns(RuntimeWarning, match=r"its reply was empty, no guideline\); asking once more"):
+        pred = cascade(question=Q) if run == "sync" else asyncio.run(cascade.acall(question=Q))
+    assert (pred.answer, pred.stage) == ("7", 2)
+    assert pred.plans["guideline"] == "Count all apples together."
+    first, second = large.by_role("guideline")
+    assert (first.rollout_id, second.rollout_id) == (None, 1) and first.temperature == second.temperature == 0.8
+    (entry,) = [e for e in pred.trace if e["kind"] == "guideline"]
+    (stage2,) = [e for e in pred.trace if e["kind"] == "vote" and e["stage"] == 2]
+    assert entry["usage"]["calls"] == 2 and pred.cost_by_stage[2].calls == 2 + stage2["drawn"]  # both counted
+
+
+def test_a_greedy_guideline_that_is_unreadable_is_not_asked_again():
+    small = math_model("scripted/small", small_answers(list("12345678")))
+    large = ScriptedLM("scripted/large", lambda call: "\n")
+    cascade = Cascade(small=small.lm, large=large.lm, task=Math(), temperatures=Temperatures(guideline=0.0))
+    with pytest.raises(LargeModelError, match="its reply was empty"):
+        cascade(question=Q)
+    assert len(large.by_role("guideline")) == 1  # the same greedy request would give the same reply
 
 
 def test_six_of_eight_passes_tau_075_and_five_does_not():
