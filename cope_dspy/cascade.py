@@ -451,8 +451,9 @@ def _ask_again_or_raise(exc: LargeModelError, temperature: float) -> None:
     """Re-raise `exc` unless it is an unreadable sampled reply, which is worth one fresh sample."""
     if not isinstance(getattr(exc, "lm_error", None), AdapterParseError) or temperature <= 0:
         raise exc
-    warnings.warn(f"{exc.args[0].split('. The cascade')[0]}; asking once more (a fresh sample at temperature "
-                  f"{temperature}, both calls counted).", RuntimeWarning, stacklevel=3)
+    warnings.warn(redact(f"the large model's guideline reply was unreadable ({_describe(exc.lm_error)}); asking "
+                         f"once more (a fresh sample at temperature {temperature}, both calls counted)."),
+                  RuntimeWarning, stacklevel=3)
 
 
 _SHOWN = 200  # characters of an unreadable reply quoted in the error

@@ -20,7 +20,7 @@ PRICE = (0.15, 0.60)  # a declared stand-in price for the "large" role, per mill
 
 def make_cascade(server, **kwargs):
     """The guideline is drawn greedily, so the calls per stage are fixed: sampled at the paper's 0.8, SmolLM2
-    rarely gives a reply with no readable guideline (once in CI; 0 of ~1,000 samples here), which the
+    rarely gives a reply with no readable guideline (once in CI; 0 of about 640 full replies sampled here), which the
     cascade asks for once more (an extra call) or, twice in a row, raises LargeModelError on."""
     small = server.lm(max_tokens=48)
     large = server.lm(max_tokens=48)
