@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import copy
 import time
 import warnings
 from collections.abc import Callable, Generator
@@ -23,6 +22,7 @@ from .costs import Budget, CostTracker, Prices, Tag, _find_entry, current_tag, t
 from .errors import BudgetExceeded, CopeError, CopeInputError, LargeModelError
 from .policy import Policy, Temperatures
 from .redact import redact
+from .role import Role
 from .signatures import format_plans
 from .tasks import Math, Task
 
@@ -111,10 +111,10 @@ class Cascade(dspy.Module):
         self.task = task or Math()
         self.task.check_lms(small, large)
         self.policy = Policy(n=n, tau1=tau1, tau2=tau2, stages=stages, temperatures=temperatures or Temperatures())
-        self.goal_planner = dspy.Predict(self.task.signature("goal_planner"))
-        self.guideline_planner = dspy.Predict(self.task.signature("guideline_planner"))
-        self.small_executor = dspy.Predict(self.task.signature("small_executor"))
-        self.large_executor = dspy.Predict(self.task.signature("large_executor"))
+        self.goal_planner = Role(self.task.signature("goal_planner"))
+        self.guideline_planner = Role(self.task.signature("guideline_planner"))
+        self.small_executor = Role(self.task.signature("small_executor"))
+        self.large_executor = Role(self.task.signature("large_executor"))
         if small is not None:
             self.goal_planner.set_lm(small)
             self.small_executor.set_lm(small)
@@ -137,18 +137,23 @@ class Cascade(dspy.Module):
         state = {**self.policy.dump_state(), **changes}
         self.policy.load_state(state)
 
-    def __getstate__(self):
-        """Pickled (`save(..., save_program=True)`), the pinned LMs leave out their api_key, as DSPy's JSON
-        state does: after loading, the provider's environment variable supplies it (or `set_lm` again)."""
-        state = super().__getstate__()
-        for role in ("goal_planner", "guideline_planner", "small_executor", "large_executor"):
-            lm = getattr(state.get(role), "lm", None)
-            if lm is not None and "api_key" in (getattr(lm, "kwargs", None) or {}):
-                lm = copy.copy(lm)
-                lm.kwargs = {k: v for k, v in lm.kwargs.items() if k != "api_key"}
-                state[role] = copy.copy(state[role])
-                state[role].lm = lm
-        return state
+    def load(self, path, *, small: dspy.BaseLM | None = None, large: dspy.BaseLM | None = None, **kwargs):
+        """Load a saved program's demos, instructions and policy. The LMs this cascade was built with (or
+        `small` / `large` given here) are kept; a file supplies a role's LM only where none is pinned and
+        the file's LM is complete (DSPy drops saved endpoints unless `allow_unsafe_lm_state=True`)."""
+        for role in _SMALL_ROLES if small is not None else ():
+            getattr(self, role).set_lm(small)
+        for role in _LARGE_ROLES if large is not None else ():
+            getattr(self, role).set_lm(large)
+        return super().load(path, **kwargs)
+
+    def get_lm(self):
+        raise CopeError(
+            "a Cascade has no single LM: its roles are pinned to a small and a large model, so wrappers that "
+            "resample one LM (dspy.BestOfN, dspy.Refine, dspy.SIMBA call get_lm() and set_lm()) would route "
+            "every role to one model. Use the cascade's own samples instead (Cascade(n=..., tau1=..., tau2=...)), "
+            "and tune its prompts with dspy.BootstrapFewShot, dspy.MIPROv2 or dspy.GEPA."
+        )
 
     # ---------------------------------------------------------------- entry points
 
@@ -173,11 +178,21 @@ class Cascade(dspy.Module):
     def _begin(self, inputs: dict[str, Any], full: bool):
         self.task.check_inputs(inputs)
         for role in _roles(self.policy.stages):
-            if getattr(self, role).lm is None and dspy.settings.lm is None:
-                which = "small" if role in ("goal_planner", "small_executor") else "large"
+            predictor = getattr(self, role)
+            which = "small" if role in _SMALL_ROLES else "large"
+            unloaded = getattr(predictor, "unloaded_lm", None)
+            if predictor.lm is None and unloaded:
                 raise CopeInputError(
-                    f"the cascade has no {which} model for its {role}: pass Cascade({which}=dspy.LM(...)) "
-                    "or dspy.configure(lm=...)"
+                    f"the cascade has no {which} model for its {role}: the loaded program names "
+                    f"{unloaded['model']!r} with {', '.join(unloaded['dropped'])}, which DSPy does not restore "
+                    f"from a file. Pass the model when loading: cascade.load(path, {which}=dspy.LM("
+                    f"{unloaded['model']!r}, api_base=...)), or build Cascade({which}=...) and load into it "
+                    "(load(path, allow_unsafe_lm_state=True) restores it from a file you trust)"
+                )
+            if predictor.lm is None and dspy.settings.lm is None:
+                raise CopeInputError(
+                    f"the cascade has no {which} model for its {role}: pass Cascade({which}=dspy.LM(...)), "
+                    f"cascade.load(path, {which}=dspy.LM(...)) or dspy.configure(lm=...)"
                 )
         return self._protocol(inputs, full), CostTracker(prices=self.prices, budget=self.budget)
 
@@ -413,6 +428,7 @@ class Cascade(dspy.Module):
 
 # -------------------------------------------------------------------- helpers
 
+_SMALL_ROLES = ("goal_planner", "small_executor")
 _LARGE_ROLES = ("guideline_planner", "large_executor")
 
 

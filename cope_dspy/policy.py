@@ -71,6 +71,10 @@ class Policy(Parameter):
         if not isinstance(self.temperatures, Temperatures):
             raise CopeInputError(f"temperatures must be a cope_dspy.Temperatures, got {self.temperatures!r}")
 
+    def reset(self) -> None:
+        """Kept as is: DSPy's `reset_copy()` (every optimizer's student) resets each Parameter to forget what
+        was learned from data (demos); the thresholds are the user's settings, not learned demos."""
+
     def dump_state(self, json_mode: bool = True) -> dict:
         return {
             "n": self.n,

@@ -58,6 +58,16 @@ class _Engine:
     def __init__(self, owner: ScriptedLM):
         self.owner = owner
 
+    def __deepcopy__(self, memo):  # a copied LM (optimizers copy programs) still answers from the same script
+        return self
+
+    def dump_state(self):  # saved programs name the script; loading pins a scripted LM again
+        return {"scripted": self.owner.name}
+
+    @classmethod
+    def load_state(cls, state):
+        raise NotImplementedError("a scripted LM cannot be rebuilt from a file: pin it again after loading")
+
     def complete(self, request):
         system = request.system if isinstance(request.system, str) else "".join(p.text for p in request.system or ())
         user = "\n".join(m.text or "" for m in request.messages if m.role == "user")
@@ -84,6 +94,14 @@ class _Engine:
 class _AsyncEngine:
     def __init__(self, sync: _Engine):
         self.sync = sync
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def dump_state(self):
+        return self.sync.dump_state()
+
+    load_state = _Engine.load_state
 
     async def complete(self, request):
         return self.sync.complete(request)

@@ -1,0 +1,69 @@
+"""Role: one of the cascade's four predictors, pinned to its model through everything DSPy's optimizers do.
+
+DSPy's `Predict.reset()` (called by `reset_copy()` in BootstrapFewShot, MIPROv2, GEPA) sets `lm = None`, and
+`Predict.load_state` replaces the pinned LM with one rebuilt from the file, without its endpoint. A cascade
+routes each role to a different model, so a role keeps the LM it was pinned to: reset clears what an
+optimizer learns (demos, traces), loading keeps a pinned LM (a file only supplies one where none is pinned),
+a deep copy keeps the LM's key in memory, and a pickle never holds it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import dspy
+from dspy.clients.base_lm import BaseLM
+from dspy.predict.predict import UNSAFE_LM_STATE_KEYS
+
+logger = logging.getLogger(__name__)
+
+
+class Role(dspy.Predict):
+    """A `dspy.Predict` whose pinned LM survives `reset`, `deepcopy` and `load_state`."""
+
+    def reset(self):
+        lm = getattr(self, "lm", None)
+        super().reset()
+        self.lm = lm
+
+    def load_state(self, state: dict, *, allow_unsafe_lm_state: bool = False) -> Role:
+        pinned = getattr(self, "lm", None)
+        saved = state.get("lm") or None
+        unsafe = sorted(UNSAFE_LM_STATE_KEYS.intersection(saved or {}))
+        # DSPy would rebuild the LM from the file (its endpoint dropped unless trusted): we do that only
+        # where nothing is pinned and the file's LM is complete, so no role quietly talks to a default endpoint.
+        super().load_state({**state, "lm": None}, allow_unsafe_lm_state=allow_unsafe_lm_state)
+        self.unloaded_lm = None
+        if pinned is not None:
+            self.lm = pinned
+            if saved and saved.get("model") != getattr(pinned, "model", None):
+                logger.info(
+                    "the saved program's %s used %s; keeping the pinned %s",
+                    self.signature.__name__,
+                    saved.get("model"),
+                    pinned.model,
+                )
+        elif saved and (not unsafe or allow_unsafe_lm_state):
+            self.lm = BaseLM.load_state(saved, allow_custom_lm_class=allow_unsafe_lm_state)
+        elif saved:
+            self.unloaded_lm = {"model": saved.get("model"), "dropped": unsafe}
+        return self
+
+    def __getstate__(self):
+        """Pickled (e.g. `save(..., save_program=True)`), the LM leaves out its api_key, as DSPy's JSON state
+        does: after loading, the provider's environment variable supplies it (or pin the LM again)."""
+        state = super().__getstate__()
+        lm = state.get("lm")
+        if lm is not None and "api_key" in (getattr(lm, "kwargs", None) or {}):
+            lm = copy.copy(lm)
+            lm.kwargs = {k: v for k, v in lm.kwargs.items() if k != "api_key"}
+            state["lm"] = lm
+        return state
+
+    def __deepcopy__(self, memo):
+        """An in-memory copy (optimizers copy teacher and student) keeps the key: only pickles drop it."""
+        new = type(self).__new__(type(self))
+        memo[id(self)] = new
+        new.__setstate__(copy.deepcopy(dspy.Predict.__getstate__(self), memo))
+        return new
