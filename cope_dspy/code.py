@@ -15,10 +15,16 @@ The tests are never shown to the models (only `question` is): put the function n
 example call, in the question, as MBPP prompts do. Call fields the task reads: `tests` (a list of assert
 statements, MBPP's `test_list`, or a HumanEval `check(candidate)` block as one string), and optionally
 `test_setup` (MBPP's `test_setup_code`) and `entry_point` (HumanEval: the function `check` receives).
+
+Give the tests you really have: those are what accept a program. A docstring's examples become tests with
+`doctest_tests(stub)`. `tests=[]` means no acceptance test: no stage can accept a small model's program on
+tests, so the cascade answers with the large model at stage 3 (each of stages 1 and 2 draws one sample).
 """
 
 from __future__ import annotations
 
+import ast
+import doctest
 import math
 import re
 from collections.abc import Sequence
@@ -32,7 +38,7 @@ from .errors import CopeError, CopeInputError
 from .sandbox import TestReport, run_tests
 from .tasks import Task
 
-__all__ = ["Code", "SandboxError", "TestsPass", "TestsBallot", "extract_code"]
+__all__ = ["Code", "SandboxError", "TestsPass", "TestsBallot", "doctest_tests", "extract_code"]
 
 
 class SandboxError(CopeError):
@@ -65,8 +71,9 @@ class Code(Task):
     some candidate passed" (tau = 1 always escalates, tau = 0 always accepts the best-scoring candidate).
     Each candidate's trace entry gets `score` = tests passed / tests and `extra["tests"]` =
     {n_passed, n_total, status, first_failure}; `status` is the sandbox's ("passed", "failed", "timeout",
-    "memory", "killed"), "no_code" for a candidate with no code to run, or "skipped" when the stage was
-    already decided by a lower-index passing candidate. A sandbox failure (status "error") is retried once
+    "memory", "killed"), "no_code" for a candidate with no code to run, "no_tests" when the call has no
+    tests (nothing can accept it), or "skipped" when the stage was already decided by a lower-index passing
+    candidate. A sandbox failure (status "error") is retried once
     and then raises `SandboxError`: an environment problem is never scored as a wrong program.
     """
 
@@ -175,6 +182,50 @@ def _normalize_code(code: str) -> str:
     return "\n".join(line.rstrip() for line in (code or "").strip().splitlines() if line.strip())
 
 
+# -------------------------------------------------------------------- tests a user has: doctest examples
+
+# One doctest example, run by the standard library's doctest runner on a copy of the program's namespace
+# (as `python -m doctest` would: default option flags), failing with doctest's own report.
+_DOCTEST_UNIT = """import doctest as _cope_doctest
+_cope_report = []
+_cope_runner = _cope_doctest.DocTestRunner(verbose=False)
+_cope_runner.run(_cope_doctest.DocTest([_cope_doctest.Example({source!r}, {want!r}, exc_msg={exc_msg!r})],
+                                       dict(globals()), {name!r}, None, 0, None), out=_cope_report.append)
+assert not _cope_runner.failures, "".join(_cope_report)[-500:]
+"""
+
+
+def doctest_tests(source: str, function: str | None = None) -> list[str]:
+    """Tests for `Code` from the doctest examples (`>>> call` then the expected output) in the docstrings of
+    `source`, Python source such as a function stub (a `def` and its docstring; a missing body is fine): those
+    of `function` only, when given. One test per example, run by the standard library's doctest runner with
+    its default options, as `python -m doctest` would. Returns [] when there is no doctest example (text such
+    as "f(2) == 4" is not one); raises `CopeInputError` when doctest refuses a docstring."""
+    tree = _parse_stub(source)
+    docs = [ast.get_docstring(node) or "" for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and function in (None, node.name)]
+    parser = doctest.DocTestParser()
+    try:
+        examples = [ex for doc in docs for ex in parser.get_examples(doc)]
+    except ValueError as exc:  # doctest refuses the docstring (e.g. inconsistent indentation)
+        raise CopeInputError(f"the docstring's examples are not valid doctests: {exc}") from None
+    return [_DOCTEST_UNIT.format(source=ex.source, want=ex.want, exc_msg=ex.exc_msg, name=f"{function or 'doc'}[{i}]")
+            for i, ex in enumerate(examples)]
+
+
+def _parse_stub(source: str) -> ast.Module:
+    """`source` parsed; a stub whose last function has a docstring and no body gets `pass` first."""
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        last = [line for line in source.splitlines() if line.strip()][-1:] or [""]
+        indent = last[0][: len(last[0]) - len(last[0].lstrip())]
+        try:
+            return ast.parse(f"{source.rstrip()}\n{indent}pass\n")
+        except SyntaxError as exc:
+            raise CopeInputError(f"doctest_tests needs Python source (a function stub may lack its body): {exc}") from None
+
+
 # -------------------------------------------------------------------- the consensus
 
 class TestsPass:
@@ -223,8 +274,9 @@ class TestsBallot:
             return remaining
         if self._passers():
             return 0  # decided: the lowest-index passer is final (later samples have higher indices)
-        if self.tau >= 1.0:
-            # the stage can never accept: one sample is enough to pass a goal on (as Vote does)
+        if self.tau >= 1.0 or not self.tests:
+            # the stage can never accept (tau = 1, or no test to pass): one sample is enough to pass a goal on
+            # (as Vote does)
             return 0 if drawn else 1
         return min(math.ceil(self.n / 2), remaining)
 
@@ -236,6 +288,9 @@ class TestsBallot:
             if c.answer is None:
                 c.score = None
                 c.extra["tests"] = {"n_passed": 0, "n_total": None, "status": "no_code", "first_failure": None}
+            elif not self.tests:  # nothing to run it against: it can be returned, never accepted
+                c.score = None
+                c.extra["tests"] = {"n_passed": 0, "n_total": 0, "status": "no_tests", "first_failure": None}
             else:
                 runnable.append(c)
         if runnable:
@@ -248,8 +303,9 @@ class TestsBallot:
             chosen, confidence = passers[0], 1.0
         elif tested:  # the candidate that passed the most tests; the earliest on ties
             chosen, confidence = max(tested, key=lambda c: (self.reports[c.index].n_passed, -c.index)), 0.0
-        else:  # nothing to run: every sample abstained
-            chosen, confidence = (self.candidates[0] if self.candidates else None), 0.0
+        else:  # nothing was run (no tests, or every sample abstained): the first program, if any
+            programs = [c for c in self.candidates if c.answer is not None] or self.candidates
+            chosen, confidence = (programs[0] if programs else None), 0.0
         return Decision(
             accepted=accepts(confidence, self.tau), confidence=confidence, chosen=chosen,
             supporters=list(passers), drawn=len(self.candidates), candidates=list(self.candidates),
@@ -333,8 +389,6 @@ def _check_tests(tests: object) -> None:
         raise CopeInputError(
             f"tests must be a list of assert statements or one string of test code, got {type(tests).__name__}"
         )
-    if not parts:
-        raise CopeInputError("tests is empty: give at least one assert statement, e.g. tests=['assert f(1) == 2']")
     for i, part in enumerate(parts):
         if not isinstance(part, str) or not part.strip():
             raise CopeInputError(f"tests[{i}] must be a non-empty string of Python source, got {part!r:.80}")

@@ -18,6 +18,8 @@ class Benchmark:
     name: str
     task: Callable[[], Task]
     correct: Callable[[dspy.Example, dict[str, Any]], bool]
+    # code only: the test report of a candidate on the tests that accept it (the example's `tests`)
+    accept: Callable[[dspy.Example, dict[str, Any]], dict[str, Any]] | None = None
 
 
 def _gsm8k(example, candidate) -> bool:
@@ -34,17 +36,39 @@ def _code_task():
     return Code()
 
 
+def _hidden_tests(example) -> list[str]:
+    """Every grading test; an example built by hand with only `tests` is graded by them."""
+    return list(example.get("hidden_tests") or example.tests)
+
+
 def _code(example, candidate) -> bool:
-    """Hidden tests = the task's own tests, run in the sandbox (reused when the cascade already ran them)."""
+    """Graded by every test of the benchmark (`hidden_tests`), run in the sandbox. The cascade's report on the
+    candidate is reused only when the tests it ran (`tests`, what accepts) are those same grading tests."""
+    hidden = _hidden_tests(example)
     tests = (candidate.get("extra") or {}).get("tests")
-    if tests is not None:
+    if tests is not None and tests.get("n_total") and list(example.tests) == hidden:
         return tests["n_passed"] == tests["n_total"]
     from cope_dspy.sandbox import run_tests
 
     # the same call the cascade's TestsPass makes: MBPP's asserts, or HumanEval's check block that ends
     # with its own `check(entry_point)` call
-    report = run_tests(candidate["answer"], list(example.tests), setup=example.get("test_setup", ""))
+    report = run_tests(candidate["answer"], hidden, setup=example.get("test_setup", ""))
     return report.passed
+
+
+def _code_accept(example, candidate) -> dict[str, Any]:
+    """The candidate's report on the tests that accept it (the example's `tests`), as the cascade's ballot
+    records it: {n_passed, n_total, status, first_failure}; status "no_tests" when there are none."""
+    from cope_dspy.sandbox import run_tests
+
+    tests = list(example.tests)
+    if candidate.get("answer") is None:
+        return {"n_passed": 0, "n_total": None, "status": "no_code", "first_failure": None}
+    if not tests:
+        return {"n_passed": 0, "n_total": 0, "status": "no_tests", "first_failure": None}
+    report = run_tests(candidate["answer"], tests, setup=example.get("test_setup", ""))
+    return {"n_passed": report.n_passed, "n_total": report.n_total, "status": report.result.status,
+            "first_failure": report.first_failure}
 
 
 def _text_task():
@@ -64,8 +88,8 @@ def _judged(example, candidate) -> bool:
 _ALL = {
     "gsm8k": Benchmark("gsm8k", Math, _gsm8k),
     "math500": Benchmark("math500", Math, _math),
-    "mbpp": Benchmark("mbpp", _code_task, _code),
-    "humaneval": Benchmark("humaneval", _code_task, _code),
+    "mbpp": Benchmark("mbpp", _code_task, _code, _code_accept),
+    "humaneval": Benchmark("humaneval", _code_task, _code, _code_accept),
     "mtbench": Benchmark("mtbench", _text_task, _judged),
 }
 

@@ -2,8 +2,15 @@
 copies committed in `evals/data/` (see `evals/data/LICENSES.md`).
 
 Every example has an `id`, a `question` (its only input) and the gold fields its metric needs:
-`answer` for gsm8k / math500; `tests`, `test_setup`, `entry_point` for mbpp / humaneval; `turns`,
-`reference` for mtbench. `solution` is the reference solution where the benchmark has one.
+`answer` for gsm8k / math500; `tests`, `hidden_tests`, `user_tests`, `test_setup`, `entry_point` for
+mbpp / humaneval; `turns`, `reference` for mtbench. `solution` is the reference solution where the
+benchmark has one.
+
+Code acceptance (`acceptance=`): `tests` is what the cascade gets to accept a program. "user" (the default)
+gives it only the tests a user would have: MBPP's first assert (the one its prompt shows), HumanEval's
+docstring examples run as doctests (none for the 88 of 164 prompts without a `>>>` example, nor for
+HumanEval/51, whose docstring doctest refuses: those problems cannot be accepted on tests). "grading" gives it every grading test (the rule of the first recordings).
+Grading always uses `hidden_tests`: every test of the benchmark.
 
 Splits: each benchmark's test set is divided once and for all into `dev` (for calibration) and `test`
 (for reporting). Ids are ranked by sha256(f"{SPLIT_SEED}:{id}") and the first round(DEV_FRACTION * n)
@@ -27,9 +34,13 @@ from urllib.parse import urlparse
 import datasets
 import dspy
 
+from cope_dspy.code import doctest_tests
+from cope_dspy.errors import CopeInputError
+
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
+ACCEPTANCE = ("user", "grading")  # which tests accept a code candidate: see the module docstring
 DEV_FRACTION = 0.2
 SPLIT_SEED = "cope-dspy-v1"
 HUB_PROBE_TIMEOUT_S = 2.0
@@ -62,7 +73,8 @@ def _mbpp(i: int, row: dict) -> dict:
         "id": f"mbpp-{row['task_id']}",
         # As in the MBPP paper's prompt: the task, then a test that shows the expected signature.
         "question": f"{row['text']}\nYour code should pass this test:\n{tests[0]}",
-        "tests": tests,
+        "hidden_tests": tests,
+        "user_tests": tests[:1],  # the one the prompt shows
         "test_setup": row.get("test_setup_code") or "",
         "entry_point": entry_point,
         "solution": row["code"],
@@ -78,11 +90,23 @@ def _humaneval(i: int, row: dict) -> dict:
         "id": row["task_id"],
         "question": row["prompt"],
         # One test program: HumanEval's `check(candidate)` and its call on the entry point.
-        "tests": [f"{row['test']}\n\ncheck({row['entry_point']})\n"],
+        "hidden_tests": [f"{row['test']}\n\ncheck({row['entry_point']})\n"],
+        # The examples in the docstring of the function to write, run as doctests (the helpers' are not
+        # about it); [] when it has none.
+        "user_tests": _doctests(row),
         "test_setup": row["prompt"][: start.start()] if start else "",
         "entry_point": row["entry_point"],
         "solution": row["prompt"] + row["canonical_solution"],
     }
+
+
+def _doctests(row: dict) -> list[str]:
+    """The examples of the entry point's docstring as doctests; none when doctest refuses the docstring (a
+    user running `python -m doctest` on it would get an error, not a test)."""
+    try:
+        return doctest_tests(row["prompt"], row["entry_point"])
+    except CopeInputError:
+        return []
 
 
 def _mtbench(i: int, row: dict) -> dict:
@@ -117,13 +141,15 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 
 def load(
-    name: str, split: str = "test", limit: int | None = None, source: str = "auto"
+    name: str, split: str = "test", limit: int | None = None, source: str = "auto", acceptance: str = "user"
 ) -> list[dspy.Example]:
     """Examples of benchmark `name` ("gsm8k", "math500", "mbpp", "humaneval", "mtbench").
 
     split: "test" (reporting), "dev" (calibration) or "all". limit: keep the first `limit` of the split,
     in the benchmark's own order. source: "hub" (Hugging Face hub, fail if unreachable), "local" (the
     committed copy) or "auto" (the hub unless offline or unreachable, then the committed copy).
+    acceptance (code benchmarks): "user" (`tests` = the tests a user has) or "grading" (`tests` = every
+    grading test); see the module docstring.
     """
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; choose one of {sorted(BENCHMARKS)}")
@@ -131,16 +157,25 @@ def load(
         raise ValueError(f"split must be 'test', 'dev' or 'all', not {split!r}")
     if source not in ("auto", "hub", "local"):
         raise ValueError(f"source must be 'auto', 'hub' or 'local', not {source!r}")
+    if acceptance not in ACCEPTANCE:
+        raise ValueError(f"acceptance must be one of {ACCEPTANCE}, not {acceptance!r}")
 
     bench = BENCHMARKS[name]
     examples = [
-        dspy.Example(**bench.to_example(i, row)).with_inputs(*bench.inputs)
+        dspy.Example(**_with_acceptance(bench.to_example(i, row), acceptance)).with_inputs(*bench.inputs)
         for i, row in enumerate(_rows(name, source))
     ]
     if split != "all":
         dev = dev_ids([ex.id for ex in examples])
         examples = [ex for ex in examples if (ex.id in dev) == (split == "dev")]
     return examples if limit is None else examples[:limit]
+
+
+def _with_acceptance(fields: dict, acceptance: str) -> dict:
+    """A code example's `tests` (what accepts a candidate) under the acceptance rule."""
+    if "hidden_tests" not in fields:
+        return fields
+    return {**fields, "tests": fields["user_tests"] if acceptance == "user" else fields["hidden_tests"]}
 
 
 def dev_ids(ids: list[str], fraction: float = DEV_FRACTION) -> set[str]:

@@ -85,7 +85,25 @@ def _solve(cascade: Cascade, predictor, role: str, question: str, temperature: f
     return c.to_dict()
 
 
-def record_example(cascade: Cascade, example: dspy.Example, correct: Correct, baselines: bool = True) -> dict:
+Accept = Callable[[dspy.Example, dict[str, Any]], dict[str, Any]]
+
+
+def mark_accepted(record: dict[str, Any], example: dspy.Example, accept: Accept) -> None:
+    """Code: say of every candidate a stage could accept whether it passed the tests that accept (the
+    example's `tests`: under the user rule not the grading ones), in place. The cascade's samples carry the
+    report of its own ballot, which ran those tests; the unplanned small samples are run here."""
+    record["acceptance_tests"] = len(example.tests)
+    for entry in record["cope"]["trace"]:
+        if entry["kind"] == "vote":
+            for c in entry["candidates"]:
+                c["accepted"] = ((c.get("extra") or {}).get("tests") or {}).get("status") == "passed"
+    for c in (record.get("baselines") or {}).get("small_samples", []):
+        c.setdefault("extra", {})["tests"] = report = accept(example, c)
+        c["accepted"] = report["status"] == "passed"
+
+
+def record_example(cascade: Cascade, example: dspy.Example, correct: Correct, baselines: bool = True,
+                   accept: Accept | None = None) -> dict:
     inputs = example.inputs().toDict()
     started = time.perf_counter()
     cope = cascade.record(**inputs)
@@ -114,6 +132,8 @@ def record_example(cascade: Cascade, example: dspy.Example, correct: Correct, ba
                 else:
                     out[name] = f.result()
         record["baselines"] = out
+    if accept is not None:  # before grading: under the grading rule the grader reuses these reports
+        mark_accepted(record, example, accept)
     for candidate in _candidates(record):
         candidate["correct"] = bool(candidate["answer"] is not None and correct(example, candidate))
     return record
@@ -130,7 +150,8 @@ def _candidates(record: dict[str, Any]) -> Iterable[dict[str, Any]]:
 
 
 def record_all(cascade: Cascade, examples: list[dspy.Example], correct: Correct, path: Path, *,
-               concurrency: int = 2, progress: bool = True, baselines: bool = True) -> dict[str, dict[str, Any]]:
+               concurrency: int = 2, progress: bool = True, baselines: bool = True,
+               accept: Accept | None = None) -> dict[str, dict[str, Any]]:
     """Record every example not yet in `path`; returns all records (old and new) by id.
 
     Ctrl-C (KeyboardInterrupt) stops taking new problems and waits for the ones in flight, so the minutes
@@ -146,7 +167,7 @@ def record_all(cascade: Cascade, examples: list[dspy.Example], correct: Correct,
     abandoned = threading.Event()  # set by a second interrupt: a problem finishing after it is not written
 
     def one(ex):
-        record = record_example(cascade, ex, correct, baselines)
+        record = record_example(cascade, ex, correct, baselines, accept)
         if abandoned.is_set():  # its calls may have failed as the servers stopped: not a measurement
             return
         writer.write(record)

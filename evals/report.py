@@ -78,15 +78,46 @@ def baseline_rows(records: list[dict[str, Any]], same) -> dict[str, list[dict[st
     return rows
 
 
+def accepted(c: dict[str, Any]) -> bool:
+    """Whether a recorded code candidate passed the tests that accept it. Records made when those were the
+    grading tests (acceptance "grading") have no `accepted` field: there, passing them is being correct."""
+    return bool(c.get("accepted", c.get("correct")))
+
+
+def _tested(c: dict[str, Any]) -> bool:
+    tests = (c.get("extra") or {}).get("tests") or {}
+    return c.get("answer") is not None and tests.get("status") not in (None, "no_code", "no_tests", "skipped")
+
+
+def choose(drawn: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
+    """The program the cascade's `TestsBallot` returns from these samples, and whether it accepts: the
+    lowest-index one that passed its acceptance tests; else the one that passed the most of them (earliest
+    on ties); else (nothing was run) the first program. Under the grading rule the fallback is never
+    correct, so this is the old "accepted = correct" replay."""
+    passers = [c for c in drawn if accepted(c)]
+    if passers:
+        return min(passers, key=lambda c: c["index"]), True
+    tested = [c for c in drawn if _tested(c)]
+    if tested:
+        return max(tested, key=lambda c: (c["extra"]["tests"].get("n_passed") or 0, -c["index"])), False
+    programs = [c for c in drawn if c.get("answer") is not None] or drawn
+    return (programs[0] if programs else None), False
+
+
 def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3)) -> tuple[list[dict[str, Any]], dict]:
-    """COPE on code, replayed: a stage accepts when one of its samples passes the task's own tests. With
-    early decision the cascade draws waves of ceil(n/2) samples and stops at the first wave with a pass,
-    so only those samples are paid for. The last stage run answers whatever its tests say."""
-    wave = -(-n // 2)
+    """COPE on code, replayed: a stage accepts when one of its samples passes its acceptance tests (under the
+    user rule those are not the grading tests, so the accepted program may still be wrong). With early
+    decision the cascade draws waves of ceil(n/2) samples and stops at the first wave with a pass, so only
+    those samples are paid for; a problem with no acceptance test draws one sample a stage (it can never
+    accept). The last stage run answers with the program its ballot returns."""
     rows, exits = [], {1: 0, 2: 0, 3: 0}
     for r in records:
         trace = r["cope"]["trace"]
         by = {(e["kind"], e["stage"]): e for e in trace}
+        if 3 in stages and ("final", 3) not in by:
+            raise ValueError(f"record {r['id']} has no stage-3 answer: it was not made with `Cascade.record` "
+                             "(every stage in full), so a stage that escalates cannot be replayed")
+        wave = 1 if r.get("acceptance_tests") == 0 else -(-n // 2)
         guideline = next((e for e in trace if e["kind"] == "guideline"), None)
         usd = calls = seconds = 0.0
         row = None
@@ -102,17 +133,18 @@ def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3)) -> tuple[
                 row = {"correct": bool(final.get("correct")), "stage": 3}
                 break
             samples = by[("vote", stage)]["candidates"][:n]
-            passed = False
+            drawn: list[dict[str, Any]] = []
             for start in range(0, len(samples), wave):
-                drawn = samples[start:start + wave]
-                usd += sum(_usd(c) for c in drawn)
-                calls += sum(_calls(c) for c in drawn)
-                seconds += _parallel(drawn)
-                if any(c.get("correct") for c in drawn):
-                    passed = True
+                new = samples[start:start + wave]
+                drawn += new
+                usd += sum(_usd(c) for c in new)
+                calls += sum(_calls(c) for c in new)
+                seconds += _parallel(new)
+                if any(accepted(c) for c in new) or r.get("acceptance_tests") == 0:
                     break
+            chosen, passed = choose(drawn)
             if passed or stage == stages[-1]:
-                row = {"correct": passed, "stage": stage}
+                row = {"correct": bool(chosen and chosen.get("correct")), "stage": stage}
                 break
         row.update(usd=usd, calls=calls, seconds=seconds)
         exits[row["stage"]] += 1
@@ -121,31 +153,32 @@ def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3)) -> tuple[
 
 
 CODE_MOT = "small n, then large if none passes (MoT-style)"
+CODE_ANY = {"grading": "small, any of n passes its tests", "user": "small n, the one its user tests pick"}
 
 
-def code_baseline_rows(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The math table's baselines on code: small single, the small model's n unplanned samples (accepted when
-    one passes the tests: the code analogue of majority vote), large alone, and the MoT-style cascade on
-    them (the n small samples; the large model's answer when none passes)."""
-    rows: dict[str, list[dict[str, Any]]] = {"small single": [], "small, any of n passes its tests": [],
-                                             "large alone": [], CODE_MOT: []}
+def code_baseline_rows(records: list[dict[str, Any]], acceptance: str = "grading") -> dict[str, list[dict[str, Any]]]:
+    """The math table's baselines on code: small single, the small model's n unplanned samples (the program
+    the cascade's ballot would return from them: the first that passes its acceptance tests; under the
+    grading rule, correct when any of them is), large alone, and the MoT-style cascade on them (that program
+    when it passed its acceptance tests, else the large model's answer)."""
+    pick = CODE_ANY[acceptance]
+    rows: dict[str, list[dict[str, Any]]] = {"small single": [], pick: [], "large alone": [], CODE_MOT: []}
     for r in records:
         b = r["baselines"]
         rows["small single"].append({"correct": b["small_greedy"]["correct"], "usd": _usd(b["small_greedy"]),
                                      "calls": _calls(b["small_greedy"]), "seconds": _sec(b["small_greedy"])})
-        rows["small, any of n passes its tests"].append({
-            "correct": any(s["correct"] for s in b["small_samples"]),
-            "usd": sum(_usd(s) for s in b["small_samples"]), "calls": sum(_calls(s) for s in b["small_samples"]),
-            "seconds": _parallel(b["small_samples"])})
+        chosen, small_ok = choose(b["small_samples"])
+        small = {"correct": bool(chosen and chosen.get("correct")), "usd": sum(_usd(s) for s in b["small_samples"]),
+                 "calls": sum(_calls(s) for s in b["small_samples"]), "seconds": _parallel(b["small_samples"])}
+        rows[pick].append(small)
         large = b["large_greedy"]
         rows["large alone"].append({"correct": large["correct"], "usd": _usd(large), "calls": _calls(large),
                                     "seconds": _sec(large)})
-        small_ok = any(s["correct"] for s in b["small_samples"])
         rows[CODE_MOT].append({
-            "correct": bool(small_ok or large["correct"]), "stage": 1 if small_ok else 2,
-            "usd": rows["small, any of n passes its tests"][-1]["usd"] + (0.0 if small_ok else _usd(large)),
-            "calls": rows["small, any of n passes its tests"][-1]["calls"] + (0 if small_ok else _calls(large)),
-            "seconds": _parallel(b["small_samples"]) + (0.0 if small_ok else _sec(large))})
+            "correct": small["correct"] if small_ok else bool(large["correct"]), "stage": 1 if small_ok else 2,
+            "usd": small["usd"] + (0.0 if small_ok else _usd(large)),
+            "calls": small["calls"] + (0 if small_ok else _calls(large)),
+            "seconds": small["seconds"] + (0.0 if small_ok else _sec(large))})
     return rows
 
 
@@ -304,15 +337,30 @@ def write_report(folder: Path, examples=None, judge=None, judge_name: str | None
 CODE_BENCHMARKS = ("mbpp", "humaneval")
 
 
+ACCEPTANCE_NOTE = {
+    "grading": ("accept a stage when a sample passes the task's tests. As in the paper, those are the grading "
+                "tests (MBPP's test_list, HumanEval's check), so an accepted stage-1/2 program is correct by "
+                "construction: COPE, the MoT-style cascade and 'any of n' check against the answer key, small "
+                "single and large alone do not"),
+    "user": ("accept a stage when a sample passes the tests a user has (MBPP: the first assert, shown in the "
+             "prompt; HumanEval: the docstring's examples as doctests, none in some prompts: such a problem is "
+             "never accepted on tests); graded on every test of the benchmark, which acceptance never runs"),
+}
+
+
+ACCEPTANCE_RULE = {
+    "grading": "a stage accepts a program that passes every grading test; recorded before the user rule existed",
+    "user": "a stage accepts a program that passes the tests a user has; every grading test only grades",
+}
+
+
 def code_report(records: list[dict[str, Any]], run: dict[str, Any]) -> list[dict[str, Any]]:
-    base = code_baseline_rows(records)
+    acceptance = run.get("acceptance") or "grading"  # runs recorded before the setting existed
+    base = code_baseline_rows(records, acceptance)
     large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
     methods = [(m, rows, {1: sum(r.get("stage") == 1 for r in rows), 2: sum(r.get("stage") == 2 for r in rows)}
                 if m == CODE_MOT else None, "") for m, rows in base.items()]
-    for name, stages, note in [("COPE", (1, 2, 3), "accept a stage when a sample passes the task's tests. As in the "
-                                "paper, those are the grading tests (MBPP's test_list, HumanEval's check), so an accepted stage-1/2 "
-                                "program is correct by construction: COPE, the MoT-style cascade and 'any of n' "
-                                "check against the answer key, small single and large alone do not"),
+    for name, stages, note in [("COPE", (1, 2, 3), ACCEPTANCE_NOTE[acceptance]),
                                ("COPE stop after stage 2", (1, 2), "ablation"),
                                ("COPE skip stage 1", (2, 3), "ablation; estimate: stage-2 samples had a goal")]:
         rows, exits = code_rows(records, run["n"], stages)
@@ -604,6 +652,11 @@ def markdown(summary: dict[str, Any]) -> str:
     ]
     if run.get("price_note"):
         lines += [f"Prices: {run['price_note']}.", ""]
+    if run["benchmark"] in CODE_BENCHMARKS:
+        rule = run.get("acceptance") or "grading"
+        lines += [f"Code acceptance: **{rule}** ({ACCEPTANCE_RULE[rule]})."
+                  + (f" Derived from the records in `{run['derived_from']}` with no model call." if run.get(
+                      "derived_from") else ""), ""]
     if summary.get("judge"):
         j = summary["judge"]
         lines += [f"Judge: {j['model']}, MT-Bench's pairwise prompt asked twice with the positions swapped (a win "

@@ -13,7 +13,15 @@ left alone, since a reply can end naturally on exactly the cap's last token.
 and test setup (e.g. after HumanEval's prompt preamble became its test setup) and decides each stage again;
 the record says so (`"retested"`).
 
-Without either (code benchmarks):
+`--acceptance user` (code benchmarks): decides every stage again as if it had accepted on the tests a user
+has (MBPP's first assert, HumanEval's docstring examples as doctests; see `evals.loaders`) instead of the
+grading tests, with no model call: every recorded program a stage could accept (the cascade's stage-1/2
+samples, the unplanned small samples) is run on those tests, each stage's ballot picks again (the first
+program passing them, else the one passing most), and every program keeps the grade it was recorded with
+(every grading test). The records, run.json and the report go to a new folder (default
+FOLDER/acceptance-user); the folder's own records and tables are left as they were.
+
+Without any of these (code benchmarks):
 
 A record keeps every reply as the model wrote it (`solution`, and the answer field as `extra.raw_answer`),
 so when the code parser learns a new shape of reply, candidates that abstained (no program found) can be
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +72,30 @@ def _tests_ballot(entry: dict[str, Any], example, task: Code) -> TestsBallot:
     return TestsBallot(len(entry["candidates"]), entry["tau"], tests=example.tests,
                        setup=example.get("test_setup") or "", early_stop=False, timeout_s=task.timeout_s,
                        memory_mb=task.memory_mb, max_workers=task.max_workers)
+
+
+def accept_record(record: dict[str, Any], example, task: Code, accept) -> int:
+    """Decide a record's stages again on the example's `tests` (what accepts), in place: each stage's ballot
+    runs them on its recorded programs; the unplanned small samples get `accept`'s report. Every program keeps
+    its recorded grade (`correct`); each says whether it was `accepted`. Returns how many programs ran."""
+    ran = 0
+    for i, entry in enumerate(record["cope"]["trace"]):
+        if entry["kind"] != "vote":
+            continue
+        grade = {c["index"]: bool(c.get("correct")) for c in entry["candidates"]}
+        ballot = _tests_ballot(entry, example, task)
+        ballot.add([_candidate(c, c.get("answer")) for c in entry["candidates"]])
+        record["cope"]["trace"][i] = new = _decided_again(entry, ballot, example,
+                                                          lambda ex, c, grade=grade: grade[c["index"]])
+        for c in new["candidates"]:
+            c["accepted"] = c["extra"]["tests"]["status"] == "passed"
+        ran += sum(c["extra"]["tests"]["status"] not in ("no_code", "no_tests") for c in new["candidates"])
+    for c in (record.get("baselines") or {}).get("small_samples", []):
+        c.setdefault("extra", {})["tests"] = report = accept(example, c)
+        c["accepted"] = report["status"] == "passed"
+        ran += report["status"] not in ("no_code", "no_tests")
+    record["acceptance_tests"] = len(example.tests)
+    return ran
 
 
 def _others(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -182,6 +215,45 @@ def _rewrite(path: Path, records: dict[str, dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
+def _rederive(args, run, rule, records, examples, bench, argv) -> int:
+    """`--acceptance RULE`: the folder's records decided again under RULE, written with their report to a new
+    folder; the folder itself is not touched."""
+    from .report import write_report
+
+    if run["benchmark"] not in ("mbpp", "humaneval"):
+        raise SystemExit(f"--acceptance applies to code benchmarks; {args.folder} holds {run['benchmark']!r}")
+    if rule == args.acceptance:
+        raise SystemExit(f"{args.folder} was recorded with acceptance {rule!r} already: its report is that rule's")
+    out = args.out or args.folder / f"acceptance-{args.acceptance}"
+    if out.resolve() == args.folder.resolve():
+        raise SystemExit("--out must be a new folder: the recorded folder's records and tables are kept as they are")
+    out.mkdir(parents=True, exist_ok=True)
+    task = Code()
+    ran = {pid: accept_record(r, examples[pid], task, bench.accept) for pid, r in records.items()}
+    _rewrite(out / "records.jsonl", records)
+    command = "python -m evals.rescore " + " ".join(argv if argv is not None else sys.argv[1:])
+    (out / "run.json").write_text(json.dumps({**run, "acceptance": args.acceptance, "recorded_acceptance": rule,
+                                              "derived_from": str(args.folder), "command": command}, indent=2))
+    no_tests = sum(r["acceptance_tests"] == 0 for r in records.values())
+    print(f"{sum(ran.values())} recorded programs run on their {args.acceptance} acceptance tests in {len(records)} "
+          f"problems ({no_tests} with no acceptance test); no model call -> {out / 'records.jsonl'}")
+    print(acceptance_summary(list(records.values())))
+    print(write_report(out))
+    return 0
+
+
+def acceptance_summary(records: list[dict[str, Any]]) -> str:
+    """How acceptance and grading disagree over the cascade's stage-1/2 samples: programs accepted but wrong,
+    and correct programs not accepted."""
+    cands = [c for r in records for e in r["cope"]["trace"] if e["kind"] == "vote" for c in e["candidates"]
+             if c.get("answer") is not None]
+    accepted_wrong = sum(bool(c.get("accepted")) and not c.get("correct") for c in cands)
+    correct_rejected = sum(bool(c.get("correct")) and not c.get("accepted") for c in cands)
+    n_accepted = sum(bool(c.get("accepted")) for c in cands)
+    return (f"stage-1/2 programs: {len(cands)}; accepted {n_accepted}, of which wrong under every grading test "
+            f"{accepted_wrong}; correct but not accepted {correct_rejected}")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .benchmarks import get
     from .loaders import load
@@ -195,12 +267,19 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--retest", action="store_true",
                    help="re-run the tests of every recorded program, e.g. after the benchmark's tests or test "
                         "setup changed (code benchmarks)")
+    mode.add_argument("--acceptance", choices=["user", "grading"],
+                      help="decide every stage again under this acceptance rule, into a new folder (code benchmarks)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="with --acceptance: the folder for the new records and report (default FOLDER/acceptance-RULE)")
     args = p.parse_args(argv)
     run = json.loads((args.folder / "run.json").read_text())
     path = args.folder / "records.jsonl"
     records = load_records(path)
-    examples = {ex.id: ex for ex in load(run["benchmark"], split="all")}
+    rule = run.get("acceptance") or ("grading" if run["benchmark"] in ("mbpp", "humaneval") else None)
+    examples = {ex.id: ex for ex in load(run["benchmark"], split="all", acceptance=args.acceptance or rule or "user")}
     bench = get(run["benchmark"])
+    if args.acceptance:
+        return _rederive(args, run, rule, records, examples, bench, argv)
     if args.cut_off:
         roles = run.get("role_max_tokens") or {}
         caps = {r: roles.get(r, run["max_tokens"]) for r in ("small_executor", "large_executor")}

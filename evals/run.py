@@ -26,7 +26,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_N = 4
 DEFAULT_MAX_TOKENS = {"gsm8k": 320, "math500": 400, "mbpp": 384, "humaneval": 384, "mtbench": 512}
 # What must match for new records to join a folder's old ones (limit and concurrency may change).
-SETTINGS = ("benchmark", "split", "small", "large", "n", "max_tokens", "role_max_tokens", "prices")
+SETTINGS = ("benchmark", "split", "small", "large", "n", "max_tokens", "role_max_tokens", "acceptance", "prices")
+CODE = ("mbpp", "humaneval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                    ", ".join(f"{b} {t}" for b, t in DEFAULT_MAX_TOKENS.items()) + ")")
     p.add_argument("--role-max-tokens", action="append", default=[], metavar="ROLE=N",
                    help="cap one role's replies (Cascade(max_tokens=...)), e.g. guideline_planner=128; repeatable")
+    p.add_argument("--acceptance", choices=["user", "grading"], default="user",
+                   help="code benchmarks: which tests accept a program at stages 1-2: 'user' (default: the "
+                        "tests a user has, MBPP's first assert, HumanEval's docstring examples as doctests) or "
+                        "'grading' (every grading test, the first recordings' rule); grading always uses all")
     p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
     p.add_argument("--out", type=Path, default=None, help="result folder (default: derived from the arguments)")
     p.add_argument("--report-only", action="store_true", help="do not record; report what is recorded")
@@ -86,6 +91,9 @@ def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:
         return
     old = json.loads(old_path.read_text())
     old.setdefault("role_max_tokens", {})  # runs recorded before the flag existed had no caps
+    # code runs recorded before the flag existed accepted on the grading tests; other benchmarks have no rule
+    old.setdefault("acceptance", "grading" if old.get("benchmark") in CODE else None)
+    meta = {"acceptance": "grading" if meta.get("benchmark") in CODE else None, **meta}
     diff = [k for k in keys if k in old and old[k] != meta[k]]
     if diff:
         was = ", ".join(f"{k}={old[k]!r}" for k in diff)
@@ -137,13 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     parse_prices(args.price)  # bad prices fail here, before any server starts
     role_caps = parse_role_caps(args.role_max_tokens)
     bench = get(args.benchmark)
-    examples = load(args.benchmark, split=args.split, limit=args.limit)
+    acceptance = args.acceptance if args.benchmark in CODE else None
+    examples = load(args.benchmark, split=args.split, limit=args.limit, acceptance=args.acceptance)
     folder = out_dir(args)
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / "run.json"
     if not args.report_only:
         settings = {"benchmark": args.benchmark, "split": args.split, "small": args.small, "large": args.large,
-                    "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps}
+                    "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
+                    "acceptance": acceptance}
         check_same_settings(folder, settings, keys=tuple(settings))  # before any server starts
         with contextlib.ExitStack() as stack:
             # no DSPy cache: a reply replayed from the cache would be billed $0 and timed ~0 s in the records
@@ -151,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                                                max_tokens=args.max_tokens)
             meta = {"benchmark": args.benchmark, "split": args.split, "limit": args.limit, "small": args.small,
                     "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
-                    "price_note": large.price_note,
+                    "acceptance": acceptance, "price_note": large.price_note,
                     "prices": {m: list(r) for m, r in prices.overrides.items()} if hasattr(prices, "overrides") else {},
                     "command": "python -m evals.run " + " ".join(argv if argv is not None else os.sys.argv[1:])}
             check_same_settings(folder, meta)  # the prices too (stand-in prices come with the servers)
@@ -162,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 with _sigterm_as_interrupt():
                     record_all(cascade, examples, bench.correct, folder / "records.jsonl",
-                               concurrency=args.concurrency, progress=not args.no_progress)
+                               concurrency=args.concurrency, progress=not args.no_progress, accept=bench.accept)
             except KeyboardInterrupt:
                 print(f"stopped after {time.perf_counter() - started:.0f}s; records so far in "
                       f"{folder / 'records.jsonl'}. Rerun the same command to resume, or add --report-only "

@@ -99,7 +99,8 @@ def test_mbpp_fields():
     ex = load("mbpp", split="all")[0]
     assert ex.id == "mbpp-11"
     assert ex.entry_point == "remove_Occ"
-    assert len(ex.tests) == 3 and all(t.startswith("assert") for t in ex.tests)
+    assert len(ex.hidden_tests) == 3 and all(t.startswith("assert") for t in ex.hidden_tests)
+    assert ex.tests == ex.hidden_tests[:1]  # what accepts: the assert its prompt shows (acceptance "user")
     assert ex.question.startswith("Write a python function") and ex.tests[0] in ex.question
     assert ex.test_setup == ""
     examples = load("mbpp", split="all")
@@ -112,8 +113,9 @@ def test_humaneval_fields():
     assert ex.id == "HumanEval/0"
     assert ex.entry_point == "has_close_elements"
     assert ex.question.startswith("from typing import List")
-    assert len(ex.tests) == 1 and "def check(candidate)" in ex.tests[0]
-    assert ex.tests[0].rstrip().endswith("check(has_close_elements)")
+    assert len(ex.hidden_tests) == 1 and "def check(candidate)" in ex.hidden_tests[0]
+    assert ex.hidden_tests[0].rstrip().endswith("check(has_close_elements)")
+    assert len(ex.tests) == 2 and all(">>>" not in t and "has_close_elements(" in t for t in ex.tests)
     assert ex.solution.startswith(ex.question)
 
 

@@ -1,0 +1,99 @@
+"""evals.plan_stats on tiny synthetic records: guideline cost, plans that state answers, cut-off replies."""
+
+import json
+
+import pytest
+
+from evals.metrics import gsm8k_match
+from evals.plan_stats import (
+    cap_under,
+    code_states_answer,
+    cut_off,
+    guideline_share,
+    main,
+    markdown,
+    math_states_answer,
+)
+
+
+def reply(tokens, answer="1", error=None):
+    return {"answer": answer, "error": error, "usage": {"completion_tokens": tokens}}
+
+
+def record(pid, guideline_tokens, answer_tokens, guideline="Add the numbers.", large=None, small_tokens=10):
+    return {
+        "id": pid,
+        "cope": {
+            "seconds": 1.0,
+            "trace": [
+                {
+                    "kind": "guideline",
+                    "stage": 2,
+                    "guideline": guideline,
+                    "usage": {"completion_tokens": guideline_tokens},
+                }
+            ],
+        },
+        "baselines": {"large_greedy": large or reply(answer_tokens), "small_greedy": reply(small_tokens)},
+    }
+
+
+def test_guideline_share_per_problem_and_of_totals():
+    s = guideline_share([record("a", 50, 100), record("b", 300, 100), record("c", 20, 200)])
+    assert s["problems"] == 3
+    assert s["mean"] == pytest.approx((0.5 + 3.0 + 0.1) / 3)
+    assert s["median"] == pytest.approx(0.5)
+    assert s["ratio_of_totals"] == pytest.approx(370 / 400)
+    no_answer = record("d", 50, 0)  # a large-alone reply with no tokens counted is left out
+    assert guideline_share([no_answer])["problems"] == 0
+
+
+def test_a_math_guideline_states_an_answer_by_box_gold_or_the_large_answer():
+    assert math_states_answer("Halve 4 and add 1: \\boxed{3}", "3", "3", gsm8k_match) == {
+        "boxed": True,
+        "gold": True,
+        "large_answer": True,
+        "any": True,
+    }
+    # ends with the large model's (wrong) answer, not the gold one
+    assert math_states_answer("Multiply 6 by 7 to get 42.", "40", "42", gsm8k_match) == {
+        "boxed": False,
+        "gold": False,
+        "large_answer": True,
+        "any": True,
+    }
+    plan = "Find the total cost first, then split it between the friends."
+    assert not math_states_answer(plan, "40", None, gsm8k_match)["any"]
+
+
+def test_a_code_guideline_states_an_answer_when_it_defines_the_entry_point():
+    code = "Use a set.\n```python\ndef uniq(xs):\n    return list(set(xs))\n```"
+    assert code_states_answer(code, "uniq") == {"def": True, "code_block": True, "any": True}
+    assert not code_states_answer("Write `def uniq(xs):` that keeps the first of each item.", "uniq")["any"]
+    assert not code_states_answer(code, "other")["def"]
+
+
+def test_cut_off_and_the_cap_that_keeps_cuts_under_five_percent():
+    assert cut_off(reply(320), 320) and not cut_off(reply(319), 320)
+    assert cut_off(reply(12, error="the reply reached max_tokens=320 ..."), 320)
+    tokens = list(range(1, 101))  # 100 replies of 1..100 tokens, none at the cap of 200
+    assert cap_under(tokens, 200) == 97  # 96 or more tokens reach 96: 5 replies (5%); 97: 4 (4%)
+    assert cap_under([*[100] * 94, *[200] * 6], 200) is None  # 6% at the cap: lengths past it unknown
+    assert cap_under([], 200) is None
+
+
+def test_cli_writes_its_table(tmp_path):
+    folder = tmp_path / "gsm8k-run"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"benchmark": "gsm8k", "max_tokens": 320}))
+    records = [
+        record("gsm8k-0", 60, 120, guideline="Compute 16 - 3 - 4 = 9, then 9 * 2 = 18."),
+        record("gsm8k-1", 30, 320, large=reply(320, answer=None)),
+    ]
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main([str(folder), "--out", str(tmp_path / "out")]) == 0
+    (row,) = json.loads((tmp_path / "out" / "plan_stats.json").read_text())
+    # gsm8k-0's guideline ends with its gold answer, 18
+    assert row["states_answer"] == {"boxed": 0, "gold": 1, "large_answer": 0, "any": 1}
+    assert row["large_cut_off"] == 1 and row["large_cap_under_5pct"] is None
+    assert (tmp_path / "out" / "plan_stats.md").read_text() == markdown([row])
