@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CopeError, CopeInputError
-from .policy import check_n, check_stages
+from .policy import Policy, check_n, check_stages
 from .records import Records, ReplayResult, large_alone, record, replay, resolve_same
 
 __all__ = [
     "record", "replay", "calibrate", "Records", "ReplayResult", "Calibration", "Constraint",
-    "within_points_of_large", "max_usd_per_1k", "grid_settings", "run_worker", "main",
+    "within_points_of_large", "max_usd_per_1k", "grid_settings", "run_worker", "load_calibration", "main",
 ]
 
 PAPER_DEFAULT = {"tau1": 0.75, "tau2": 0.5}
@@ -333,6 +333,21 @@ class Calibration:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         return Path(path)
+
+
+def load_calibration(path: str | os.PathLike) -> dict[str, Any]:
+    """The chosen setting of a calibration written by `Calibration.to_json` (`cope calibrate run --json`):
+    {"n", "tau1", "tau2", "stages", ...}, checked; `cascade.n, cascade.tau1, cascade.tau2 = ...` applies it."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CopeInputError(f"cannot read the calibration {str(path)!r}: {exc}") from exc
+    params = data.get("params") if isinstance(data, dict) else None
+    if not isinstance(params, dict) or not {"n", "tau1", "tau2"} <= set(params):
+        raise CopeInputError(f"{str(path)!r} is not a calibration: it has no params with n, tau1 and tau2 (write one "
+                             "with `cope calibrate run --json FILE`; a saved cascade is loaded with --load)")
+    Policy(n=params["n"], tau1=params["tau1"], tau2=params["tau2"], stages=tuple(params.get("stages", (1, 2, 3))))
+    return params
 
 
 def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, storage: str | None = None,

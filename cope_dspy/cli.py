@@ -6,6 +6,7 @@ cope calibrate ...                            # thresholds from recorded dev-set
 cope report ledger.sqlite                     # a cost ledger as a table or JSON
 cope models                                   # the packaged local models, installed or not
 cope serve --model smollm2-135m --parallel 4  # a local OpenAI-compatible server until Ctrl-C
+cope serve --cascade --small S --large L     # COPE itself as an OpenAI-compatible model "cope"
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from cope_dspy.errors import CopeError
+from cope_dspy.errors import CopeError, CopeInputError
 
 # name -> (register(subparsers) -> parser, run(args) -> exit code); add a subcommand with @command.
 Command = Callable[[argparse.Namespace], int]
@@ -92,18 +93,50 @@ def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
+# Flags of one mode only; None means "not given", so a flag of the other mode is refused by name.
+_LOCAL_DEFAULTS = {"model": "smollm2-135m", "parallel": 4, "threads": 2}
+_CASCADE_DEFAULTS = {"small": "qwen2.5-coder-0.5b", "large": "qwen2.5-coder-1.5b", "task": "math", "host": "127.0.0.1",
+                     "budget_usd": None, "on_exceed": "raise", "calibration": None, "load": None, "n": None,
+                     "tau1": None, "tau2": None, "api_key_env": None, "model_name": "cope", "max_tokens": 512}
+
+
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", default="smollm2-135m", help="catalogue name (see `cope models`) or a .gguf path"
-    )
-    p.add_argument("--parallel", type=_int_in(1), default=4, help="server slots decoding together (default 4)")
-    p.add_argument("--port", type=_int_in(1, 65535), default=None, help="port on 127.0.0.1 (default: a free one)")
-    p.add_argument("--threads", type=_int_in(1), default=2, help="CPU threads (default 2)")
-    p.add_argument(
-        "--ctx-size", type=_int_in(256), default=None,
-        help="total context shared by the slots (default 4096 per slot)",
-    )
-    p.add_argument("extra", nargs="*", help="more llama-server flags, after `--`")
+    p.add_argument("--cascade", action="store_true",
+                   help="serve a COPE cascade of --small and --large as an OpenAI-compatible model "
+                        "(without it: one packaged local model, served by llama.cpp)")
+    p.add_argument("--port", type=_int_in(1, 65535), default=None,
+                   help="port (default: 8000 with --cascade, else a free one on 127.0.0.1)")
+    one = p.add_argument_group("one packaged local model (without --cascade)")
+    one.add_argument("--model", default=None, help="catalogue name (see `cope models`) or a .gguf path "
+                                                   "(default smollm2-135m)")
+    one.add_argument("--parallel", type=_int_in(1), default=None, help="server slots decoding together (default 4)")
+    one.add_argument("--threads", type=_int_in(1), default=None, help="CPU threads (default 2)")
+    one.add_argument("--ctx-size", type=_int_in(256), default=None,
+                     help="total context shared by the slots (default 4096 per slot)")
+    one.add_argument("extra", nargs="*", help="more llama-server flags, after `--`")
+    c = p.add_argument_group("a COPE cascade (--cascade)")
+    c.add_argument("--small", default=None, help="local catalogue name, ollama_chat/<name> or LiteLLM model "
+                                                 f"(default {_CASCADE_DEFAULTS['small']})")
+    c.add_argument("--large", default=None, help=f"the same, for the paid side (default {_CASCADE_DEFAULTS['large']}, "
+                                                 "a local stand-in priced as gpt-4o-mini)")
+    c.add_argument("--task", default=None, choices=list(_TASKS), help="how answers are read and compared (default math)")
+    c.add_argument("--n", type=_int_in(1), default=None, help="samples per stage (default 8)")
+    c.add_argument("--tau1", type=float, default=None, help="agreement to accept stage 1 (default 0.75)")
+    c.add_argument("--tau2", type=float, default=None, help="agreement to accept stage 2 (default 0.5)")
+    c.add_argument("--calibration", default=None, help="a calibration (cope calibrate run --json) whose n, tau1 "
+                                                       "and tau2 to use; --n/--tau1/--tau2 override it")
+    c.add_argument("--load", default=None, help="a saved cascade (Cascade.save): its prompts and policy")
+    c.add_argument("--budget-usd", type=float, default=None, help="one cap on paid spend shared by all requests")
+    c.add_argument("--on-exceed", default=None, choices=["raise", "fallback"],
+                   help="a request that would cross the budget: an HTTP 429 error (raise, the default) or the "
+                        "last stage's answer, flagged budget_limited (fallback)")
+    c.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT", help="USD per million tokens")
+    c.add_argument("--max-tokens", type=_int_in(1), default=None, help="reply cap of both models (default 512)")
+    c.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1; any other needs "
+                                                "--api-key-env)")
+    c.add_argument("--api-key-env", default=None, metavar="NAME",
+                   help="environment variable holding the bearer token clients must send")
+    c.add_argument("--model-name", default=None, help="the model name clients ask for (default cope)")
 
 
 def _snippet(server) -> str:
@@ -114,8 +147,35 @@ def _snippet(server) -> str:
     )
 
 
-@command("serve", "serve a packaged local model (llama.cpp) on 127.0.0.1 until Ctrl-C", _serve_args)
+@command("serve", "serve a COPE cascade (--cascade) or one packaged local model as an OpenAI-compatible "
+                  "server until Ctrl-C", _serve_args)
 def serve_cmd(args: argparse.Namespace) -> int:
+    args = serve_mode(args)
+    return _serve_cascade(args) if args.cascade else _serve_local(args)
+
+
+def serve_mode(args: argparse.Namespace) -> argparse.Namespace:
+    """Refuse the flags of the other mode (by name), then fill in this mode's defaults."""
+    mine, theirs, flag = ((_CASCADE_DEFAULTS, _LOCAL_DEFAULTS, "--cascade") if args.cascade
+                          else (_LOCAL_DEFAULTS, _CASCADE_DEFAULTS, "no --cascade"))
+    wrong = [f"--{k.replace('_', '-')}" for k in theirs if getattr(args, k) is not None]
+    if args.cascade and args.ctx_size is not None:
+        wrong.append("--ctx-size")
+    if args.cascade and args.extra:
+        wrong.append("llama-server flags after --")
+    if not args.cascade and args.price:
+        wrong.append("--price")
+    if wrong:
+        raise CopeInputError(f"{', '.join(wrong)}: not a flag of `cope serve` with {flag} (see cope serve --help)")
+    if args.cascade and args.on_exceed is not None and args.budget_usd is None:
+        raise CopeInputError("--on-exceed says what happens when the budget is reached: give --budget-usd too")
+    for key, default in mine.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    return args
+
+
+def _serve_local(args: argparse.Namespace) -> int:
     from cope_dspy.local import LocalServer
 
     def terminate(signum, frame):  # `kill <pid>` stops the server as Ctrl-C does
@@ -149,6 +209,64 @@ def serve_cmd(args: argparse.Namespace) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+_TASKS = {"math": "Math", "exact": "ExactMatch", "code": "Code", "text": "Text"}
+
+
+def cascade_from_args(args: argparse.Namespace, small=None, large=None, prices=None):
+    """The cascade `cope serve --cascade` serves: task, budget, then the thresholds of a saved program
+    (--load), of a calibration (--calibration), and of explicit --n/--tau1/--tau2, each over the one before."""
+    import cope_dspy
+    from cope_dspy import Budget, Cascade
+    from cope_dspy.calibrate import load_calibration
+
+    calibrated = load_calibration(args.calibration) if args.calibration else {}
+    task = getattr(cope_dspy, _TASKS[args.task])()
+    budget = None if args.budget_usd is None else Budget(usd=args.budget_usd, on_exceed=args.on_exceed, prices=prices)
+    cascade = Cascade(small=small, large=large, task=task, budget=budget, prices=prices)
+    if args.load:
+        cascade.load(args.load)
+        for role, lm in (("goal_planner", small), ("small_executor", small), ("guideline_planner", large),
+                         ("large_executor", large)):
+            getattr(cascade, role).set_lm(lm)  # the served models, not the ones the program was saved with
+    for key in ("n", "tau1", "tau2"):
+        value = getattr(args, key) if getattr(args, key) is not None else calibrated.get(key)
+        if value is not None:
+            setattr(cascade, key, value)
+    return cascade
+
+
+def _serve_cascade(args: argparse.Namespace) -> int:
+    import contextlib
+    import os
+
+    from cope_dspy.pair import open_models, parse_prices
+    from cope_dspy.server import check_bind, serve
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env) or None
+        if api_key is None:
+            raise CopeInputError(f"--api-key-env {args.api_key_env}: that environment variable is not set (or "
+                                 f"empty); export {args.api_key_env}=<a long random token> first")
+    check_bind(args.host, api_key)
+    table = parse_prices(args.price)
+    cascade_from_args(args)  # every flag and file checked before any model server starts
+    port = args.port or 8000
+    with contextlib.ExitStack() as stack:
+        small, large, prices = open_models(stack, args.small, args.large, table, max_tokens=args.max_tokens)
+        cascade = cascade_from_args(args, small.lm, large.lm, prices)
+        budget = "no budget" if cascade.budget is None else f"budget ${cascade.budget.usd} ({cascade.budget.on_exceed})"
+        print(f"Serving COPE as model {args.model_name!r} at http://{args.host}:{port}/v1: small {args.small}, "
+              f"large {args.large}, task {args.task}, n={cascade.n}, tau1={cascade.tau1:.3g}, tau2={cascade.tau2:.3g}, "
+              f"{budget}{', bearer token required' if api_key else ''}.")
+        if large.price_note:
+            print(f"note: {large.price_note}")
+        print(f"Use it: OpenAI(base_url='http://{args.host}:{port}/v1', api_key=...) with model={args.model_name!r}. "
+              "Ctrl-C to stop.", flush=True)
+        serve(cascade, host=args.host, port=port, model_name=args.model_name, api_key=api_key)
+    return 0
 
 
 # -- cope ask -------------------------------------------------------------------------------------------

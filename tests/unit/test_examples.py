@@ -11,3 +11,16 @@ def test_calibrate_thresholds_example_with_scripted_models(tmp_path):
     records = (tmp_path / "cal.jsonl").read_text().splitlines()
     assert len(records) == 12
     assert (tmp_path / "cal.png").stat().st_size > 0 and (tmp_path / "cal.jsonl.optuna.db").exists()
+
+
+def test_serve_client_example_against_a_scripted_server(tmp_path, monkeypatch):
+    from fixtures.serving import serving, sums_cascade
+
+    from cope_dspy.server import create_app
+
+    monkeypatch.setenv("COPE_API_KEY", "example-token-1234")
+    with serving(create_app(sums_cascade()[0], api_key="example-token-1234")) as url:
+        done = run_example("serve_client.py", "--base-url", f"{url}/v1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("answer 42: stage 1, ") and "streamed answer 123\n" in done.stdout
+    assert "dspy.LM answer 15" in done.stdout
