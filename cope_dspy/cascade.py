@@ -196,8 +196,17 @@ class Cascade(dspy.Module):
                 )
         return self._protocol(inputs, full), CostTracker(prices=self.prices, budget=self.budget)
 
+    @contextlib.contextmanager
     def _context(self, tracker: CostTracker):
-        return dspy.context(adapter=self.adapter, callbacks=[*dspy.settings.callbacks, tracker])
+        """The cascade's adapter and tracker for one run. A run that ends in one of our errors (a budget
+        refusal, a failed large model) still paid for its calls: the error carries them as `error.cost`
+        (a Usage) and `error.cost_by_model`, so a caller such as the server can bill them."""
+        with dspy.context(adapter=self.adapter, callbacks=[*dspy.settings.callbacks, tracker]):
+            try:
+                yield
+            except CopeError as exc:
+                exc.cost, exc.cost_by_model = tracker.usage(), tracker.by_model()
+                raise
 
     @staticmethod
     def _finish(pred: dspy.Prediction, tracker: CostTracker) -> dspy.Prediction:

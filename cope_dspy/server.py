@@ -25,7 +25,7 @@ import dspy
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .cascade import Cascade
-from .costs import CostTracker
+from .costs import Usage
 from .errors import BudgetExceeded, CopeError, CopeInputError, LargeModelError, ModelUnavailable
 from .redact import redact
 
@@ -244,15 +244,14 @@ def create_app(
         return await answer(inputs, chat)
 
     async def answer(inputs: dict[str, Any], chat: ChatRequest) -> Response:
-        tracker = CostTracker(prices=cascade.prices)  # every call of this request, refused ones included
         try:
-            with dspy.context(callbacks=[*dspy.settings.callbacks, tracker]):
-                pred = await cascade.acall(**inputs)
+            pred = await cascade.acall(**inputs)
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI-shaped error, logged
             error = _error_for(exc, api_key)
-            error.headers[COST_HEADER] = _usd(tracker.usage().usd)
+            if isinstance(getattr(exc, "cost", None), Usage):  # what it paid before it failed
+                error.headers[COST_HEADER] = _usd(exc.cost.usd)
             return error.response()
-        reply = completion(pred, tracker, model_name)
+        reply = completion(pred, model_name)
         headers = {COST_HEADER: _usd(reply["cope"]["cost_usd"])}
         if not chat.stream:
             return JSONResponse(reply, headers=headers)
@@ -346,9 +345,9 @@ def _error_for(exc: Exception, api_key: str | None) -> RequestError:
 # ------------------------------------------------------------------------------------- the reply
 
 
-def completion(pred: dspy.Prediction, tracker: CostTracker, model_name: str) -> dict[str, Any]:
+def completion(pred: dspy.Prediction, model_name: str) -> dict[str, Any]:
     """OpenAI's chat.completion, with `usage` summed over every call the cascade made and a `cope` object."""
-    total = tracker.usage()
+    total = pred.cost
     content = pred.answer if pred.answer is not None else (pred.solution or "")
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
@@ -385,7 +384,7 @@ def completion(pred: dspy.Prediction, tracker: CostTracker, model_name: str) -> 
                     "completion_tokens": u.completion_tokens,
                     "usd": u.usd,
                 }
-                for model, u in tracker.by_model().items()
+                for model, u in pred.cost_by_model.items()
             },
         },
     }

@@ -408,3 +408,14 @@ def test_bad_per_role_max_tokens_is_named(caps, words):
     with pytest.raises(ValueError, match=re.escape(words)):
         Cascade(small=math_model("scripted/s", lambda c: "1").lm, large=math_model("scripted/l", lambda c: "1").lm,
                 max_tokens=caps)
+
+
+@pytest.mark.parametrize("run", ["sync", "async"])
+def test_an_error_carries_what_the_run_paid_before_it(run):
+    small = math_model("scripted/small", small_answers(list("12345678"), list("12345678")))
+    large = math_model("scripted/large", lambda call: RuntimeError("the provider is down"))
+    cascade = Cascade(small=small.lm, large=large.lm, task=Math())
+    with pytest.raises(LargeModelError) as raised:
+        cascade(question=Q) if run == "sync" else asyncio.run(cascade.acall(question=Q))
+    assert raised.value.cost.calls == len(small.calls) + len(large.calls)  # the failed call counts too
+    assert raised.value.cost_by_model["scripted/large"].calls == 2 and raised.value.cost.failed_calls == 1
