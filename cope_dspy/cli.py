@@ -226,10 +226,7 @@ def cascade_from_args(args: argparse.Namespace, small=None, large=None, prices=N
     budget = None if args.budget_usd is None else Budget(usd=args.budget_usd, on_exceed=args.on_exceed, prices=prices)
     cascade = Cascade(small=small, large=large, task=task, budget=budget, prices=prices)
     if args.load:
-        cascade.load(args.load)
-        for role, lm in (("goal_planner", small), ("small_executor", small), ("guideline_planner", large),
-                         ("large_executor", large)):
-            getattr(cascade, role).set_lm(lm)  # the served models, not the ones the program was saved with
+        cascade.load(args.load)  # prompts and policy; the served models stay pinned
     for key in ("n", "tau1", "tau2"):
         value = getattr(args, key) if getattr(args, key) is not None else calibrated.get(key)
         if value is not None:
