@@ -3,7 +3,7 @@
 Every run starts a fresh interpreter (``python -I -B``) in its own session and process group, inside a
 fresh temporary directory that is also its ``HOME`` and ``TMPDIR``, with a minimal environment (never
 ``os.environ``: no API keys), stdin from ``/dev/null`` and stdout/stderr read through bounded buffers.
-Before the candidate's code runs, a small harness inside the child
+Before the candidate's code runs, the child (``cope_dspy/sandbox_child.py``, standard library only)
 
 1. drops root to ``nobody`` when the caller is root (see ``docs/sandbox.md``),
 2. sets ``resource`` limits: RLIMIT_AS (memory), RLIMIT_CPU, RLIMIT_NPROC=0 (no fork, no threads),
@@ -56,6 +56,9 @@ _READ_CHUNK = 65_536
 _DRAIN_GRACE_S = 1.0  # after the child is gone, how long to wait for the pipes to reach EOF
 _REAP_TIMEOUT_S = 5.0
 _NOBODY_ID = 65534
+# The child side (limits, guard, running the candidate) is a module of its own, run by path so that the
+# child imports the standard library only: `python -m` would import the cope_dspy package first.
+_CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_child.py")
 
 _warned: set[str] = set()
 _warned_lock = threading.Lock()
@@ -233,172 +236,6 @@ def _test_units(tests: object, entry_point: object) -> tuple[str, list[str]]:
 
 
 # --------------------------------------------------------------------------------------------------
-# The child: a harness given to ``python -c``. It reads its payload, drops privileges, sets limits,
-# disables destructive functions, then runs the candidate and reports on the marker pipe.
-
-_HARNESS = r'''
-import os, sys
-
-_DISABLED_OS = (
-    "kill", "killpg", "system", "popen", "putenv", "unsetenv", "remove", "removedirs", "rmdir",
-    "unlink", "rename", "renames", "replace", "truncate", "chdir", "fchdir", "chroot", "chmod",
-    "fchmod", "lchmod", "chown", "fchown", "lchown", "lchflags", "fork", "forkpty", "register_at_fork",
-    "posix_spawn", "posix_spawnp", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnv", "spawnve",
-    "spawnvp", "spawnvpe", "execl", "execle", "execlp", "execlpe", "execv", "execve", "execvp",
-    "execvpe", "setuid", "seteuid", "setreuid", "setresuid", "setgid", "setegid", "setregid",
-    "setresgid", "setgroups", "setsid", "setpgid", "setpgrp",
-)
-
-
-def _drop_root(uid, gid):
-    """setuid to nobody; keep CAP_DAC_READ_SEARCH only if nobody could not read the interpreter."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def check(rc, what):
-        if rc != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, what + ": " + os.strerror(err))
-
-    needed = [d for d in sys.path if d and os.path.isdir(d)] + [os.getcwd()]
-    check(libc.prctl(8, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
-    os.setgroups([])
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)  # effective capabilities are now empty; permitted ones kept for capset
-    keep = 0 if all(os.access(d, os.R_OK | os.X_OK) for d in needed) else 1 << 2  # CAP_DAC_READ_SEARCH
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]
-
-    data = (Data * 2)()
-    data[0].effective = data[0].permitted = keep
-    check(libc.capset(ctypes.byref(Header(0x20080522, 0)), data), "capset")
-    check(libc.prctl(38, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
-    return "nobody+read-all" if keep else "nobody"
-
-
-def _cope_main():
-    import builtins, faulthandler, json, resource, shutil, signal, subprocess, traceback
-    import posix
-
-    path, fd = sys.argv[1], int(sys.argv[2])
-    with open(path, encoding="utf-8") as f:
-        p = json.load(f)
-    os.unlink(path)
-    nonce, write = p["nonce"], os.write
-
-    def mark(kind, *fields):
-        line = nonce + " " + kind + " " + json.dumps(list(fields)) + "\n"
-        try:
-            write(fd, line.encode("utf-8", "replace"))
-        except OSError:
-            pass
-
-    def describe(exc):
-        if isinstance(exc, SystemExit):
-            return "SystemExit(%r): the code exited before the tests finished" % (exc.code,)
-        try:
-            msg = str(exc)
-        except BaseException:
-            msg = "<unprintable>"
-        name = type(exc).__name__
-        return (name + ": " + msg if msg else name)[:500]
-
-    def show(exc, skip_frame=True):
-        tb = exc.__traceback__.tb_next if skip_frame and exc.__traceback__ is not None else None
-        try:
-            traceback.print_exception(type(exc), exc, tb)
-        except BaseException:
-            pass
-
-    # 1. privileges
-    if p["drop_to"] is not None and os.geteuid() == 0:
-        try:
-            mark("USER", _drop_root(*p["drop_to"]))
-        except Exception as exc:
-            mark("WARN", "could not drop root, the code runs as root: " + describe(exc))
-
-    # 2. limits
-    lim = p["limits"]
-    for name, value in (("RLIMIT_AS", lim["memory_bytes"]), ("RLIMIT_CPU", lim["cpu_s"]),
-                        ("RLIMIT_NPROC", 0), ("RLIMIT_FSIZE", lim["fsize"]),
-                        ("RLIMIT_NOFILE", lim["nofile"]), ("RLIMIT_CORE", 0)):
-        which = getattr(resource, name)
-        try:
-            _soft, hard = resource.getrlimit(which)
-            if hard != resource.RLIM_INFINITY:
-                value = min(value, hard)
-            hard_new = value + 1 if name == "RLIMIT_CPU" and hard == resource.RLIM_INFINITY else value
-            resource.setrlimit(which, (value, hard_new))
-        except (ValueError, OSError) as exc:
-            mark("WARN", "could not set %s: %s" % (name, describe(exc)))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an oversized write raises OSError instead of killing
-
-    # 3. evalplus / human-eval reliability_guard
-    faulthandler.disable()
-    for mod in (os, posix):
-        for name in _DISABLED_OS:
-            if hasattr(mod, name):
-                setattr(mod, name, None)
-    shutil.rmtree = shutil.move = shutil.chown = None
-    subprocess.Popen = None
-    builtins.help = None
-    for name in ("ipdb", "joblib", "resource", "psutil", "tkinter", "_posixsubprocess"):
-        sys.modules[name] = None
-
-    sys.argv = ["candidate"]
-    mark("READY")
-    if p["mode"] == "script":
-        g = {"__name__": "__main__", "__builtins__": builtins}
-        try:
-            code = compile(p["code"], "<candidate>", "exec")
-        except BaseException as exc:
-            show(exc, skip_frame=False)
-            raise SystemExit(1)
-        try:
-            exec(code, g)
-        except SystemExit:
-            raise
-        except BaseException as exc:
-            show(exc)
-            raise SystemExit(1)
-        return
-
-    g = {"__name__": "__cope_candidate__", "__builtins__": builtins}
-    for label, src in (("setup", p["setup"]), ("program", p["program"]), ("test code", p["test_defs"])):
-        if not src.strip():
-            continue
-        try:
-            exec(compile(src, "<" + label + ">", "exec"), g)
-        except BaseException as exc:
-            show(exc)
-            mark("LOADERR", label, describe(exc))
-            raise SystemExit(1)
-    n_ok = 0
-    for i, src in enumerate(p["tests"]):
-        try:
-            exec(compile(src, "<test %d>" % i, "exec"), g)
-        except BaseException as exc:
-            print("test %d failed:" % i, file=sys.stderr)
-            show(exc)
-            mark("FAIL", i, describe(exc))
-        else:
-            n_ok += 1
-            mark("PASS", i)
-    mark("END", n_ok)
-    raise SystemExit(0 if n_ok == len(p["tests"]) else 1)
-
-
-_cope_main()
-'''
-
-
-# --------------------------------------------------------------------------------------------------
 # The parent side
 
 
@@ -549,8 +386,7 @@ def _execute(
                     "-B",
                     "-X",
                     "utf8",
-                    "-c",
-                    _HARNESS,
+                    _CHILD,
                     payload_path,
                     str(write_fd),
                 ],
