@@ -1,4 +1,4 @@
-"""LM calls an early-decided vote saves, on the unit tests' scripted fixtures (no model needed).
+"""LM calls an early-decided vote saves, on instant scripted LMs (`evals/scripted.py`; no model needed).
 
     python -m evals.early_decision
 
@@ -7,16 +7,13 @@ answers and prints the calls made, the stage and the answer (which must be the s
 """
 
 import os
-import sys
 import warnings
-from pathlib import Path
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from fakes import math_model  # noqa: E402  (the unit tests' scripted LMs)
 
 from cope_dspy import Cascade  # noqa: E402
+
+from .scripted import math_replies, scripted_lm  # noqa: E402
 
 Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 CASES = [
@@ -28,10 +25,14 @@ CASES = [
 
 
 def run(stage1, stage2, early):
-    small = math_model("scripted/small", lambda c: (stage2 if "Guideline:" in c.plans else stage1)[c.rollout_id])
-    large = math_model("scripted/large", lambda c: "7")
-    pred = Cascade(small=small.lm, large=large.lm, early_stop=early)(question=Q)
-    return len(small.calls) + len(large.calls), pred.stage, pred.answer
+    small, small_engine = scripted_lm(
+        "scripted/small",
+        math_replies(lambda c: (stage2 if "Guideline:" in c.plans else stage1)[c.rollout_id]),
+        rollout_ids=True,
+    )
+    large, large_engine = scripted_lm("scripted/large", math_replies(lambda c: "7"))
+    pred = Cascade(small=small, large=large, early_stop=early)(question=Q)
+    return small_engine.calls + large_engine.calls, pred.stage, pred.answer
 
 
 def main() -> None:
@@ -41,7 +42,9 @@ def main() -> None:
         (a, sa, xa), (b, sb, xb) = run(s1, s2, True), run(s1, s2, False)
         assert (sa, xa) == (sb, xb), "early decision changed the outcome"
         saved, total = saved + b - a, total + b
-        print(f"{name:<28} early decision: {a:>2} calls   all samples: {b:>2} calls   stage {sa}, answer {xa}")
+        print(
+            f"{name:<28} early decision: {a:>2} calls   all samples: {b:>2} calls   stage {sa}, answer {xa}"
+        )
     print(f"saved {saved} of {total} calls ({100 * saved / total:.0f}%), same stage and answer in every case")
 
 

@@ -45,7 +45,9 @@ def load_records(path: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-class _Writer:
+class JsonlWriter:
+    """Appends one JSON object a line, fsynced, from many threads; a torn last line is ended first."""
+
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         # a killed run can leave a torn last line: end it so the next record starts on its own line
@@ -161,7 +163,7 @@ def record_all(cascade: Cascade, examples: list[dspy.Example], correct: Correct,
 
     done = load_records(path)
     todo = [ex for ex in examples if ex.id not in done]
-    writer = _Writer(path)
+    writer = JsonlWriter(path)
     bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=f"recording {path.parent.name}",
                disable=not progress, unit="problem")
     abandoned = threading.Event()  # set by a second interrupt: a problem finishing after it is not written

@@ -475,9 +475,9 @@ def _judge_all(pending: dict[str, dict[str, Any]], judge_lm, prices, path: Path 
     from contextvars import copy_context
 
     from .judge import judge
-    from .records import _Writer
+    from .records import JsonlWriter
 
-    writer = _Writer(path) if path is not None else None
+    writer = JsonlWriter(path) if path is not None else None
     done: dict[str, dict[str, Any]] = {}
 
     def one(key: str, job: dict[str, Any]) -> None:
