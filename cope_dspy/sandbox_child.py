@@ -5,9 +5,10 @@
 ``resource`` limits, disables destructive functions, then runs the candidate and reports each test on the
 marker pipe ``fd``. ``-I`` keeps this file's directory off ``sys.path``, so a candidate's ``import code``
 finds the standard library's module, not a sibling. See ``docs/sandbox.md``.
-"""
 
-from __future__ import annotations
+The candidate is compiled with ``dont_inherit=True``, and this file has no ``from __future__`` import: a
+candidate must run as its own file would (``def f(x: List[int])`` without ``List`` imported fails).
+"""
 
 import builtins
 import faulthandler
@@ -195,7 +196,7 @@ def run_script(code: str) -> None:
     """Run ``code`` as ``__main__``; an exception prints its traceback and exits 1."""
     g = {"__name__": "__main__", "__builtins__": builtins}
     try:
-        compiled = compile(code, "<candidate>", "exec")
+        compiled = compile(code, "<candidate>", "exec", dont_inherit=True)
     except BaseException as exc:
         show(exc, skip_frame=False)
         raise SystemExit(1) from None
@@ -218,7 +219,7 @@ def run_program_and_tests(payload: dict, mark: Mark) -> None:
             continue
         name = "test code" if label == "test_defs" else label
         try:
-            exec(compile(src, "<" + name + ">", "exec"), g)
+            exec(compile(src, "<" + name + ">", "exec", dont_inherit=True), g)
         except BaseException as exc:
             show(exc)
             mark("LOADERR", name, describe(exc))
@@ -226,7 +227,7 @@ def run_program_and_tests(payload: dict, mark: Mark) -> None:
     n_ok = 0
     for i, src in enumerate(payload["tests"]):
         try:
-            exec(compile(src, f"<test {i}>", "exec"), g)
+            exec(compile(src, f"<test {i}>", "exec", dont_inherit=True), g)
         except BaseException as exc:
             print(f"test {i} failed:", file=sys.stderr)
             show(exc)

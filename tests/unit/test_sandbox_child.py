@@ -191,6 +191,22 @@ def test_a_syntax_error_exits_1(capsys):
     assert "SyntaxError" in capsys.readouterr().err
 
 
+def test_the_candidate_is_compiled_without_the_harness_future_imports(capsys):
+    # an annotation naming something never imported fails at `def`, as it would in the candidate's own file
+    with pytest.raises(SystemExit) as info:
+        child.run_script("def f(xs: List[int]) -> int:\n    return 0\n")
+    assert info.value.code == 1
+    assert "NameError: name 'List' is not defined" in capsys.readouterr().err
+    marks = Marks()
+    with pytest.raises(SystemExit):
+        child.run_program_and_tests(
+            payload("def f(xs: List[int]):\n    return 0\n", ["assert f([]) == 0"]), marks
+        )
+    assert marks == [("LOADERR", ["program", "NameError: name 'List' is not defined"])]
+    result = run_python("def f(xs: List[int]):\n    return 0\n")  # and so in a real child
+    assert result.status == "failed" and "NameError: name 'List' is not defined" in result.stderr
+
+
 def test_a_scripts_own_exit_code_passes_through():
     with pytest.raises(SystemExit) as info:
         child.run_script("import sys\nsys.exit(3)")
