@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("signatures", ("signatures",)),
     ("tasks/consensus", ("consensus", "tasks", "code", "text")),
     ("cascade", ("cascade", "records", "pair")),
-    ("calibrate/cli/evals", ("__init__", "calibrate", "cli")),  # and every evals module
+    ("calibrate/cli/evals", ("__init__", "calibrate", "cli", "server")),  # and every evals module
 ]
 # fmt: on
 
