@@ -198,7 +198,7 @@ class FailureGuard(BaseCallback):
                 )
             )
             error.lm_error = exc
-            raise error
+            raise error from None  # as in `explain`: no provider message in a printed traceback
 
     def reset(self) -> None:
         with self._lock:
@@ -237,7 +237,7 @@ def small_model_failed(exc: BaseException, lm: Any, guard: FailureGuard | None) 
     failure, counts a "failed" one in `guard` (which may raise), and lets an unreadable reply abstain."""
     model = str(getattr(lm, "model", "") or "")
     kind = classify(exc, model)
-    if kind == "config":
-        raise explain(exc, model, (getattr(lm, "kwargs", None) or {}).get("api_base"))
+    if kind == "config":  # `from None`: the failed call's message (a key it may echo) stays out of tracebacks
+        raise explain(exc, model, (getattr(lm, "kwargs", None) or {}).get("api_base")) from None
     if kind == "failed" and guard is not None:
         guard.check(exc, model)

@@ -127,8 +127,8 @@ def test_small_model_faults_under_acall_too(fault, serve, tally):
     result = asyncio.run(tally.arun(lambda: c.acall(question=Q)))
     if fault == "cut":  # a reply that arrived, cut off: abstains, the stage escalates
         assert (result.answer, result.stage, result.accepted) == (TRUTH, 3, True)
-    else:
-        assert isinstance(result, SmallModelFailing) and large.requests == 0
+    else:  # as in the sync case: early stopping lets the guideline through, then the guard trips
+        assert isinstance(result, SmallModelFailing) and set(large.roles) <= {"guideline"}
 
 
 def test_a_small_server_that_dies_mid_run_trips_the_guard(serve, tally):
