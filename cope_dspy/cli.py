@@ -115,9 +115,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                      help="total context shared by the slots (default 4096 per slot)")
     one.add_argument("extra", nargs="*", help="more llama-server flags, after `--`")
     c = p.add_argument_group("a COPE cascade (--cascade)")
-    c.add_argument("--small", default=None, help="local catalogue name, ollama_chat/<name> or LiteLLM model "
+    c.add_argument("--small", default=None, type=_model_name, help="local catalogue name, ollama_chat/<name> or LiteLLM model "
                                                  f"(default {_CASCADE_DEFAULTS['small']})")
-    c.add_argument("--large", default=None, help=f"the same, for the paid side (default {_CASCADE_DEFAULTS['large']}, "
+    c.add_argument("--large", default=None, type=_model_name, help=f"the same, for the paid side (default {_CASCADE_DEFAULTS['large']}, "
                                                  "a local stand-in priced as gpt-4o-mini)")
     c.add_argument("--task", default=None, choices=list(_TASKS), help="how answers are read and compared (default math)")
     c.add_argument("--n", type=_int_in(1), default=None, help="samples per stage (default 8)")
