@@ -15,7 +15,10 @@ from .errors import (
     LocalModelMissing,
     MissingAPIKey,
     ModelUnavailable,
+    SmallModelError,
+    SmallModelFailing,
 )
+from .failures import FailureGuard
 from .policy import Policy, Temperatures
 from .signatures import Execute, PlanGoal, PlanGuideline
 from .tasks import ExactMatch, Math, Task
@@ -25,5 +28,5 @@ __all__ = [
     "Cascade", "Task", "Math", "ExactMatch", "Code", "Text", "Vote", "TestsPass", "Perplexity", "SandboxError", "Candidate", "Decision", "Policy", "Temperatures",
     "PlanGoal", "PlanGuideline", "Execute", "CostTracker", "Prices", "Budget", "Usage",
     "CopeError", "CopeInputError", "BudgetExceeded", "LargeModelError", "ModelUnavailable", "MissingAPIKey",
-    "LocalModelMissing",
+    "LocalModelMissing", "SmallModelError", "SmallModelFailing", "FailureGuard",
 ]

@@ -20,6 +20,7 @@ from .adapter import LenientChatAdapter
 from .consensus import Candidate, Decision
 from .costs import Budget, CostTracker, Prices, Tag, _find_entry, current_tag, tag
 from .errors import BudgetExceeded, CopeError, CopeInputError, LargeModelError
+from .failures import FailureGuard, check_guard, small_model_failed
 from .policy import Policy, Temperatures
 from .redact import redact
 from .role import Role
@@ -69,6 +70,10 @@ class Cascade(dspy.Module):
             sentences, but a model that writes a full solution instead is billed for all of it. A planner
             cut off at its cap passes on the text it wrote; an executor cut off abstains. Not saved with the
             program (like `budget` and `prices`): pass it again when you rebuild the cascade.
+        guard: stops the run when the small model keeps failing (`FailureGuard`: more than half of its last 8
+            calls failed, by default) instead of sending every question to the large model; False turns it off.
+            A small model that cannot be used at all (unknown name, not pulled, server down, key refused)
+            raises SmallModelError at its first call, guard or not (see `cope_dspy.failures`).
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class Cascade(dspy.Module):
         prices: Prices | None = None,
         adapter: dspy.Adapter | None = None,
         max_tokens: dict[str, int] | None = None,
+        guard: FailureGuard | bool = True,
     ):
         super().__init__()
         for name, lm in (("small", small), ("large", large)):
@@ -126,6 +132,7 @@ class Cascade(dspy.Module):
         self.budget = budget
         self.prices = prices or Prices()
         self.adapter = adapter or LenientChatAdapter()
+        self.guard = check_guard(guard)
 
     # The policy's fields, readable and settable on the cascade itself (validated on set).
     n = property(lambda self: self.policy.n, lambda self, v: self._set_policy(n=v))
@@ -201,7 +208,8 @@ class Cascade(dspy.Module):
         """The cascade's adapter and tracker for one run. A run that ends in one of our errors (a budget
         refusal, a failed large model) still paid for its calls: the error carries them as `error.cost`
         (a Usage) and `error.cost_by_model`, so a caller such as the server can bill them."""
-        with dspy.context(adapter=self.adapter, callbacks=[*dspy.settings.callbacks, tracker]):
+        guard = [self.guard] if self.guard is not None else []  # it counts the small model's failed calls
+        with dspy.context(adapter=self.adapter, callbacks=[*dspy.settings.callbacks, tracker, *guard]):
             try:
                 yield
             except CopeError as exc:
@@ -346,11 +354,13 @@ class Cascade(dspy.Module):
 
     def _sample(self, i: int, run, arun) -> Job:
         """A small-model sample: if its calls fail (server error, unparseable reply) it abstains, with the
-        error kept in the trace. Our own errors (bad input, budget) still propagate."""
+        error kept in the trace. Our own errors (bad input, budget) still propagate, and so does a small
+        model that cannot be used at all, or one the guard stops (`cope_dspy.failures`)."""
 
         def abstain(exc: Exception) -> Candidate:
             if isinstance(exc, CopeError):
                 raise exc
+            small_model_failed(exc, self.small_executor.lm or dspy.settings.lm, self.guard)
             return Candidate(index=i, answer=None, error=redact(f"{type(exc).__name__}: {exc}"))
 
         def safe_run():

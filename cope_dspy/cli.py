@@ -115,9 +115,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                      help="total context shared by the slots (default 4096 per slot)")
     one.add_argument("extra", nargs="*", help="more llama-server flags, after `--`")
     c = p.add_argument_group("a COPE cascade (--cascade)")
-    c.add_argument("--small", default=None, help="local catalogue name, ollama_chat/<name> or LiteLLM model "
+    c.add_argument("--small", default=None, type=_model_name, help="local catalogue name, ollama_chat/<name> or LiteLLM model "
                                                  f"(default {_CASCADE_DEFAULTS['small']})")
-    c.add_argument("--large", default=None, help=f"the same, for the paid side (default {_CASCADE_DEFAULTS['large']}, "
+    c.add_argument("--large", default=None, type=_model_name, help=f"the same, for the paid side (default {_CASCADE_DEFAULTS['large']}, "
                                                  "a local stand-in priced as gpt-4o-mini)")
     c.add_argument("--task", default=None, choices=list(_TASKS), help="how answers are read and compared (default math)")
     c.add_argument("--n", type=_int_in(1), default=None, help="samples per stage (default 8)")
@@ -269,10 +269,28 @@ def _serve_cascade(args: argparse.Namespace) -> int:
 # -- cope ask -------------------------------------------------------------------------------------------
 
 
+def _model_name(text: str) -> str:
+    """An argparse type: a model name `cope ask` can open, refused at argument time otherwise."""
+    from cope_dspy.pair import check_model_name
+
+    try:
+        return check_model_name(text)
+    except CopeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _quiet_litellm() -> None:
+    """Keep LiteLLM's "Give Feedback / Get Help" and "Provider List" banners out of the command's output."""
+    import litellm
+
+    litellm.suppress_debug_info = True
+
+
 def _ask_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("question", help="the problem to solve")
-    p.add_argument("--small", default="qwen2.5-coder-0.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
-    p.add_argument("--large", default="qwen2.5-coder-1.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
+    models = "local catalogue name, ollama_chat/<name> or LiteLLM model"
+    p.add_argument("--small", default="qwen2.5-coder-0.5b", type=_model_name, help=models)
+    p.add_argument("--large", default="qwen2.5-coder-1.5b", type=_model_name, help=models)
     p.add_argument("--task", default="math", choices=["math", "qa"], help="how answers are read and compared")
     p.add_argument("--n", type=int, default=8, help="samples per stage (default 8)")
     p.add_argument("--tau1", type=float, default=0.75, help="agreement to accept stage 1 (default 0.75)")
@@ -291,6 +309,7 @@ def ask_cmd(args: argparse.Namespace) -> int:
     from cope_dspy import Cascade, ExactMatch, Math, Prices
     from cope_dspy.pair import open_models, parse_prices
 
+    _quiet_litellm()
     task = Math() if args.task == "math" else ExactMatch()
     cascade = Cascade(task=task, n=args.n, tau1=args.tau1, tau2=args.tau2)  # validates before any server starts
     task.check_inputs({"question": args.question})  # so do the question and the prices
@@ -329,6 +348,7 @@ def _rest(p: argparse.ArgumentParser) -> None:
 def eval_cmd(args: argparse.Namespace) -> int:
     from evals.run import main as run_eval
 
+    _quiet_litellm()
     return run_eval(args.args)
 
 
@@ -336,6 +356,7 @@ def eval_cmd(args: argparse.Namespace) -> int:
 def calibrate_cmd(args: argparse.Namespace) -> int:
     from cope_dspy.calibrate import main as run_calibrate
 
+    _quiet_litellm()
     return run_calibrate(args.args)
 
 

@@ -1,8 +1,9 @@
 """What every LM call costs: `Prices` (data), `CostTracker` (a DSPy callback), `Budget` (a hard cap).
 
-Tokens come from the provider's reported usage; where it reports none they are counted with tiktoken
-(offline) and the call is marked `estimated`. Dollars come from `Prices`, never from DSPy's own figure,
-so user prices apply. A local model costs 0; a paid model with no known price is never a silent 0.
+Tokens come from the provider's reported usage, split as billed (input, cached input, cache writes,
+output, reasoning); where it reports none they are counted with tiktoken (offline) and the call is marked
+`estimated`. Dollars come from `Prices` (litellm's cost calculation, or the user's overrides), never from
+DSPy's own figure, so user prices apply. A local model costs 0; a paid model with no known price is never a silent 0.
 """
 
 import contextvars
@@ -17,6 +18,7 @@ from typing import Any
 
 from dspy.utils.callback import BaseCallback
 
+from cope_dspy.billing import read_usage
 from cope_dspy.errors import BudgetExceeded, CopeInputError
 from cope_dspy.prices import (  # noqa: F401  (re-exported: `from cope_dspy.costs import Prices` keeps working)
     LOCAL_HOSTS,
@@ -42,7 +44,11 @@ _USD_EPSILON = 1e-9
 
 @dataclass(frozen=True)
 class Usage:
-    """Counts that add with `+` (and `sum()`): calls, billed tokens, dollars."""
+    """Counts that add with `+` (and `sum()`): calls, billed tokens, dollars.
+
+    `prompt_tokens` includes `cached_prompt_tokens` (the provider's prompt-cache reads, billed at a
+    discount) and `cache_write_tokens`; `completion_tokens` includes `reasoning_tokens`. `cached_calls`
+    are DSPy cache hits (no provider call, $0)."""
 
     calls: int = 0
     prompt_tokens: int = 0
@@ -52,6 +58,9 @@ class Usage:
     estimated_calls: int = 0
     unpriced_calls: int = 0
     failed_calls: int = 0
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def __add__(self, other: "Usage") -> "Usage":
         if not isinstance(other, Usage):
@@ -90,6 +99,9 @@ class CallRecord:
     estimated: bool = False
     priced: bool = True
     error: str | None = None
+    cached_prompt_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     def usage(self) -> Usage:
         return Usage(
@@ -101,6 +113,9 @@ class CallRecord:
             estimated_calls=int(self.estimated),
             unpriced_calls=int(not self.priced),
             failed_calls=int(self.error is not None),
+            cached_prompt_tokens=self.cached_prompt_tokens,
+            cache_write_tokens=self.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,14 +182,6 @@ def _find_entry(instance: Any, outputs: Any) -> dict | None:
 
 def _as_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _reported_usage(usage: Any) -> tuple[int | None, int | None]:
-    if not isinstance(usage, Mapping):
-        return None, None
-    prompt = _as_int(usage.get("prompt_tokens", usage.get("input_tokens")))
-    completion = _as_int(usage.get("completion_tokens", usage.get("output_tokens")))
-    return prompt, completion
 
 
 def _has_usage(response: Any) -> bool:
@@ -290,7 +297,7 @@ class CostTracker(BaseCallback):
         entry = _find_entry(p.instance, outputs)
         if entry is not None and _is_cache_hit(entry):
             return CallRecord(**base, cached=True), 0
-        prompt, completion = _reported_usage(entry.get("usage") if entry else None)
+        prompt, completion, split = read_usage(entry.get("usage") if entry else None)
         error = _describe_error(exception, p.instance, p.kwargs) if exception is not None else None
         estimated = False
         if error is None and (prompt is None or completion is None):
@@ -304,7 +311,12 @@ class CostTracker(BaseCallback):
         prompt, completion = prompt or 0, completion or 0
         rate = self.prices.rate(p.model, p.api_base)
         priced = rate is not None or prompt + completion == 0
-        usd = self.prices.cost(p.model, prompt, completion, p.api_base)
+        parts = dict(
+            cached_tokens=split.cached_tokens,
+            cache_write_tokens=split.cache_write_tokens,
+            reasoning_tokens=split.reasoning_tokens,
+        )
+        usd = self.prices.cost(p.model, prompt, completion, p.api_base, **parts)
         paid_tokens = 0 if rate is not None and rate == (0.0, 0.0) else prompt + completion
         return CallRecord(
             **base,
@@ -314,6 +326,9 @@ class CostTracker(BaseCallback):
             estimated=estimated,
             priced=priced,
             error=error,
+            cached_prompt_tokens=split.cached_tokens,
+            cache_write_tokens=split.cache_write_tokens,
+            reasoning_tokens=split.reasoning_tokens,
         ), paid_tokens
 
     # -- registration for a block
@@ -410,13 +425,27 @@ def _figures(u: Mapping[str, Any]) -> list[str]:
         f"{u['estimated_calls']:,}",
         f"{u['failed_calls']:,}",
         f"{u['prompt_tokens']:,}",
+        f"{u.get('cached_prompt_tokens', 0):,}",
         f"{u['completion_tokens']:,}",
+        f"{u.get('reasoning_tokens', 0):,}",
         f"{u['total_tokens']:,}",
         usd,
     ]
 
 
-_FIGURE_HEADERS = ["calls", "cached", "estimated", "failed", "prompt", "completion", "tokens", "USD"]
+# "cached" calls are DSPy cache hits; "cache read" prompt tokens are the provider's cache (billed at a discount)
+_FIGURE_HEADERS = [
+    "calls",
+    "cached",
+    "estimated",
+    "failed",
+    "prompt",
+    "cache read",
+    "completion",
+    "reasoning",
+    "tokens",
+    "USD",
+]
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:

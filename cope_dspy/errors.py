@@ -27,3 +27,12 @@ class LocalModelMissing(CopeError):
 
 class LargeModelError(CopeError):
     """The large (paid) model failed after retries; the cascade cannot give a trustworthy answer."""
+
+
+class SmallModelError(CopeError):
+    """The small model cannot be used (unknown name or provider, not pulled, server down, key refused):
+    the cascade stops before it pays the large model for questions the small one never saw."""
+
+
+class SmallModelFailing(SmallModelError):
+    """Too many of the small model's recent samples failed (the cascade's run-level `FailureGuard`)."""

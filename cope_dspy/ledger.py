@@ -21,7 +21,8 @@ from cope_dspy.errors import CopeInputError
 
 __all__ = ["Ledger", "summarize_ledger", "format_summary"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: cached_prompt_tokens, cache_write_tokens, reasoning_tokens (added to older ledgers)
+_SPLIT = ("cached_prompt_tokens", "cache_write_tokens", "reasoning_tokens")
 _COLUMNS = (
     "time",
     "model",
@@ -34,6 +35,7 @@ _COLUMNS = (
     "estimated",
     "priced",
     "error",
+    *_SPLIT,
 )
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -49,7 +51,10 @@ CREATE TABLE IF NOT EXISTS calls (
     cached INTEGER NOT NULL,
     estimated INTEGER NOT NULL,
     priced INTEGER NOT NULL,
-    error TEXT
+    error TEXT,
+    cached_prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    reasoning_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS calls_run ON calls (run_id);
 """
@@ -70,6 +75,8 @@ class Ledger:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(_SCHEMA)
+            for column in sorted(set(_SPLIT) - _present(self._conn)):  # a version-1 ledger: add the split
+                self._conn.execute(f"ALTER TABLE calls ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
             raise CopeInputError(
@@ -104,28 +111,18 @@ class Ledger:
         return f"Ledger({str(self.path)!r}, run_id={self.run_id!r})"
 
 
+def _present(conn: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in conn.execute("PRAGMA table_info(calls)")}
+
+
 def _rows(conn: sqlite3.Connection, run_id: str | None) -> list[tuple[str, CallRecord]]:
     where, args = ("WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
-    rows = conn.execute(
-        f"SELECT run_id, {', '.join(_COLUMNS)} FROM calls {where} ORDER BY id", args
-    ).fetchall()
+    present = _present(conn)  # a version-1 ledger opened read-only has no split columns: they read as 0
+    selected = ", ".join(c if c in present else f"0 AS {c}" for c in _COLUMNS)
+    rows = conn.execute(f"SELECT run_id, {selected} FROM calls {where} ORDER BY id", args).fetchall()
+    flags = ("cached", "estimated", "priced")
     return [
-        (
-            r[0],
-            CallRecord(
-                time=r[1],
-                model=r[2],
-                stage=r[3],
-                role=r[4],
-                prompt_tokens=r[5],
-                completion_tokens=r[6],
-                usd=r[7],
-                cached=bool(r[8]),
-                estimated=bool(r[9]),
-                priced=bool(r[10]),
-                error=r[11],
-            ),
-        )
+        (r[0], CallRecord(**{c: bool(v) if c in flags else v for c, v in zip(_COLUMNS, r[1:], strict=True)}))
         for r in rows
     ]
 

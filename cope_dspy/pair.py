@@ -42,6 +42,27 @@ def parse_prices(items: list[str]) -> dict[str, tuple[float, float]]:
     return prices
 
 
+def check_model_name(name: str) -> str:
+    """`name` if it names a model `open_models` can open: a packaged model, `ollama_chat/<name>`, or a model
+    string whose provider LiteLLM knows. Raises CopeInputError naming the accepted forms."""
+    from .local import catalogue
+
+    if name in catalogue() or name.startswith(("ollama/", "ollama_chat/", "openai/")):
+        return name
+    import litellm
+
+    litellm.suppress_debug_info = True  # its "Provider List" banner is not our output
+    try:
+        litellm.get_llm_provider(name)
+    except Exception:  # noqa: BLE001 - LiteLLM's BadRequestError and kin: no provider for this name
+        raise CopeInputError(
+            f"unknown model {name!r}: use a packaged model ({', '.join(sorted(catalogue()))}; see `cope models`), "
+            "'ollama_chat/<name>' for Ollama, or a LiteLLM model with its provider prefix such as "
+            "'openai/gpt-4o-mini' or 'anthropic/claude-haiku-4-5'"
+        ) from None
+    return name
+
+
 def open_models(stack: contextlib.ExitStack, small: str, large: str, prices: dict[str, tuple[float, float]],
                 *, max_tokens: int = 512, parallel: int = 4, cache: bool = True) -> tuple[ModelSpec, ModelSpec, Prices]:
     """Start what needs starting (on `stack`, so servers stop on exit) and price the large model.

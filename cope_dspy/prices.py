@@ -1,7 +1,7 @@
 """Prices (USD per million tokens, as data) and offline token counting with tiktoken.
 
-`Prices` reads litellm's bundled price map offline plus your overrides; local models cost 0 unless you
-price them; an unknown paid model warns instead of silently costing $0.
+`Prices` prices a call with litellm's own cost calculation from its bundled map (offline), or with your
+overrides; local models cost 0 unless you price them; an unknown paid model warns instead of costing $0.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from cope_dspy.billing import Billed, litellm_cost
 from cope_dspy.errors import CopeInputError
 
 LOCAL_PREFIXES = ("ollama/", "ollama_chat/", "local/")
@@ -56,17 +57,22 @@ def _check_price(value: Any, model: str, field: str, where: str) -> float:
     return float(value)
 
 
-def _parse_rate(model: Any, value: Any, where: str = "") -> tuple[float, float]:
+_KEYS = ("input", "output", "cached_input")
+
+
+def _parse_rate(model: Any, value: Any, where: str = "") -> tuple[float, float, float | None]:
+    """(input, output, cached input or None) USD per million tokens from (in, out), (in, out, cached) or
+    {"input": .., "output": .., "cached_input": ..}."""
     if not isinstance(model, str) or not model:
         raise CopeInputError(
             f"{where}price keys must be model names such as 'openai/gpt-4o-mini', got {model!r}"
         )
     if isinstance(value, Mapping):
-        unknown = sorted(set(value) - {"input", "output"})
+        unknown = sorted(set(value) - set(_KEYS))
         if unknown:
             raise CopeInputError(
-                f"{where}price of {model!r}: unknown key(s) {unknown}; use 'input' and 'output' "
-                "(USD per million tokens)"
+                f"{where}price of {model!r}: unknown key(s) {unknown}; use 'input', 'output' and optionally "
+                "'cached_input' (USD per million tokens)"
             )
         missing = sorted({"input", "output"} - set(value))
         if missing:
@@ -74,15 +80,16 @@ def _parse_rate(model: Any, value: Any, where: str = "") -> tuple[float, float]:
                 f"{where}price of {model!r}: missing {missing}; give both 'input' and 'output' "
                 "(USD per million tokens)"
             )
-        pair = (value["input"], value["output"])
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        pair = tuple(value)
+        rates = tuple(value[k] for k in _KEYS if k in value)
+    elif isinstance(value, (tuple, list)) and len(value) in (2, 3):
+        rates = tuple(value)
     else:
         raise CopeInputError(
-            f"{where}price of {model!r} must be (input, output) or {{'input': .., 'output': ..}} "
-            f"in USD per million tokens, got {value!r}"
+            f"{where}price of {model!r} must be (input, output), (input, output, cached_input) or "
+            f"{{'input': .., 'output': .., 'cached_input': ..}} in USD per million tokens, got {value!r}"
         )
-    return (_check_price(pair[0], model, "input", where), _check_price(pair[1], model, "output", where))
+    checked = [_check_price(v, model, k, where) for k, v in zip(_KEYS, rates, strict=False)]
+    return checked[0], checked[1], (checked[2] if len(checked) == 3 else None)
 
 
 def _litellm_rate(name: str) -> tuple[float, float] | None:
@@ -109,10 +116,14 @@ def _names(model: str) -> list[str]:
 class Prices:
     """USD per million input / output tokens, per model name.
 
-    Defaults come from litellm's bundled price map (read offline); `overrides` win. Local models cost 0
-    unless overridden.
+    A model in litellm's bundled price map (read offline) is priced by litellm's own cost calculation from
+    the call's usage: cached input, cache writes, reasoning and long-prompt tiers as the provider bills
+    them. `overrides` win, with our own arithmetic: input, output and optionally a cached-input rate
+    (cache reads; without it they cost the input rate, as do cache writes); reasoning tokens are output
+    tokens. Local models cost 0 unless overridden.
 
-        prices = Prices({"openai/gpt-4o-mini": (0.15, 0.60), "my/model": {"input": 1.0, "output": 2.0}})
+        prices = Prices({"openai/gpt-4o-mini": (0.15, 0.60), "my/model": {"input": 1.0, "output": 2.0},
+                         "my/cached": (1.0, 2.0, 0.25)})
         prices.cost("openai/gpt-4o-mini", prompt_tokens=1000, completion_tokens=200)   # 0.00027
     """
 
@@ -121,9 +132,11 @@ class Prices:
             raise CopeInputError(
                 f"Prices(overrides=...) must be a mapping of model name to price, got {overrides!r}"
             )
-        self.overrides: dict[str, tuple[float, float]] = {
-            m: _parse_rate(m, v) for m, v in (overrides or {}).items()
-        }
+        self._set_overrides({m: _parse_rate(m, v) for m, v in (overrides or {}).items()})
+
+    def _set_overrides(self, parsed: Mapping[str, tuple[float, float, float | None]]) -> None:
+        self.overrides: dict[str, tuple[float, float]] = {m: (r[0], r[1]) for m, r in parsed.items()}
+        self.cached_input: dict[str, float] = {m: r[2] for m, r in parsed.items() if r[2] is not None}
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> Prices:
@@ -132,6 +145,7 @@ class Prices:
         TOML:  ["openai/gpt-4o-mini"]        JSON: {"openai/gpt-4o-mini": {"input": 0.15, "output": 0.6}}
                input = 0.15
                output = 0.6
+               cached_input = 0.075      (optional)
         """
         if not isinstance(path, (str, os.PathLike)):
             raise CopeInputError(f"Prices.from_file(path) needs the path of a .toml or .json file, got {path!r}")
@@ -158,7 +172,7 @@ class Prices:
         if not isinstance(data, Mapping):
             raise CopeInputError(f"{where}expected a table of model name -> price, got {type(data).__name__}")
         prices = cls()
-        prices.overrides = {m: _parse_rate(m, v, where) for m, v in data.items()}
+        prices._set_overrides({m: _parse_rate(m, v, where) for m, v in data.items()})
         return prices
 
     def rate(self, model: str, api_base: str | None = None) -> tuple[float, float] | None:
@@ -175,32 +189,61 @@ class Prices:
         return None
 
     def cost(
-        self, model: str, prompt_tokens: int, completion_tokens: int, api_base: str | None = None
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        api_base: str | None = None,
+        *,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
     ) -> float:
-        """Dollars for these tokens. An unknown paid model warns once (UnknownPriceWarning) and counts 0."""
+        """Dollars for these tokens (`prompt_tokens` includes the cached and cache-write ones,
+        `completion_tokens` the reasoning ones). An unknown paid model warns once and counts 0."""
         if prompt_tokens == 0 and completion_tokens == 0:
             return 0.0
-        rate = self.rate(model, api_base)
-        if rate is None:
+        names = _names(str(model))
+        override = next((n for n in names if n in self.overrides), None)
+        if override is not None:
+            inp, out = self.overrides[override]
+            cached = min(cached_tokens, prompt_tokens)
+            return ((prompt_tokens - cached) * inp + cached * self.cached_input.get(override, inp)
+                    + completion_tokens * out) / 1e6
+        if is_local(model, api_base):
+            return 0.0
+        mapped = next((n for n in names if _litellm_rate(n) is not None), None)
+        if mapped is None:
             _warn_unknown(str(model))
             return 0.0
-        return (prompt_tokens * rate[0] + completion_tokens * rate[1]) / 1e6
+        billed = Billed(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens, reasoning_tokens)
+        try:
+            return litellm_cost(mapped, billed)
+        except Exception as exc:  # noqa: BLE001 - litellm's calculator failing for one model: say so, use list rates
+            inp, out = _litellm_rate(mapped)
+            _warn_once(mapped, f"litellm could not price {mapped!r} ({type(exc).__name__}: {exc}); its calls are "
+                               "priced at its list input / output rates, without cache or tier discounts.")
+            return (prompt_tokens * inp + completion_tokens * out) / 1e6
 
     def __repr__(self) -> str:
-        return f"Prices(overrides={self.overrides!r})"
+        cached = f", cached_input={self.cached_input!r}" if self.cached_input else ""
+        return f"Prices(overrides={self.overrides!r}{cached})"
 
 
-def _warn_unknown(model: str) -> None:
+def _warn_once(model: str, message: str) -> None:
     with _warned_lock:
         if model in _warned_models:
             return
         _warned_models.add(model)
-    warnings.warn(
+    warnings.warn(message, UnknownPriceWarning, stacklevel=4)
+
+
+def _warn_unknown(model: str) -> None:
+    _warn_once(
+        model,
         f"No price is known for model {model!r}: its calls are recorded with priced=False and count $0 in "
         f"totals. Add its price (USD per million tokens) in code: Prices({{{model!r}: (input, output)}}), or in "
         f'a file loaded with Prices.from_file("prices.toml") containing: ["{model}"] input = ... output = ...',
-        UnknownPriceWarning,
-        stacklevel=3,
     )
 
 

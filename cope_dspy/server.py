@@ -26,7 +26,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .cascade import Cascade
 from .costs import Usage
-from .errors import BudgetExceeded, CopeError, CopeInputError, LargeModelError, ModelUnavailable
+from .errors import (
+    BudgetExceeded,
+    CopeError,
+    CopeInputError,
+    LargeModelError,
+    ModelUnavailable,
+    SmallModelError,
+)
 from .redact import redact
 
 try:
@@ -330,6 +337,8 @@ def _error_for(exc: Exception, api_key: str | None) -> RequestError:
         return RequestError(502, message, type="server_error", code="large_model_error", headers=no_retry)
     if isinstance(exc, ModelUnavailable):
         return RequestError(503, message, type="server_error", code="model_unavailable", headers=no_retry)
+    if isinstance(exc, SmallModelError):  # a broken small model: the large one was not paid to cover for it
+        return RequestError(503, message, type="server_error", code="small_model_error", headers=no_retry)
     if isinstance(exc, CopeError):
         return RequestError(500, message, type="server_error", code=type(exc).__name__, headers=no_retry)
     logger.error("the cascade failed: %s", redact(traceback.format_exc(), [api_key]))

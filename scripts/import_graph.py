@@ -30,7 +30,7 @@ USERS = ("examples", "scripts")  # code that may import anything, but is held to
 # fmt: off
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("errors", "redact", "prices", "costs", "ledger", "models", "local", "sandbox", "sandbox_child",
-                "answers", "objective", "policy", "adapter", "role")),
+                "answers", "objective", "policy", "adapter", "role", "billing", "failures")),
     ("signatures", ("signatures",)),
     ("tasks/consensus", ("consensus", "tasks", "code", "text")),
     ("cascade", ("cascade", "records", "pair")),

@@ -13,6 +13,8 @@ Faults (the names a plan returns):
     "500"        HTTP 500 with an OpenAI-style error body
     "429"        HTTP 429 with a Retry-After header (`retry_after`, seconds)
     "401"        HTTP 401 whose body echoes the request's Authorization header (a careless provider)
+    "403"        HTTP 403: the key may not use this model
+    "404"        HTTP 404 "model not found" (OpenAI's body; Ollama's /v1 answers the same for a model not pulled)
     "truncated"  HTTP 200 whose JSON body is cut off half-way (Content-Length matches the cut body)
     "empty"      HTTP 200, a valid completion whose content is ""
     "prose"      HTTP 200, a reply in the wrong format: prose with no DSPy field markers and no answer
@@ -37,7 +39,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FAULTS = ("timeout", "500", "429", "401", "truncated", "empty", "prose", "huge", "cut")
+FAULTS = ("timeout", "500", "429", "401", "403", "404", "truncated", "empty", "prose", "huge", "cut")
 PROSE = "I'm sorry, but I can't help with that request. Please consult a qualified tutor."
 HUGE_BYTES = 1_000_000
 
@@ -260,6 +262,14 @@ class FaultServer:
                                                                  "find your API key at https://example.invalid.",
                                                       "type": "invalid_request_error",
                                                       "code": "invalid_api_key"}})
+                if fault == "403":
+                    return self._json(403, {"error": {"message": "You are not allowed to use this model.",
+                                                      "type": "permission_error"}})
+                if fault == "404":
+                    model = body.get("model", "")
+                    return self._json(404, {"error": {"message": f"The model `{model}` does not exist or you do "
+                                                                 "not have access to it.",
+                                                      "type": "invalid_request_error", "code": "model_not_found"}})
                 if fault == "truncated":
                     data = json.dumps(fake._completion(body, fake._content(req))).encode()
                     cut = data[: len(data) // 2]

@@ -1,7 +1,10 @@
 """Fault injection: the cascade's small and large LMs point at a server that misbehaves on purpose.
 
 Policy (docs/reliability.md):
-- small model: a failing sample abstains (its error kept in the trace) and the stage escalates;
+- small model: one that cannot be used (refused, 401/403, 404, unknown provider) raises SmallModelError
+  before any paid call; when more than half of its last 8 calls failed (timeouts, 5xx, 429, unreadable
+  bodies) the guard raises SmallModelFailing; otherwise a failing sample abstains (its error kept in the
+  trace) and the stage escalates, as does an unreadable reply;
 - large model: DSPy retries transient errors (timeouts, refused connections, 5xx, 429) with exponential
   backoff (or the server's Retry-After), then the cascade raises LargeModelError; a reply with nothing in it
   (truncated JSON body, empty content) raises LargeModelError at once, except that an empty sampled
@@ -14,15 +17,22 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 
+import dspy
 import pytest
 from fault_server import FAULTS, PROSE, always, by_role, closed_port_url, every, first
-from reliability_kit import TRUTH, Q, cascade, scattered
+from reliability_kit import PRICES, TRUTH, Q, cascade, scattered
 
-from cope_dspy import LargeModelError
+from cope_dspy import CostTracker, LargeModelError, SmallModelError, SmallModelFailing, Usage
 
-SMALL_FAULTS = ("refused", *FAULTS)
+# what each small-model fault does (docs/reliability.md): a model that cannot be used raises at once, a
+# failing one trips the guard, an unreadable reply abstains
+SMALL_CONFIG = ("refused", "401", "403", "404")
+SMALL_FAILING = ("timeout", "500", "429", "truncated")
+SMALL_REPLY = ("empty", "prose", "huge", "cut")
+assert set(SMALL_CONFIG + SMALL_FAILING + SMALL_REPLY) == {"refused", *FAULTS}
 
 
 def _small_url(fault, serve):
@@ -33,15 +43,69 @@ def _small_url(fault, serve):
     return server.url, server
 
 
-@pytest.mark.parametrize("fault", SMALL_FAULTS)
-def test_small_model_fault_abstains_and_the_stage_escalates(fault, serve, tally):
+def _paid(tracker: CostTracker) -> Usage:
+    return sum((u for m, u in tracker.by_model().items() if m != "openai/fault-small"), Usage())
+
+
+@pytest.mark.parametrize("fault", SMALL_CONFIG)
+def test_a_small_model_that_cannot_be_used_raises_before_any_paid_call(fault, serve, tally):
     small_url, small = _small_url(fault, serve)
-    large = serve()  # healthy: answers 7
-    c = cascade(small_url, large.url, timeout=0.3)
+    large = serve()
+    c = cascade(small_url, large.url, timeout=0.3, n=8)
+    with CostTracker(prices=PRICES) as tracker:
+        err = tally.run(lambda: c(question=Q))
+    if small is None:
+        tally.refused += tracker.usage().calls
+    assert isinstance(err, SmallModelError) and not isinstance(err, SmallModelFailing), err
+    message = str(err)
+    assert "'openai/fault-small' cannot be used" in message and "Fix:" in message
+    fix = {"refused": "start the server", "401": "check the API key", "403": "check the API key",
+           "404": "check the model name"}[fault]
+    assert fix in message
+    assert large.requests == 0 and _paid(tracker) == Usage()  # the large model never saw a call: $0
+    assert tracker.usage().usd == 0 and tracker.usage().calls >= 1
+
+
+def test_an_unknown_small_model_name_raises_naming_the_provider_prefix(serve, tally):
+    large = serve()
+    c = cascade(closed_port_url(), large.url, n=8)
+    c.goal_planner.set_lm(dspy.LM("nope", cache=False, num_retries=0))
+    c.small_executor.set_lm(c.goal_planner.lm)
+    with CostTracker(prices=PRICES) as tracker:
+        err = tally.run(lambda: c(question=Q))
+    assert isinstance(err, SmallModelError), err
+    assert "'nope' cannot be used: LiteLLM does not know its provider" in str(err)
+    assert "ollama_chat/" in str(err) and large.requests == 0 and tracker.usage().usd == 0
+
+
+@pytest.mark.parametrize("fault", SMALL_FAILING)
+def test_a_failing_small_model_trips_the_guard_before_any_paid_call(fault, serve, tally):
+    small, large = serve(always(fault), hang=3.0), serve()
+    c = cascade(small.url, large.url, timeout=0.3, n=8)
+    with CostTracker(prices=PRICES) as tracker:
+        err = tally.run(lambda: c(question=Q))
+    assert isinstance(err, SmallModelFailing), err
+    failed, calls = map(int, re.search(r"failed on (\d+) of its last (\d+) calls", str(err)).groups())
+    assert failed > 4 and calls <= 8  # more than half of a window of 8
+    # early stopping ends stage 1 after 4 failed samples (it can no longer reach tau1): the large model
+    # writes its guideline, then the 5th failed call trips the guard; nothing reaches stage 3
+    assert large.roles == {"guideline": 1} and tracker.usage().usd == _paid(tracker).usd > 0
+
+
+def test_the_guard_trips_before_the_guideline_when_stage_1_draws_every_sample(serve, tally):
+    small, large = serve(always("500")), serve()
+    c = cascade(small.url, large.url, n=8, early_stop=False)
+    with CostTracker(prices=PRICES) as tracker:
+        err = tally.run(lambda: c(question=Q))
+    assert isinstance(err, SmallModelFailing) and large.requests == 0 and tracker.usage().usd == 0
+
+
+@pytest.mark.parametrize("fault", SMALL_FAILING + SMALL_REPLY)
+def test_without_the_guard_a_failing_small_model_abstains_and_the_stage_escalates(fault, serve, tally):
+    small, large = serve(always(fault), hang=3.0), serve()  # healthy large model: answers 7
+    c = cascade(small.url, large.url, timeout=0.3, guard=fault in SMALL_REPLY)  # unreadable: guard or not
     started = time.monotonic()
     pred = tally.run(lambda: c(question=Q))
-    if fault == "refused":
-        tally.refused += sum(1 for e in pred.trace if e["kind"] == "vote" for x in e["candidates"] if x["error"])
     assert time.monotonic() - started < 15  # a hung server costs the client timeout, not the server's sleep
     assert (pred.answer, pred.stage, pred.accepted) == (TRUTH, 3, True)
     votes = [e for e in pred.trace if e["kind"] == "vote"]
@@ -53,16 +117,31 @@ def test_small_model_fault_abstains_and_the_stage_escalates(fault, serve, tally)
         assert errors == []
     else:
         assert errors, "a failed sample keeps its error in the trace"
-    if small is not None:
-        assert small.injected == small.requests > 0
+    assert small.injected == small.requests > 0
 
 
 @pytest.mark.parametrize("fault", ["timeout", "500", "truncated", "cut"])
-def test_small_model_faults_abstain_under_acall_too(fault, serve, tally):
+def test_small_model_faults_under_acall_too(fault, serve, tally):
     small, large = serve(always(fault), hang=3.0), serve()
-    c = cascade(small.url, large.url, timeout=0.3)
-    pred = asyncio.run(tally.arun(lambda: c.acall(question=Q)))
-    assert (pred.answer, pred.stage, pred.accepted) == (TRUTH, 3, True)
+    c = cascade(small.url, large.url, timeout=0.3, n=8)
+    result = asyncio.run(tally.arun(lambda: c.acall(question=Q)))
+    if fault == "cut":  # a reply that arrived, cut off: abstains, the stage escalates
+        assert (result.answer, result.stage, result.accepted) == (TRUTH, 3, True)
+    else:  # as in the sync case: early stopping lets the guideline through, then the guard trips
+        assert isinstance(result, SmallModelFailing) and set(large.roles) <= {"guideline"}
+
+
+def test_a_small_server_that_dies_mid_run_trips_the_guard(serve, tally):
+    good = 8 * 2 * 2  # two questions' worth of stage-1 calls (goal + execution, 8 samples)
+    small = serve(lambda req: "500" if req.index >= good else None)
+    large = serve()
+    c = cascade(small.url, large.url, n=8, early_stop=False)
+    with CostTracker(prices=PRICES) as tracker:
+        answers = [tally.run(lambda: c(question=Q)) for _ in range(3)]
+    assert [a.stage for a in answers[:2]] == [1, 1]  # the small model agreed: accepted at stage 1
+    assert isinstance(answers[2], SmallModelFailing)
+    assert small.faults["500"] == 8  # one wave of goal calls, then the guard stops the run
+    assert large.requests == 0 and tracker.usage().usd == 0
 
 
 def test_intermittent_small_faults_leave_the_healthy_samples_to_vote(serve, tally):

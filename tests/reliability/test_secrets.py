@@ -18,9 +18,9 @@ import warnings
 import dspy
 import pytest
 from fault_server import always, by_role, every
-from reliability_kit import TRUTH, Q, cascade, scattered
+from reliability_kit import PRICES, TRUTH, Q, cascade, scattered
 
-from cope_dspy import CostTracker, LargeModelError
+from cope_dspy import CostTracker, LargeModelError, SmallModelError
 from cope_dspy import cli as cope_cli
 from cope_dspy.calibrate import calibrate, record
 from evals.records import record_all
@@ -66,17 +66,23 @@ def test_the_key_leaks_nowhere(tmp_path, monkeypatch, serve, tally, debug_logs, 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
 
-        # 1. a run whose small model answers some calls with a 401 echoing the key: those samples abstain,
-        #    their errors go into the trace, the ledger and the records
-        small = serve(every(3, "401"))
-        large = serve()
-        c = cascade(small.url, large.url, api_key=SECRET, n=4, tau1=1.0)
+        # 1. a small model answering 401 with the key echoed cannot be used: SmallModelError, redacted; the
+        #    ledger keeps the failed calls (redacted). Then a run whose small model fails some calls with
+        #    5xx: those samples abstain, their errors go into the trace, the ledger and the records
         ledger = tmp_path / "ledger.sqlite"
+        refused, large = serve(every(3, "401")), serve()
+        with CostTracker(prices=PRICES, ledger=ledger):
+            err = tally.run(lambda: cascade(refused.url, large.url, api_key=SECRET, n=4)(question=Q))
+        assert isinstance(err, SmallModelError) and "LMAuthError" in str(err) and "Bearer ***" in str(err)
+        assert SECRET in str(err.lm_error)  # the provider really echoed it: the redaction did the work
+        texts["SmallModelError"] = "\n".join(_exception_texts(err))
+        small = serve(every(3, "500"))
+        c = cascade(small.url, large.url, api_key=SECRET, n=4, tau1=1.0)
         with CostTracker(prices=c.prices, ledger=ledger) as tracker:
             pred = tally.run(lambda: c(question=Q))
         assert pred.answer == TRUTH
         errors = [x["error"] for e in pred.trace if e["kind"] == "vote" for x in e["candidates"] if x["error"]]
-        assert errors and all("LMAuthError" in e and "Bearer ***" in e for e in errors)
+        assert errors and all("LMServerError" in e for e in errors)
         assert tracker.usage().failed_calls > 0
         (tmp_path / "trace.json").write_text(json.dumps(pred.trace, default=str))
         (tmp_path / "prediction.json").write_text(json.dumps(pred.toDict(), default=str))
@@ -107,9 +113,9 @@ def test_the_key_leaks_nowhere(tmp_path, monkeypatch, serve, tally, debug_logs, 
         assert SECRET in str(err.lm_error)  # the provider really echoed it: the redaction did the work
         texts["LargeModelError"] = "\n".join(_exception_texts(err))
 
-        # 6. every sample of a stage failing with the echo: the warning quotes the first error
-        small3, large3 = serve(always("401")), serve()
-        tally.run(lambda: cascade(small3.url, large3.url, api_key=SECRET, n=2)(question=Q), quiet=False)
+        # 6. every sample of a stage failing (the guard off): the warning quotes the first error
+        small3, large3 = serve(always("500")), serve()
+        tally.run(lambda: cascade(small3.url, large3.url, api_key=SECRET, n=2, guard=False)(question=Q), quiet=False)
 
         # 7. `cope report` on the ledger
         assert cope_cli.main(["report", str(ledger)]) == 0

@@ -353,7 +353,7 @@ def test_prices_overrides_defaults_and_local_models():
         ({"m": ("cheap", 2)}, "'m'.*input.*number"),
         ({"m": {"input": 1, "output": 2, "cached": 0.5}}, "'m'.*unknown key.*cached"),
         ({"m": {"input": 1}}, "'m'.*missing.*output"),
-        ({"m": (1, 2, 3)}, "'m'"),
+        ({"m": (1, 2, 3, 4)}, "'m'"),
         ({"m": (1, True)}, "'m'.*output"),
     ],
 )

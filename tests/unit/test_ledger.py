@@ -184,6 +184,9 @@ def test_ledger_has_no_column_for_text_or_secrets(tmp_path):
         "estimated",
         "priced",
         "error",
+        "cached_prompt_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
     }
 
 

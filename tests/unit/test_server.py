@@ -262,6 +262,21 @@ def test_budget_refusal_is_a_429_that_clients_do_not_retry():
         assert easy.status_code == 200  # settled in stage 1, no paid call
 
 
+def test_a_small_model_that_cannot_be_used_is_a_503_and_the_large_model_is_not_asked():
+    from dspy.utils.exceptions import LMUnsupportedModelError
+
+    cascade, _, large = sums_cascade()
+    missing = LMUnsupportedModelError("model 'qwen:0.5b' not found", status=404)
+    broken = math_model("ollama_chat/qwen:0.5b", str)
+    broken.respond = lambda call: missing
+    cascade.goal_planner.set_lm(broken.lm)
+    cascade.small_executor.set_lm(broken.lm)
+    with TestClient(create_app(cascade)) as local:
+        r = local.post("/v1/chat/completions", json=ask("What is 3 + 4? (easy)"))
+    assert r.status_code == 503 and r.json()["error"]["code"] == "small_model_error"
+    assert "ollama pull qwen:0.5b" in r.json()["error"]["message"] and large.calls == []
+
+
 def test_budget_fallback_answers_from_the_last_stage_flagged():
     cascade, _, large = sums_cascade(budget=Budget(usd=1e-6, on_exceed="fallback"))
     with TestClient(create_app(cascade)) as local:
