@@ -66,7 +66,7 @@ def models_cmd(args: argparse.Namespace) -> int:
     for r in rows:
         state = "ready" if r["ready"] else ("installed, not assembled" if r["installed"] else "not installed")
         print(f"{r['name']:<20} {r['size_mb']:>5} MB {r['context_length']:>8}  {r['license']:<11} {state}")
-    missing = [r for r in rows if not r["installed"]]
+    missing = [r for r in rows if not r["installed"] and not r["ready"]]
     if missing:
         print("\nInstall a model's packages with, for example:\n  " + missing[0]["install"])
     if any(r["installed"] and not r["ready"] for r in rows):

