@@ -51,7 +51,7 @@ measure() {  # measure PHASE DIR COMMAND...: run it, append the line
     local load
     load="$(awk '{s += $1; n++} END {if (n) printf "%.1f", s / n; else print "n/a"}' "$loads")"
     local line
-    line="$(date -u +%FT%TZ) $(git -C "$repo" rev-parse --short HEAD) $phase: '$*' exit $rc, wall ${wall} s,"
+    line="$(date -u +%FT%TZ) $(git -C "$dir" rev-parse --short HEAD) $phase: '$*' exit $rc, wall ${wall} s,"
     line+=" CPU $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.0f", b - a}') s on $(nproc) cores,"
     line+=" load average ${load}, nice $niceness: $(grep -E '^== done in|passed|failed|error' "$work/$phase.log" \
         | tail -1 | cut -c1-120)"
