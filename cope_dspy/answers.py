@@ -55,6 +55,12 @@ def extract_math_answer(solution: str, answer: str = "") -> str | None:
     return numbers[-1] if numbers else None
 
 
+def answer_line(text: str) -> str | None:
+    """The text of the last 'Answer: ...' (or 'Final answer: ...') line, or None."""
+    lines = _ANSWER_LINE.findall(text or "")
+    return lines[-1].strip() if lines and lines[-1].strip() else None
+
+
 def _clean_answer_field(answer: str) -> str | None:
     """The answer field as small models fill it: code fences, several lines or a whole sentence.
     Keep a short expression as is; from prose keep its boxed part or its last number."""

@@ -21,6 +21,7 @@ from .consensus import Candidate, Decision
 from .costs import Budget, CostTracker, Prices, Tag, _find_entry, current_tag, tag
 from .errors import BudgetExceeded, CopeError, CopeInputError, LargeModelError
 from .failures import FailureGuard, check_guard, small_model_failed
+from .plain import adapter_for
 from .policy import Policy, Temperatures
 from .redact import redact
 from .role import Role
@@ -74,6 +75,11 @@ class Cascade(dspy.Module):
             calls failed, by default) instead of sending every question to the large model; False turns it off.
             A small model that cannot be used at all (unknown name, not pulled, server down, key refused)
             raises SmallModelError at its first call, guard or not (see `cope_dspy.failures`).
+        formats: the format each role is asked in: "chat" (DSPy's field markers, a `solution` and an
+            `answer` field: the default), "plain" (`PlainAdapter`: free text ending with `\\boxed{}` or a code
+            block, the paper's prompt style, which small models follow far better) or "paragraph" (plain,
+            and the reply ends at its first blank line: for planners). One name for every role, or a dict,
+            e.g. `{"small_executor": "plain", "goal_planner": "plain"}`. Saved with the program (in `policy`).
     """
 
     def __init__(
@@ -94,6 +100,7 @@ class Cascade(dspy.Module):
         adapter: dspy.Adapter | None = None,
         max_tokens: dict[str, int] | None = None,
         guard: FailureGuard | bool = True,
+        formats: str | dict[str, str] | None = None,
     ):
         super().__init__()
         for name, lm in (("small", small), ("large", large)):
@@ -116,11 +123,13 @@ class Cascade(dspy.Module):
         self.role_max_tokens = check_role_max_tokens(max_tokens)
         self.task = task or Math()
         self.task.check_lms(small, large)
-        self.policy = Policy(n=n, tau1=tau1, tau2=tau2, stages=stages, temperatures=temperatures or Temperatures())
-        self.goal_planner = Role(self.task.signature("goal_planner"))
-        self.guideline_planner = Role(self.task.signature("guideline_planner"))
-        self.small_executor = Role(self.task.signature("small_executor"))
-        self.large_executor = Role(self.task.signature("large_executor"))
+        self.policy = Policy(n=n, tau1=tau1, tau2=tau2, stages=stages, temperatures=temperatures or Temperatures(),
+                             formats=formats)
+        f = self.policy.format
+        self.goal_planner = Role(self.task.signature("goal_planner", f("goal_planner")))
+        self.guideline_planner = Role(self.task.signature("guideline_planner", f("guideline_planner")))
+        self.small_executor = Role(self.task.signature("small_executor", f("small_executor")))
+        self.large_executor = Role(self.task.signature("large_executor", f("large_executor")))
         if small is not None:
             self.goal_planner.set_lm(small)
             self.small_executor.set_lm(small)
@@ -139,6 +148,17 @@ class Cascade(dspy.Module):
     tau1 = property(lambda self: self.policy.tau1, lambda self, v: self._set_policy(tau1=v))
     tau2 = property(lambda self: self.policy.tau2, lambda self, v: self._set_policy(tau2=v))
     stages = property(lambda self: self.policy.stages, lambda self, v: self._set_policy(stages=v))
+
+    @property
+    def formats(self) -> dict[str, str]:
+        """Each role's format ("chat", "plain" or "paragraph")."""
+        return {role: self.policy.format(role) for role in ("goal_planner", "guideline_planner", "small_executor",
+                                                            "large_executor")}
+
+    def adapter_for(self, role: str) -> dspy.Adapter:
+        """The adapter a role's calls go through: its format's, or the cascade's `adapter` for "chat"."""
+        name = self.policy.format(role)
+        return self.adapter if name == "chat" else adapter_for(name)
 
     def _set_policy(self, **changes) -> None:
         state = {**self.policy.dump_state(), **changes}
@@ -393,16 +413,18 @@ class Cascade(dspy.Module):
         if self.budget is None or role not in _LARGE_ROLES:
             return contextlib.nullcontext()
         lm = predictor.lm or dspy.settings.lm
-        messages = self.adapter.format(predictor.signature, predictor.demos, kwargs)
+        messages = self.adapter_for(role).format(predictor.signature, predictor.demos, kwargs)
         cap = self.role_max_tokens.get(role, lm.kwargs.get("max_tokens"))
         return self.budget.reserve(lm.model, messages, cap, api_base=lm.kwargs.get("api_base"))
 
     def _call(self, predictor, stage: int, role: str, temperature: float, rollout: int | None, **kwargs):
-        with tag(stage=stage, role=role), _large_errors(role, predictor), self._budget_guard(predictor, role, kwargs):
+        with tag(stage=stage, role=role), _large_errors(role, predictor), self._budget_guard(predictor, role, kwargs), \
+                dspy.context(adapter=self.adapter_for(role)):
             return predictor(**kwargs, config=self._config(role, temperature, rollout))
 
     async def _acall(self, predictor, stage: int, role: str, temperature: float, rollout: int | None, **kwargs):
-        with tag(stage=stage, role=role), _large_errors(role, predictor), self._budget_guard(predictor, role, kwargs):
+        with tag(stage=stage, role=role), _large_errors(role, predictor), self._budget_guard(predictor, role, kwargs), \
+                dspy.context(adapter=self.adapter_for(role)):
             return await predictor.acall(**kwargs, config=self._config(role, temperature, rollout))
 
     def _candidate(self, i: int, out, goal: str | None = None, guideline: str | None = None) -> Candidate:

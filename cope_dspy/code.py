@@ -50,12 +50,14 @@ class SandboxError(CopeError):
 
 
 _PROGRAMMER = "You are an expert Python programmer."
-_EXECUTE = (
+_SOLVE = (
     f"{_PROGRAMMER} Write a correct, self-contained Python solution to the coding problem, following the plan "
     "if one is given. Use exactly the function name and signature the problem asks for, include every import "
-    "the code needs, and do not read input or print: define the function(s) only. Put the complete code in the "
-    "answer as a single ```python block."
+    "the code needs, and do not read input or print: define the function(s) only."
 )
+_EXECUTE = f"{_SOLVE} Put the complete code in the answer as a single ```python block."
+# In a plain format the whole reply is one field: it ends with the code.
+_EXECUTE_PLAIN = f"{_SOLVE} Explain the approach briefly, then end your reply with the complete code in one ```python block."
 
 
 class Code(Task):
@@ -93,6 +95,7 @@ class Code(Task):
         "small_executor": _EXECUTE,
         "large_executor": _EXECUTE,
     }
+    plain_instructions = {"small_executor": _EXECUTE_PLAIN, "large_executor": _EXECUTE_PLAIN}
 
     def __init__(self, timeout_s: float = 5, memory_mb: float = 512, max_workers: int = 4,
                  instructions: dict[str, str] | None = None):
@@ -105,9 +108,9 @@ class Code(Task):
             raise CopeInputError(f"max_workers must be an integer >= 1, got {max_workers!r}")
         self.timeout_s, self.memory_mb, self.max_workers = timeout_s, memory_mb, max_workers
 
-    def signature(self, role: str) -> type[dspy.Signature]:
-        sig = super().signature(role)
-        if role.endswith("executor"):
+    def signature(self, role: str, format: str = "chat") -> type[dspy.Signature]:
+        sig = super().signature(role, format)
+        if role.endswith("executor") and "answer" in sig.output_fields:
             sig = sig.with_updated_fields(
                 "solution", desc="a brief explanation of the approach, in plain words"
             ).with_updated_fields(

@@ -1,4 +1,5 @@
-"""The settings that decide when a cascade escalates: n, tau1, tau2, stages and temperatures.
+"""The settings that decide when a cascade escalates: n, tau1, tau2, stages and temperatures; and the
+format each role is asked in.
 
 A `Policy` is a DSPy `Parameter`, so `Cascade.save` / `load` keep it, also when the cascade sits
 inside a larger program.
@@ -12,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from dspy.predict.parameter import Parameter
 
 from .errors import CopeInputError
+from .plain import check_formats
+from .tasks import ROLES
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Policy(Parameter):
     tau2: float = 0.5
     stages: tuple[int, ...] = (1, 2, 3)
     temperatures: Temperatures = field(default_factory=Temperatures)
+    formats: dict[str, str] = field(default_factory=dict)  # role -> "plain" / "paragraph"; others "chat"
 
     def __post_init__(self):
         self.n = check_n(self.n)
@@ -70,6 +74,10 @@ class Policy(Parameter):
         self.stages = check_stages(self.stages)
         if not isinstance(self.temperatures, Temperatures):
             raise CopeInputError(f"temperatures must be a cope_dspy.Temperatures, got {self.temperatures!r}")
+        self.formats = check_formats(self.formats, ROLES)
+
+    def format(self, role: str) -> str:
+        return self.formats.get(role, "chat")
 
     def reset(self) -> None:
         """Kept as is: DSPy's `reset_copy()` (every optimizer's student) resets each Parameter to forget what
@@ -82,6 +90,7 @@ class Policy(Parameter):
             "tau2": self.tau2,
             "stages": list(self.stages),
             "temperatures": asdict(self.temperatures),
+            "formats": dict(self.formats),
         }
 
     def load_state(self, state: dict) -> Policy:
@@ -91,6 +100,7 @@ class Policy(Parameter):
             tau2=state["tau2"],
             stages=tuple(state["stages"]),
             temperatures=Temperatures(**state.get("temperatures", {})),
+            formats=state.get("formats", {}),  # programs saved before formats existed: every role "chat"
         )
         self.__dict__.update(loaded.__dict__)
         return self

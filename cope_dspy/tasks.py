@@ -6,7 +6,7 @@ from typing import Any
 
 import dspy
 
-from .answers import extract_math_answer, math_equal, normalize_text
+from .answers import answer_line, extract_math_answer, math_equal, normalize_text
 from .consensus import Consensus, Vote
 from .errors import CopeInputError
 from .signatures import Execute, PlanGoal, PlanGuideline
@@ -26,17 +26,26 @@ class Task:
     input_field = "question"
     context_fields: tuple[str, ...] = ()
     instructions: dict[str, str] = {}
+    plain_instructions: dict[str, str] = {}  # per role, in a plain format (the reply is the solution)
 
     def __init__(self, instructions: dict[str, str] | None = None):
         unknown = set(instructions or {}) - set(ROLES)
         if unknown:
             raise CopeInputError(f"instructions: unknown role(s) {sorted(unknown)}; roles are {list(ROLES)}")
         self.instructions = {**type(self).instructions, **(instructions or {})}
+        self.overrides = dict(instructions or {})  # the caller's wording wins in every format
 
-    def signature(self, role: str) -> type[dspy.Signature]:
+    def signature(self, role: str, format: str = "chat") -> type[dspy.Signature]:
+        """The role's signature. In a plain format ("plain", "paragraph") an executor has one output,
+        `solution`, the whole reply, and `plain_instructions` (if the task has them) replace `instructions`."""
         sig = _BASE[role]
-        text = self.instructions.get(role)
-        return sig.with_instructions(text) if text else sig
+        plain = format != "chat"
+        text = (self.overrides.get(role) or (plain and self.plain_instructions.get(role))
+                or self.instructions.get(role))
+        sig = sig.with_instructions(text) if text else sig
+        if plain and "answer" in sig.output_fields:
+            sig = sig.delete("answer")
+        return sig
 
     def parse(self, solution: str, answer: str = "") -> str | None:
         """The answer a vote counts, or None to abstain."""
@@ -103,21 +112,26 @@ class ExactMatch(Task):
         "small_executor": "Answer the question, reasoning briefly first and following the plan if one is given.",
         "large_executor": "Answer the question, reasoning briefly first and following the plan if one is given.",
     }
+    plain_instructions = {
+        role: "Answer the question, reasoning briefly first and following the plan if one is given. End with a "
+              "last line of the form 'Answer: <the short answer>'."
+        for role in ("small_executor", "large_executor")
+    }
 
     def __init__(self, choices: list[str] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.choices = {normalize_text(c): c for c in choices} if choices else None
 
-    def signature(self, role: str) -> type[dspy.Signature]:
-        sig = super().signature(role)
-        if role.endswith("executor"):
+    def signature(self, role: str, format: str = "chat") -> type[dspy.Signature]:
+        sig = super().signature(role, format)
+        if role.endswith("executor") and "answer" in sig.output_fields:
             sig = sig.with_updated_fields("solution", desc="brief reasoning").with_updated_fields(
                 "answer", desc="the short final answer only" + (f", one of {list(self.choices.values())}" if self.choices else "")
             )
         return sig
 
     def parse(self, solution: str, answer: str = "") -> str | None:
-        text = (answer or "").strip()
+        text = (answer or "").strip() or answer_line(solution) or ""
         if not text:
             return None
         key = normalize_text(text)

@@ -97,10 +97,10 @@ class Text(Task):
         super().__init__(instructions=instructions)
         self.probe_lms = bool(probe)
 
-    def signature(self, role: str) -> type[dspy.Signature]:
-        sig = super().signature(role)
+    def signature(self, role: str, format: str = "chat") -> type[dspy.Signature]:
+        sig = super().signature(role, format)
         if role.endswith("executor"):
-            sig = sig.delete("answer").with_updated_fields("solution", desc="the complete response to the request")
+            sig = (sig.delete("answer") if "answer" in sig.output_fields else sig).with_updated_fields("solution", desc="the complete response to the request")
         return sig
 
     def parse(self, solution: str, answer: str = "") -> str | None:
