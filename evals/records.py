@@ -67,12 +67,12 @@ class JsonlWriter:
 CUT_OFF_CHECKED = "checked while recording (finish_reason)"
 
 
-def _solve(cascade: Cascade, predictor, role: str, question: str, temperature: float, rollout: int | None):
+def solve_unplanned(cascade: Cascade, predictor, role: str, question: str, temperature: float, rollout: int | None):
     """One unplanned baseline sample, metered like the cascade's own samples."""
     tracker, cut = CostTracker(prices=cascade.prices), CutOff()  # a cut-off reply abstains, as in the cascade
     config = {"temperature": temperature, **({"rollout_id": rollout} if rollout is not None and temperature else {})}
     started = time.perf_counter()
-    with dspy.context(adapter=cascade.adapter, callbacks=[*dspy.settings.callbacks, tracker, cut]), \
+    with dspy.context(adapter=cascade.adapter_for(role), callbacks=[*dspy.settings.callbacks, tracker, cut]), \
             tag(stage=0, role=role):
         try:
             out = predictor(question=question, config=config)
@@ -116,8 +116,9 @@ def record_example(cascade: Cascade, example: dspy.Example, correct: Correct, ba
                               "cut_off": CUT_OFF_CHECKED}
     if baselines:
         question = inputs[cascade.task.input_field]
-        solver = cascade.task.signature("small_executor").delete("plans")
-        small, large = dspy.Predict(solver), dspy.Predict(cascade.task.signature("large_executor").delete("plans"))
+        # the executors' own signatures (their format, and any instructions an optimizer set) without the plan
+        small = dspy.Predict(cascade.small_executor.signature.delete("plans"))
+        large = dspy.Predict(cascade.large_executor.signature.delete("plans"))
         small.set_lm(cascade.small_executor.lm)
         large.set_lm(cascade.large_executor.lm)
         t = cascade.policy.temperatures
@@ -125,7 +126,7 @@ def record_example(cascade: Cascade, example: dspy.Example, correct: Correct, ba
         jobs += [("small_samples", small, "small_executor", t.stage2_executor, i) for i in range(cascade.n)]
         jobs += [("large_greedy", large, "large_executor", 0.0, None)]
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-            futures = [(name, pool.submit(copy_context().run, _solve, cascade, p, role, question, temp, i))
+            futures = [(name, pool.submit(copy_context().run, solve_unplanned, cascade, p, role, question, temp, i))
                        for name, p, role, temp, i in jobs]
             out: dict[str, Any] = {"small_samples": []}
             for name, f in futures:

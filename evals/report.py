@@ -211,10 +211,10 @@ def code_cross_fitted(records: list[dict[str, Any]], run_n: int, large_rows: lis
     return rows, exits, chosen
 
 
-def as_records(records: list[dict[str, Any]], run: dict[str, Any]) -> Records:
+def as_records(records: list[dict[str, Any]], run: dict[str, Any], variant: str = "default") -> Records:
     """The benchmark records' cascade traces in the calibration module's record format."""
-    policy = {"n": run["n"], "stages": [1, 2, 3], "task": "math", "variant": "default"}
-    return Records([{"format": FORMAT, "id": r["id"], "variant": "default", "policy": policy, "inputs": {},
+    policy = {"n": run["n"], "stages": [1, 2, 3], "task": "math", "variant": variant}
+    return Records([{"format": FORMAT, "id": r["id"], "variant": variant, "policy": policy, "inputs": {},
                      "trace": r["cope"]["trace"]} for r in records])
 
 
@@ -230,23 +230,35 @@ FOLDS = 5
 
 def cross_fitted(recs: Records, same) -> tuple[list[dict[str, Any]], dict[int, int], list[dict[str, Any]]]:
     """COPE calibrated without touching the problems it is scored on: each fold is replayed with the
-    setting `calibrate` chose on the other folds (no separate dev recording needed)."""
+    setting `calibrate` chose on the other folds (no separate dev recording needed). Records of several
+    variants (prompt formats or wordings, each recorded on the same problems) are one study: each fold's
+    setting names its variant too, and the fold is replayed from that variant's records. Rows follow the
+    problems' first-recorded order."""
     from cope_dspy.calibrate import calibrate, within_points_of_large
 
-    items = list(recs)
-    rows: list[dict[str, Any]] = [{}] * len(items)
+    ids = list(dict.fromkeys(it["id"] for it in recs))
+    fold_of = {pid: i % FOLDS for i, pid in enumerate(ids)}
+    position = {pid: i for i, pid in enumerate(ids)}
+    several = len(recs.variants) > 1
+    for v in recs.variants:
+        have = {it["id"] for it in recs if it["variant"] == v}
+        if len(have) != len(ids):
+            raise ValueError(f"variant {v!r} holds {len(have)} of the {len(ids)} problems: a variant study needs "
+                             "every variant recorded on the same problems (keep only the common ones)")
+    rows: list[dict[str, Any]] = [{}] * len(ids)
     exits = {1: 0, 2: 0, 3: 0}
     chosen = []
     for fold in range(FOLDS):
-        train = Records([it for i, it in enumerate(items) if i % FOLDS != fold])
-        held = [i for i in range(len(items)) if i % FOLDS == fold]
+        train = Records([it for it in recs if fold_of[it["id"]] != fold])
         cal = calibrate(train, storage="memory", sampler="grid", same=same, constraint=within_points_of_large(1.0))
         p = cal.params
-        chosen.append({k: (round(p[k], 3) if isinstance(p[k], float) else p[k]) for k in ("tau1", "tau2", "n")})
-        fold_rows, fold_exits = cope_rows(Records([items[i] for i in held]), same, tau1=p["tau1"], tau2=p["tau2"],
-                                          n=p["n"])
-        for i, row in zip(held, fold_rows, strict=True):
-            rows[i] = row
+        keys = ("tau1", "tau2", "n", "variant") if several else ("tau1", "tau2", "n")
+        chosen.append({k: (round(p[k], 3) if isinstance(p[k], float) else p[k]) for k in keys})
+        held = [it for it in recs if fold_of[it["id"]] == fold and it["variant"] == p["variant"]]
+        fold_rows, fold_exits = cope_rows(Records(held), same, tau1=p["tau1"], tau2=p["tau2"], n=p["n"],
+                                          variant=p["variant"])
+        for it, row in zip(held, fold_rows, strict=True):
+            rows[position[it["id"]]] = row
         for s in exits:
             exits[s] += fold_exits.get(s, 0)
     return rows, exits, chosen

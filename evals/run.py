@@ -26,8 +26,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_N = 4
 DEFAULT_MAX_TOKENS = {"gsm8k": 320, "math500": 400, "mbpp": 384, "humaneval": 384, "mtbench": 512}
 # What must match for new records to join a folder's old ones (limit and concurrency may change).
-SETTINGS = ("benchmark", "split", "small", "large", "n", "max_tokens", "role_max_tokens", "acceptance", "prices")
+SETTINGS = ("benchmark", "split", "small", "large", "n", "max_tokens", "role_max_tokens", "acceptance", "formats",
+            "prices")
 CODE = ("mbpp", "humaneval")
+# The format each role is asked in when the command line gives none (see `Cascade(formats=...)`).
+DEFAULT_FORMATS = "chat"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="code benchmarks: which tests accept a program at stages 1-2: 'user' (default: the "
                         "tests a user has, MBPP's first assert, HumanEval's docstring examples as doctests) or "
                         "'grading' (every grading test, the first recordings' rule); grading always uses all")
+    p.add_argument("--format", default=None, metavar="NAME|ROLE=NAME,...",
+                   help="the format roles are asked in: chat, plain or paragraph, for every role or per role, e.g. "
+                   f"small_executor=plain,goal_planner=plain (default: {DEFAULT_FORMATS})")
     p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
     p.add_argument("--out", type=Path, default=None, help="result folder (default: derived from the arguments)")
     p.add_argument("--report-only", action="store_true", help="do not record; report what is recorded")
@@ -76,6 +82,24 @@ def parse_role_caps(items: list[str]) -> dict[str, int]:
     return caps
 
 
+def parse_formats(spec: str | None) -> dict[str, str]:
+    """`--format plain` or `--format small_executor=plain,goal_planner=paragraph` -> the roles not in "chat"."""
+    from cope_dspy.plain import check_formats
+    from cope_dspy.tasks import ROLES
+
+    spec = DEFAULT_FORMATS if spec is None else spec
+    formats: str | dict[str, str] = spec.strip()
+    if "=" in spec:
+        formats = {}
+        for item in spec.split(","):
+            role, _, name = item.partition("=")
+            formats[role.strip()] = name.strip()
+    try:
+        return check_formats(formats, ROLES)
+    except ValueError as exc:
+        raise SystemExit(f"cope eval: --format {spec!r}: {exc}") from None
+
+
 def out_dir(args) -> Path:
     if args.out:
         return args.out
@@ -91,9 +115,10 @@ def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:
         return
     old = json.loads(old_path.read_text())
     old.setdefault("role_max_tokens", {})  # runs recorded before the flag existed had no caps
+    old.setdefault("formats", {})  # ... and asked every role in the chat format
     # code runs recorded before the flag existed accepted on the grading tests; other benchmarks have no rule
     old.setdefault("acceptance", "grading" if old.get("benchmark") in CODE else None)
-    meta = {"acceptance": "grading" if meta.get("benchmark") in CODE else None, **meta}
+    meta = {"acceptance": "grading" if meta.get("benchmark") in CODE else None, "formats": {}, **meta}
     diff = [k for k in keys if k in old and old[k] != meta[k]]
     if diff:
         was = ", ".join(f"{k}={old[k]!r}" for k in diff)
@@ -144,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"cope eval: {flag} must be >= 1, got {value}")
     parse_prices(args.price)  # bad prices fail here, before any server starts
     role_caps = parse_role_caps(args.role_max_tokens)
+    formats = parse_formats(args.format)
     bench = get(args.benchmark)
     acceptance = args.acceptance if args.benchmark in CODE else None
     examples = load(args.benchmark, split=args.split, limit=args.limit, acceptance=args.acceptance)
@@ -153,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         settings = {"benchmark": args.benchmark, "split": args.split, "small": args.small, "large": args.large,
                     "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
-                    "acceptance": acceptance}
+                    "acceptance": acceptance, "formats": formats}
         check_same_settings(folder, settings, keys=tuple(settings))  # before any server starts
         with contextlib.ExitStack() as stack:
             # no DSPy cache: a reply replayed from the cache would be billed $0 and timed ~0 s in the records
@@ -161,13 +187,13 @@ def main(argv: list[str] | None = None) -> int:
                                                max_tokens=args.max_tokens)
             meta = {"benchmark": args.benchmark, "split": args.split, "limit": args.limit, "small": args.small,
                     "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
-                    "acceptance": acceptance, "price_note": large.price_note,
+                    "acceptance": acceptance, "formats": formats, "price_note": large.price_note,
                     "prices": {m: list(r) for m, r in prices.overrides.items()} if hasattr(prices, "overrides") else {},
                     "command": "python -m evals.run " + " ".join(argv if argv is not None else os.sys.argv[1:])}
             check_same_settings(folder, meta)  # the prices too (stand-in prices come with the servers)
             meta_path.write_text(json.dumps(meta, indent=2))
             cascade = Cascade(small=small.lm, large=large.lm, task=bench.task(), n=args.n, prices=prices,
-                              max_tokens=role_caps or None)
+                              max_tokens=role_caps or None, formats=formats)
             started = time.perf_counter()
             try:
                 with _sigterm_as_interrupt():

@@ -1,0 +1,110 @@
+"""Prompt variants calibrated with the thresholds: recorded once per variant, replayed, chosen by one study."""
+
+import random
+
+import dspy
+import pytest
+from fakes import ScriptedLM, math_model
+
+from cope_dspy import Cascade, Math, Prices
+from cope_dspy.answers import math_equal
+from cope_dspy.calibrate import Records, calibrate, record, replay, within_points_of_large
+from evals.report import FOLDS, cross_fitted
+
+PRICES = Prices({"scripted/small": (0.5, 1.0), "scripted/large": (5.0, 15.0)})
+
+
+def synthetic(variants: dict[str, float], size: int = 60, n: int = 4, seed: int = 0) -> Records:
+    """Records of several variants on the same problems. A variant's number is how often its small samples
+    are right; wrong ones agree on "3", so a weak variant's stage 1 is often confidently wrong. The large
+    model is right on every problem in every variant: only the small model's prompt differs."""
+    items = []
+    for variant, p_right in variants.items():
+        rng = random.Random(seed)
+
+        def cand(i, p, usd, calls, rng=rng):
+            answer = "7" if rng.random() < p else "3"
+            return {"index": i, "solution": "", "answer": answer, "plans": {}, "error": None, "score": None,
+                    "usage": {"calls": calls, "usd": usd}, "correct": float(answer == "7")}
+
+        for e in range(size):
+            p = min(1.0, p_right * (0.5 + rng.random()))
+            trace = [
+                {"kind": "vote", "stage": 1, "candidates": [cand(i, p, 0.0001, 2) for i in range(n)]},
+                {"kind": "guideline", "stage": 2, "guideline": "G", "usage": {"calls": 1, "usd": 0.001}},
+                {"kind": "vote", "stage": 2, "candidates": [cand(i, min(1.0, p + 0.2), 0.0001, 1) for i in range(n)]},
+                {"kind": "final", "stage": 3, "candidates": [cand(0, 1.0, 0.004, 1)]},
+            ]
+            policy = {"n": n, "stages": [1, 2, 3], "task": "math", "variant": variant}
+            items.append({"format": "cope-dspy/records/1", "id": f"e{e}", "variant": variant, "policy": policy,
+                          "inputs": {}, "trace": trace})
+    return Records(items)
+
+
+@pytest.mark.parametrize("sampler, points", [("grid", 1.0), ("tpe", 5.0)])
+def test_one_study_picks_the_known_best_variant(sampler, points):
+    records = synthetic({"weak": 0.3, "strong": 0.9, "middling": 0.6})
+    cal = calibrate(records, sampler=sampler, n_trials=150, storage="memory", seed=0,
+                    constraint=within_points_of_large(points))
+    assert cal.constraint_met and cal.params["variant"] == "strong"
+    # the choice is the cheapest feasible setting of any variant: no variant alone does better
+    for v in ("weak", "middling"):
+        alone = calibrate(records, sampler="grid", storage="memory", variants=[v],
+                          constraint=within_points_of_large(points))
+        assert alone.result.usd_per_1k > cal.result.usd_per_1k or alone.result.accuracy < cal.result.accuracy
+
+
+def test_cross_fitting_chooses_the_variant_per_fold_and_scores_it_held_out():
+    records = synthetic({"weak": 0.3, "strong": 0.9})
+    rows, exits, chosen = cross_fitted(records, Math().same)
+    assert len(chosen) == FOLDS and {c["variant"] for c in chosen} == {"strong"}
+    strong_rows, _, strong_chosen = cross_fitted(Records([i for i in records if i["variant"] == "strong"]),
+                                                 Math().same)
+    untimed = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731 - NaN != NaN
+    assert untimed(rows) == untimed(strong_rows) and sum(exits.values()) == 60
+    assert all("variant" not in c for c in strong_chosen)  # one variant: the settings read as before
+
+
+def test_variants_must_cover_the_same_problems():
+    records = synthetic({"a": 0.5, "b": 0.5})
+    partial = Records([i for i in records if i["variant"] == "a" or i["id"] != "e0"])
+    with pytest.raises(ValueError, match="same problems"):
+        cross_fitted(partial, Math().same)
+
+
+def test_format_variants_are_recorded_and_replayed_as_live(tmp_path):
+    """The chat and the plain format recorded as two variants of one file; each replays its own live run."""
+    questions = ["q-agree", "q-split", "q-scattered"]
+    script = {"q-agree": ["7"] * 4, "q-split": ["7", "7", "7", "1"], "q-scattered": ["1", "2", "3", "4"]}
+
+    def plain_small():
+        def respond(call):
+            if "math teacher" in call.system:
+                return f"Find the count #{call.rollout_id}"
+            question = call.user.split("\n\n")[0]
+            return f"Working.\n\\boxed{{{script[question][call.rollout_id]}}}"
+
+        return ScriptedLM("scripted/small", respond)
+
+    large = math_model("scripted/large", lambda call: "7")
+    chat_small = math_model("scripted/small", lambda call: script[call.question][call.rollout_id])
+    devset = [dspy.Example(question=q, answer="7").with_inputs("question") for q in questions]
+
+    def metric(example, pred):
+        return pred.answer is not None and math_equal(pred.answer, example.answer)
+
+    cascades = {
+        "chat": Cascade(small=chat_small.lm, large=large.lm, task=Math(), n=4, prices=PRICES),
+        "plain": Cascade(small=plain_small().lm, large=large.lm, task=Math(), n=4, prices=PRICES,
+                         formats={"goal_planner": "plain", "small_executor": "plain"}),
+    }
+    path = tmp_path / "variants.jsonl"
+    for name, cascade in cascades.items():
+        record(cascade, devset, metric, path, variant=name, progress=False)
+    records = Records.load(path)
+    assert records.variants == ["chat", "plain"]
+    for name, cascade in cascades.items():
+        result = replay(records, 0.75, 0.5, variant=name)
+        live = [cascade(question=q) for q in questions]
+        assert [r["stage"] for r in result.per_example] == [p.stage for p in live] == [1, 1, 3]
+        assert [r["answer"] for r in result.per_example] == [p.answer for p in live]
