@@ -1,0 +1,287 @@
+"""`python -m evals.plain_format`: small models in the two-field chat format against plain text, and the
+guideline's length under a few planner wordings (issue 16), on the first GSM8K test problems.
+
+    nice -n 10 python -m evals.plain_format --out evals/results/plain-format
+
+Executors: each model answers the first --limit test problems alone (no plan), greedy, once per executor
+variant (format x wording). Guidelines: the --planner model writes one guideline per problem for the first
+--guideline-limit problems (T=0.8, as in the cascade) in each planner variant; its length is compared with
+the same model's plain-text answer alone on those problems, and a guideline "states the answer" when a
+number in it equals the gold answer. One llama.cpp server at a time, 1 thread, 4 slots. Records go to
+<out>/records.jsonl (resumable: rerun the same command to continue); the summary to <out>/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
+from pathlib import Path
+
+import dspy
+
+from cope_dspy import Cascade, Math
+from cope_dspy.costs import CostTracker, tag
+from cope_dspy.local import LocalServer
+
+from .loaders import load
+from .metrics import gsm8k_match
+from .records import solve_unplanned
+
+QWEN_MATH = "Please reason step by step, and put your final answer within \\boxed{}."
+ONE_SENTENCE = (
+    "You are a math coach. In one sentence, name the strategy that solves the problem: which quantities "
+    "to find and in what order. Do not calculate anything and do not give the answer."
+)
+# name -> (format, instructions or None for the task's own)
+EXECUTORS = {"chat": ("chat", None), "plain": ("plain", None), "plain-qwen": ("plain", QWEN_MATH)}
+PLANNERS = {
+    "chat-today": ("chat", None),
+    "plain-today": ("plain", None),
+    "plain-one-sentence": ("plain", ONE_SENTENCE),
+    "paragraph-one-sentence": ("paragraph", ONE_SENTENCE),
+}
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def _cascade(lm, role: str, variant: tuple[str, str | None]) -> Cascade:
+    fmt, instructions = variant
+    task = Math(instructions={role: instructions} if instructions else None)
+    return Cascade(small=lm, large=lm, task=task, n=1, formats={role: fmt})
+
+
+def _guideline(cascade: Cascade, question: str) -> dict:
+    tracker = CostTracker(prices=cascade.prices)
+    started = time.perf_counter()
+    with (
+        dspy.context(
+            adapter=cascade.adapter_for("guideline_planner"), callbacks=[*dspy.settings.callbacks, tracker]
+        ),
+        tag(stage=2, role="guideline_planner"),
+    ):
+        try:
+            text, error = (
+                cascade.guideline_planner(question=question, config={"temperature": 0.8}).guideline,
+                None,
+            )
+        except Exception as exc:  # noqa: BLE001 - an unreadable guideline is counted, not fatal
+            text, error = None, f"{type(exc).__name__}: {str(exc)[:300]}"
+    return {
+        "guideline": text,
+        "error": error,
+        "usage": tracker.usage().to_dict(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def states_answer(text: str | None, gold: str) -> bool:
+    return any(gsm8k_match(n, gold) for n in _NUMBER.findall(text or ""))
+
+
+def _run(jobs, path: Path, concurrency: int) -> None:
+    lock = threading.Lock()
+
+    def one(job):
+        key, fn = job
+        result = fn()
+        error = (result.get("candidate") or result).get("error") or ""
+        if (
+            "LMTransportError" in error
+        ):  # the server went away (a stop): not a measurement, asked again on resume
+            return
+        line = json.dumps({**key, **result}, ensure_ascii=False) + "\n"
+        with lock, path.open("a", encoding="utf-8") as f:
+            f.write(line)  # one write per line: two processes may append to the same file
+
+    pool = ThreadPoolExecutor(concurrency)
+    try:
+        for f in [pool.submit(copy_context().run, one, job) for job in jobs]:
+            f.result()
+    finally:  # Ctrl-C: calls not started are dropped, those in flight finish and are kept
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _done(path: Path) -> set[tuple]:
+    """Keys already recorded; a torn last line (a run killed mid-write) is recorded again."""
+    done = set()
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else []:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done.add((r["part"], r["model"], r["variant"], r["id"]))
+    return done
+
+
+def record(args, examples) -> None:
+    path = args.out / "records.jsonl"
+    done = _done(path)
+    models = list(dict.fromkeys([*args.models, *([args.planner] if args.planners else [])]))
+    for model in models:
+        jobs = []
+        with LocalServer(model, parallel=args.concurrency, threads=1) as server:
+            lm = server.lm(max_tokens=args.max_tokens, cache=False)
+            if model in args.models:
+                solvers = {}
+                for name in args.executors:
+                    cascade = _cascade(lm, "small_executor", EXECUTORS[name])
+                    solvers[name] = (cascade, dspy.Predict(cascade.small_executor.signature.delete("plans")))
+                    solvers[name][1].set_lm(lm)
+                # problem by problem, every variant in turn: a run cut short still compares them on the same problems
+                for i, ex in enumerate(examples[: args.limit]):
+                    for name, (cascade, predictor) in solvers.items():
+                        key = {"part": "executor", "model": model, "variant": name, "id": ex.id}
+                        if tuple(key.values()) not in done:
+                            jobs.append((i, key, lambda c=cascade, p=predictor, ex=ex: _solve(c, p, ex)))
+            if model == args.planner and args.planners:
+                planners = {name: _cascade(lm, "guideline_planner", PLANNERS[name]) for name in args.planners}
+                for i, ex in enumerate(examples[: args.guideline_limit]):
+                    for name, cascade in planners.items():
+                        key = {"part": "guideline", "model": model, "variant": name, "id": ex.id}
+                        if tuple(key.values()) not in done:
+                            jobs.append((i, key, lambda c=cascade, ex=ex: _plan(c, ex)))
+            print(f"{model}: {len(jobs)} calls to make", flush=True)
+            jobs.sort(key=lambda job: job[0])  # problem by problem, executors and planners alike
+            _run([job[1:] for job in jobs], path, args.concurrency)
+
+
+def _solve(cascade: Cascade, predictor, ex) -> dict:
+    """The model alone, greedy, as the benchmarks' small single / large alone (the same reading rule)."""
+    candidate = solve_unplanned(cascade, predictor, "small_executor", ex.question, 0.0, None)
+    candidate["correct"] = bool(
+        candidate["answer"] is not None and gsm8k_match(candidate["answer"], ex.answer)
+    )
+    return {"candidate": candidate}
+
+
+def _plan(cascade: Cascade, ex) -> dict:
+    out = _guideline(cascade, ex.question)
+    out["states_answer"] = states_answer(out["guideline"], ex.answer)
+    return out
+
+
+def _common(groups: dict[tuple[str, str], list[dict]], model: str) -> set[str]:
+    """The problems every variant of `model` has: variants are compared on the same problems only."""
+    sets = [{x["id"] for x in xs} for (m, _), xs in groups.items() if m == model]
+    return set.intersection(*sets) if sets else set()
+
+
+def summarize(path: Path, executors_shown=tuple(EXECUTORS), planners_shown=tuple(PLANNERS)) -> dict:
+    """Per model, the variants shown, on the problems all of them have (a run cut short compares fairly)."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    executors, planners = {}, {}
+    for r in (r for r in rows if r["part"] == "executor" and r["variant"] in executors_shown):
+        executors.setdefault((r["model"], r["variant"]), []).append({**r["candidate"], "id": r["id"]})
+    for r in (r for r in rows if r["part"] == "guideline" and r["variant"] in planners_shown):
+        planners.setdefault((r["model"], r["variant"]), []).append(r)
+    out = {"executors": [], "guidelines": []}
+    for (model, variant), cands in executors.items():
+        common = _common(executors, model)
+        cands = [c for c in cands if c["id"] in common]
+        correct = sum(c["correct"] for c in cands)
+        out["executors"].append(
+            {
+                "model": model,
+                "variant": variant,
+                "problems": len(cands),
+                "correct": correct,
+                "accuracy": round(correct / len(cands), 3) if cands else None,
+                "cut_off": sum("cut off" in (c.get("error") or "") for c in cands),
+                "no_answer": sum(c["answer"] is None for c in cands),
+                "mean_completion_tokens": round(
+                    statistics.mean(c["usage"]["completion_tokens"] for c in cands), 1
+                )
+                if cands
+                else None,
+            }
+        )
+    for (model, variant), plans in planners.items():
+        common = _common(planners, model)
+        plans = [p for p in plans if p["id"] in common]
+        if not plans:
+            continue
+        tokens = [p["usage"]["completion_tokens"] for p in plans]
+        entry = {
+            "model": model,
+            "variant": variant,
+            "problems": len(plans),
+            "mean_completion_tokens": round(statistics.mean(tokens), 1),
+            "max_completion_tokens": max(tokens),
+            "states_answer": sum(p["states_answer"] for p in plans),
+            "unreadable": sum(p["guideline"] is None for p in plans),
+        }
+        # the share of the same model's answer alone, on the problems both have
+        for v in ("chat", "plain"):
+            answers = {c["id"]: c for c in executors.get((model, v), [])}
+            both = [p for p in plans if p["id"] in answers]
+            if both:
+                plan_tokens = statistics.mean(p["usage"]["completion_tokens"] for p in both)
+                answer_tokens = statistics.mean(answers[p["id"]]["usage"]["completion_tokens"] for p in both)
+                entry[f"share_of_{v}_answer"] = round(plan_tokens / answer_tokens, 3)
+                entry[f"share_problems_{v}"] = len(both)
+        out["guidelines"].append(entry)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evals.plain_format", description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "plain-format")
+    p.add_argument("--models", nargs="+", default=["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
+    p.add_argument("--executors", nargs="*", default=list(EXECUTORS), choices=list(EXECUTORS))
+    p.add_argument("--planner", default="qwen2.5-coder-1.5b")
+    p.add_argument("--planners", nargs="*", default=list(PLANNERS), choices=list(PLANNERS))
+    p.add_argument("--limit", type=int, default=40)
+    p.add_argument("--guideline-limit", type=int, default=20)
+    p.add_argument("--max-tokens", type=int, default=320, help="reply cap (the GSM8K runs' cap)")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (= server slots)")
+    p.add_argument("--summary-only", action="store_true")
+    args = p.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    examples = load("gsm8k", split="test", limit=max(args.limit, args.guideline_limit))
+    if not args.summary_only:
+        record(args, examples)
+    summary = summarize(args.out / "records.jsonl", args.executors, args.planners or tuple(PLANNERS))
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(table(summary))
+    return 0
+
+
+def table(summary: dict) -> str:
+    lines = [
+        "executor alone, greedy: model, variant, correct / problems, cut off at the cap, no answer, "
+        "mean completion tokens"
+    ]
+    for e in sorted(summary["executors"], key=lambda e: (e["model"], e["variant"])):
+        lines.append(
+            f"  {e['model']:20s} {e['variant']:12s} {e['correct']:3d}/{e['problems']:<3d} "
+            f"({e['accuracy']:.0%})  cut {e['cut_off']:2d}  none {e['no_answer']:2d}  "
+            f"tokens {e['mean_completion_tokens']:.0f}"
+        )
+    lines.append(
+        "guideline (T=0.8): model, variant, mean / max completion tokens, share of the same model's "
+        "answer alone (chat, plain), states the gold answer, unreadable"
+    )
+    for g in sorted(summary["guidelines"], key=lambda g: (g["model"], g["variant"])):
+        shares = "  ".join(
+            f"{g[k]:.0%}" if k in g else "-" for k in ("share_of_chat_answer", "share_of_plain_answer")
+        )
+        lines.append(
+            f"  {g['model']:20s} {g['variant']:24s} {g['mean_completion_tokens']:5.0f} / "
+            f"{g['max_completion_tokens']:3d}  share {shares}  states answer {g['states_answer']}/"
+            f"{g['problems']}  unreadable {g['unreadable']}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
