@@ -24,14 +24,16 @@ from .report import FOLDS, as_records, baseline_rows, cross_fitted, summarize
 
 
 def _recording_cost(records: list[dict]) -> dict:
-    """LM calls and recorded job seconds of the cascade's full recording (baselines not included)."""
-    calls = seconds = 0.0
+    """LM calls and recorded job seconds of the cascade's full recording (baselines not included); seconds
+    are None for records made before jobs were timed."""
+    calls, seconds = 0, []
     for r in records:
         for entry in r["cope"]["trace"]:
             jobs = entry.get("candidates") or [entry]
             calls += sum((j.get("usage") or {}).get("calls", 0) for j in jobs)
-            seconds += sum(float((j.get("extra") or {}).get("seconds", j.get("seconds") or 0)) for j in jobs)
-    return {"lm_calls": int(calls), "job_seconds": round(seconds)}
+            seconds += [(j.get("extra") or {}).get("seconds", j.get("seconds")) for j in jobs]
+    timed = [float(s) for s in seconds if s is not None]
+    return {"lm_calls": int(calls), "job_seconds": round(sum(timed)) if timed else None}
 
 
 def main(argv: list[str] | None = None) -> int:
