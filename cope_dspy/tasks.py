@@ -90,6 +90,14 @@ class Math(Task):
     symbolically with math-verify so that 0.5, 1/2 and \\frac{1}{2} vote together."""
 
     name = "math"
+    # In a plain format the guideline is asked for in one sentence with no calculation: asked for "one or two
+    # sentences", the 1.5B stand-in wrote a worked solution that stated the answer (evals/README, "Plain text").
+    plain_instructions = {
+        "guideline_planner": (
+            "You are a math coach. In one sentence, name the strategy that solves the problem: which quantities "
+            "to find and in what order. Do not calculate anything and do not give the answer."
+        )
+    }
 
     def parse(self, solution: str, answer: str = "") -> str | None:
         return extract_math_answer(solution, answer)

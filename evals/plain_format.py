@@ -28,23 +28,20 @@ import dspy
 from cope_dspy import Cascade, Math
 from cope_dspy.costs import CostTracker, tag
 from cope_dspy.local import LocalServer
+from cope_dspy.signatures import PlanGuideline
 
 from .loaders import load
 from .metrics import gsm8k_match
 from .records import solve_unplanned
 
 QWEN_MATH = "Please reason step by step, and put your final answer within \\boxed{}."
-ONE_SENTENCE = (
-    "You are a math coach. In one sentence, name the strategy that solves the problem: which quantities "
-    "to find and in what order. Do not calculate anything and do not give the answer."
-)
 # name -> (format, instructions or None for the task's own)
 EXECUTORS = {"chat": ("chat", None), "plain": ("plain", None), "plain-qwen": ("plain", QWEN_MATH)}
 PLANNERS = {
     "chat-today": ("chat", None),
-    "plain-today": ("plain", None),
-    "plain-one-sentence": ("plain", ONE_SENTENCE),
-    "paragraph-one-sentence": ("paragraph", ONE_SENTENCE),
+    "plain-today": ("plain", PlanGuideline.instructions),
+    "plain-one-sentence": ("plain", None),  # Math's own plain wording: one sentence, no calculation
+    "paragraph-one-sentence": ("paragraph", None),
 }
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
