@@ -30,9 +30,9 @@ USERS = ("examples", "scripts")  # code that may import anything, but is held to
 # fmt: off
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("errors", "redact", "prices", "costs", "ledger", "models", "local", "sandbox", "sandbox_child",
-                "answers", "objective", "policy", "adapter", "role", "billing", "failures")),
+                "answers", "objective", "adapter", "plain", "role", "billing", "failures")),
     ("signatures", ("signatures",)),
-    ("tasks/consensus", ("consensus", "tasks", "code", "text")),
+    ("tasks/consensus", ("consensus", "tasks", "code", "text", "policy")),  # policy reads the tasks' ROLES
     ("cascade", ("cascade", "records", "pair")),
     ("calibrate/cli/evals", ("__init__", "calibrate", "cli", "server")),  # and every evals module
 ]
