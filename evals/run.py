@@ -4,6 +4,7 @@
     python -m evals.run gsm8k --small ollama_chat/qwen2.5:1.5b --large openai/gpt-4o-mini
     python -m evals.run gsm8k --limit 100 --report-only        # re-derive the report from the records
     python -m evals.run mtbench --max-tokens 1024              # judged pairwise vs large alone (--judge)
+    python -m evals.run twc --limit 20                         # agent mode: evals/agent_run.py
 
 Records go to evals/results/<benchmark>-<small>+<large>-<date>/records.jsonl (resumable: rerun the same
 command to continue); the report (summary.json, table.md, plot.png) is written next to them.
@@ -25,6 +26,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # benchmark. Both match the committed local-pair runs (evals/README.md), so a default run is comparable.
 DEFAULT_N = 4
 DEFAULT_MAX_TOKENS = {"gsm8k": 320, "math500": 400, "mbpp": 384, "humaneval": 384, "mtbench": 512}
+AGENT_GAMES = ("twc", "cookingworld")
 # What must match for new records to join a folder's old ones (limit and concurrency may change).
 SETTINGS = ("benchmark", "split", "small", "large", "n", "max_tokens", "role_max_tokens", "acceptance", "prices")
 CODE = ("mbpp", "humaneval")
@@ -105,7 +107,7 @@ def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
+def sigterm_as_interrupt():
     """`kill PID` stops a recording the way Ctrl-C does (in-flight problems are finished and kept)."""
     import signal
     import threading
@@ -135,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     from .loaders import load
     from .records import record_all
 
+    argv = list(os.sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in AGENT_GAMES:  # text games: each method plays its own episodes (evals/agent_run.py)
+        from .agent_run import main as play_games
+
+        return play_games(argv)
     args = build_parser().parse_args(argv)
     args.n = DEFAULT_N if args.n is None else args.n
     args.max_tokens = DEFAULT_MAX_TOKENS[args.benchmark] if args.max_tokens is None else args.max_tokens
@@ -170,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                               max_tokens=role_caps or None)
             started = time.perf_counter()
             try:
-                with _sigterm_as_interrupt():
+                with sigterm_as_interrupt():
                     record_all(cascade, examples, bench.correct, folder / "records.jsonl",
                                concurrency=args.concurrency, progress=not args.no_progress, accept=bench.accept)
             except KeyboardInterrupt:
