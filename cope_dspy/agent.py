@@ -57,9 +57,11 @@ def render_state(
     valid_actions: Sequence[str],
     *,
     omitted: int = 0,
+    details: str = "",
 ) -> str:
     """The question a step asks: the game's task, the steps shown (action, what the game answered), the
-    current observation and the valid actions. `omitted` earlier steps are left out, and the text says so."""
+    current observation (and `details` such as the room and inventory) and the valid actions. `omitted`
+    earlier steps are left out, and the text says so."""
     lines = [f"Task: {task.strip()}", ""]
     if omitted:
         lines += [
@@ -70,7 +72,10 @@ def render_state(
         first = omitted + 1
         lines += [f"{first + i}. > {action}\n{reply.strip()}" for i, (action, reply) in enumerate(history)]
         lines += [""]
-    lines += [f"Current observation: {observation.strip()}", "", "Valid actions:"]
+    lines += [f"Current observation: {observation.strip()}", ""]
+    if details.strip():
+        lines += [details.strip(), ""]
+    lines += ["Valid actions:"]
     lines += [f"- {a}" for a in valid_actions]
     return "\n".join(lines)
 

@@ -32,6 +32,9 @@ class Observation:
     done: bool = False  # the game ended: solved, or failed for good
     success: bool = False
     score: float = 0.0
+    # where the agent is and what it carries (TextWorld-Express: the room's description and the inventory),
+    # shown for the current step only: the observation after "take apple" is just "You take the apple."
+    details: str = ""
 
 
 class Environment(Protocol):
@@ -124,7 +127,12 @@ def play(
     while not obs.done and len(steps) < max_steps:
         recent = shown[len(shown) - history :] if history else []
         question = render_state(
-            obs.task, recent, obs.text, obs.valid_actions, omitted=len(shown) - len(recent)
+            obs.task,
+            recent,
+            obs.text,
+            obs.valid_actions,
+            omitted=len(shown) - len(recent),
+            details=obs.details,
         )
         pred = ask(question=question, valid_actions=list(obs.valid_actions))
         action = match_action(pred.answer, obs.valid_actions)

@@ -98,4 +98,5 @@ def _observation(text: str, infos: dict) -> Observation:
         done=success or failure,
         success=success,
         score=float(infos["score"]),
+        details=f"Around you: {infos['look'].strip()}\n{infos['inventory'].strip()}",
     )

@@ -160,6 +160,8 @@ def test_the_step_state_lists_valid_actions_and_says_what_is_omitted():
     assert "4. > look around\nA kitchen." in text and "5. > take apple\nTaken." in text
     assert text.endswith("Valid actions:\n- open fridge\n- eat apple")
     assert "omitted" not in render_state(TASK, [], "Start.", ["open fridge"])
+    with_details = render_state(TASK, [], "Taken.", ["open fridge"], details="Inventory: an apple")
+    assert "Current observation: Taken.\n\nInventory: an apple\n\nValid actions:" in with_details
 
 
 def test_act_checks_the_valid_actions_before_any_call():
