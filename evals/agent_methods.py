@@ -10,7 +10,7 @@ from typing import Any
 
 import dspy
 
-from cope_dspy import Cascade
+from cope_dspy import Cascade, LargeModelError
 from cope_dspy.cascade import CutOff
 from cope_dspy.consensus import Candidate
 from cope_dspy.costs import CostTracker, Usage, tag
@@ -89,10 +89,33 @@ def _prediction(answer, stage, confidence, candidates: list[Candidate]) -> dspy.
     )
 
 
+def cope_step(cascade: Cascade):
+    """The cascade as a step policy. A large-model failure (`LargeModelError`: an unreadable reply after its
+    retry) ends the step with no action, as a failed large-alone call does, instead of the whole recording;
+    the error and the cost of every call the step made are kept."""
+
+    def step(question: str, valid_actions: list[str]) -> dspy.Prediction:
+        tracker = CostTracker(prices=cascade.prices)
+        with dspy.context(callbacks=[*dspy.settings.callbacks, tracker]):
+            try:
+                return cascade(question=question, valid_actions=valid_actions)
+            except LargeModelError as exc:
+                error = str(exc)
+        return dspy.Prediction(
+            answer=None,
+            stage=3,
+            confidence=None,
+            cost=tracker.usage(),
+            trace=[{"kind": "error", "error": error}],
+        )
+
+    return step
+
+
 def policy(method: str, cascade: Cascade):
-    """The step policy of `method`; "COPE" is the cascade itself."""
+    """The step policy of `method`."""
     if method == "COPE":
-        return cascade
+        return cope_step(cascade)
     p = Proposals(cascade)
     n = cascade.n
 

@@ -331,3 +331,17 @@ def test_harness_plays_each_method_on_each_seed_resumes_and_reports(tmp_path):
     assert m["COPE"]["success_rate"] == 1 and m["COPE"]["usd_per_episode"] == 0
     assert m["COPE"]["step_exits"] == {"1": 3, "2": 0, "3": 0} and m["COPE"]["cost_vs_large"] == -1
     assert "| COPE | 100% (" in md and (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_large_model_failure_in_cope_wastes_the_step_and_keeps_its_cost():
+    from evals.agent_methods import policy
+
+    cascade, small, large = make(lambda c: ["take apple", "open fridge", "look around", "nap"][c.rollout_id])
+    large.respond = lambda call: "[[ ## completed ## ]]" if call.role == "execute" else reply(guideline="Go.")
+    result = play(policy("COPE", cascade), Game(), max_steps=1)
+    (step,) = result.steps
+    assert (step.action, step.valid, step.stage) == ("", False, 3)
+    assert "large model failed in its large_executor call" in step.trace[0]["error"]
+    assert step.usage.usd == pytest.approx(
+        2 * CALL_USD
+    )  # the guideline and the unreadable action, both billed
