@@ -250,6 +250,8 @@ def summarize(method: str, episodes: list[dict[str, Any]], large_usd: float | No
 
 
 def write_report(folder: Path) -> str:
+    if not (folder / "run.json").exists():
+        return f"nothing recorded in {folder} yet (no run.json): run the command without --report-only first"
     run = json.loads((folder / "run.json").read_text())
     records = list(load_records(folder / "records.jsonl").values())
     rows, seeds = method_rows(records, run["methods"])
