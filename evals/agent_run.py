@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import queue
+import shlex
 import sys
 import threading
 import time
@@ -126,7 +127,7 @@ def record(args, methods: list[str], folder: Path, argv: list[str]) -> int:
             "prices": {m: list(r) for m, r in prices.overrides.items()}
             if hasattr(prices, "overrides")
             else {},
-            "command": "python -m evals.run " + " ".join(argv),
+            "command": "python -m evals.run " + shlex.join(argv),
         }
         check_same_settings(folder, meta, keys=SETTINGS)
         (folder / "run.json").write_text(json.dumps(meta, indent=2))
