@@ -161,6 +161,8 @@ def play_all(todo, policies, envs: queue.Queue, path: Path, args) -> None:
     lock, abandoned = threading.Lock(), threading.Event()
 
     def one(seed: int, method: str) -> None:
+        if f"{method}/{seed}" in load_records(path):  # recorded meanwhile (another run into the same folder)
+            return
         env = envs.get()
         try:
             started = time.perf_counter()
