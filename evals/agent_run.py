@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from .agent_methods import METHODS
+from .folders import AGENT_GAMES, RESULTS, check_same_settings, sigterm_as_interrupt
 from .metrics import bootstrap_mean_ci, wilson_interval
 from .records import load_records
 from .report import plot
-from .run import AGENT_GAMES, RESULTS, check_same_settings, sigterm_as_interrupt
 
 SETTINGS = (
     "benchmark",

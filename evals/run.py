@@ -19,17 +19,20 @@ import json
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from .folders import (  # noqa: F401 (SETTINGS and RESULTS: read from here by other modules and tests)
+    AGENT_GAMES,
+    CODE,
+    RESULTS,
+    SETTINGS,
+    check_same_settings,
+    sigterm_as_interrupt,
+)
 
 # Samples per stage and reply caps when the command line gives none. n = 4, not the paper's 8: on a laptop's
 # CPU the embedded pair records a problem in ~2 min at n = 4; the caps fit one worked answer on each
 # benchmark. Both match the committed local-pair runs (evals/README.md), so a default run is comparable.
 DEFAULT_N = 4
 DEFAULT_MAX_TOKENS = {"gsm8k": 320, "math500": 400, "mbpp": 384, "humaneval": 384, "mtbench": 512}
-AGENT_GAMES = ("twc", "cookingworld")
-# What must match for new records to join a folder's old ones (limit and concurrency may change).
-SETTINGS = ("benchmark", "split", "small", "large", "n", "max_tokens", "role_max_tokens", "acceptance", "prices")
-CODE = ("mbpp", "humaneval")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,47 +86,6 @@ def out_dir(args) -> Path:
         return args.out
     short = lambda s: s.split("/")[-1].replace(":", "-")  # noqa: E731
     return RESULTS / f"{args.benchmark}-{short(args.small)}+{short(args.large)}-{datetime.date.today():%Y-%m-%d}"
-
-
-def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:
-    """Refuse to add records to a folder whose records were made with other settings (one table, one setting)."""
-    old_path = folder / "run.json"
-    records = folder / "records.jsonl"
-    if not old_path.exists() or not records.exists() or records.stat().st_size == 0:
-        return
-    old = json.loads(old_path.read_text())
-    old.setdefault("role_max_tokens", {})  # runs recorded before the flag existed had no caps
-    # code runs recorded before the flag existed accepted on the grading tests; other benchmarks have no rule
-    old.setdefault("acceptance", "grading" if old.get("benchmark") in CODE else None)
-    meta = {"acceptance": "grading" if meta.get("benchmark") in CODE else None, **meta}
-    diff = [k for k in keys if k in old and old[k] != meta[k]]
-    if diff:
-        was = ", ".join(f"{k}={old[k]!r}" for k in diff)
-        now = ", ".join(f"{k}={meta[k]!r}" for k in diff)
-        raise SystemExit(
-            f"cope eval: {records} holds records made with {was}; this run asks {now}. One report over two "
-            f"settings would mix them: rerun with the recorded settings ({old.get('command', 'see run.json')}) "
-            f"or give --out a new folder.")
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """`kill PID` stops a recording the way Ctrl-C does (in-flight problems are finished and kept)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,8 +32,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("errors", "redact", "prices", "costs", "ledger", "models", "local", "sandbox", "sandbox_child",
                 "answers", "objective", "policy", "adapter", "role", "billing", "failures")),
     ("signatures", ("signatures",)),
-    ("tasks/consensus", ("consensus", "tasks", "code", "text")),
-    ("cascade", ("cascade", "records", "pair")),
+    ("tasks/consensus", ("consensus", "tasks", "code", "text", "agent")),
+    ("cascade", ("cascade", "records", "pair", "episode", "textworld")),
     ("calibrate/cli/evals", ("__init__", "calibrate", "cli", "server")),  # and every evals module
 ]
 # fmt: on
