@@ -227,6 +227,14 @@ def method_rows(records: list[dict[str, Any]], methods: list[str]) -> tuple[dict
     return {m: [by[(m, s)] for s in seeds] for m in methods}, seeds
 
 
+def progress(records: list[dict[str, Any]], methods: list[str]) -> str:
+    """Episodes recorded per method (solved ones in brackets), whether or not every method has played their seeds."""
+    done = {m: [r for r in records if r["method"] == m] for m in methods}
+    return ", ".join(
+        f"{m} {len(eps)} ({sum(bool(e['success']) for e in eps)} solved)" for m, eps in done.items()
+    )
+
+
 def summarize(method: str, episodes: list[dict[str, Any]], large_usd: float | None) -> dict[str, Any]:
     k, n = sum(bool(e["success"]) for e in episodes), len(episodes)
     lo, hi = wilson_interval(k, n)
@@ -259,12 +267,15 @@ def write_report(folder: Path) -> str:
     records = list(load_records(folder / "records.jsonl").values())
     rows, seeds = method_rows(records, run["methods"])
     if not seeds:
-        return f"no seed played by every method yet in {folder}"
+        md = f"No seed played by every method yet; recorded so far: {progress(records, run['methods'])}.\n"
+        (folder / "table.md").write_text(md)
+        return md
     large = rows.get("large alone")
     large_usd = float(np.mean([e["usage"]["usd"] for e in large])) if large else None
     table = [summarize(m, eps, large_usd) for m, eps in rows.items()]
     summary = {
         "run": run,
+        "progress": progress(records, run["methods"]),
         "seeds": seeds,
         "episodes_recorded": len(records),
         "methods": table,
@@ -328,8 +339,8 @@ def markdown(summary: dict[str, Any]) -> str:
         "large model (stage 1 / 3 = small / large decided). Small majority votes n samples at temperature 0.8; "
         "small alone and large alone answer greedily. A proposal that is not a valid action abstains from a vote; "
         "an action sent that is not valid is a wasted step (counted in 'invalid actions').",
-        f"- Episodes recorded: {summary['episodes_recorded']}; the table holds the {len(summary['seeds'])} seeds "
-        "every method has played.",
+        f"- Episodes recorded: {summary['episodes_recorded']} ({summary['progress']}); the table holds the "
+        f"{len(summary['seeds'])} seeds every method has played.",
         "",
     ]
     return "\n".join(lines)

@@ -330,6 +330,11 @@ def test_harness_plays_each_method_on_each_seed_resumes_and_reports(tmp_path):
     # COPE: stage 1 (planned, agrees) every step: solved for free
     assert m["COPE"]["success_rate"] == 1 and m["COPE"]["usd_per_episode"] == 0
     assert m["COPE"]["step_exits"] == {"1": 3, "2": 0, "3": 0} and m["COPE"]["cost_vs_large"] == -1
+    assert (
+        "(small alone 1 (0 solved), small majority 1 (0 solved), large alone 1 (1 solved), MoT-style 1 (1 "
+        in md
+    )
+    assert "COPE 2 (2 solved)); the table holds the 1 seeds every method has played" in md
     assert "| COPE | 100% (" in md and (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
 
