@@ -275,6 +275,7 @@ def write_report(folder: Path) -> str:
     table = [summarize(m, eps, large_usd) for m, eps in rows.items()]
     summary = {
         "run": run,
+        "metric": "success rate",
         "progress": progress(records, run["methods"]),
         "seeds": seeds,
         "episodes_recorded": len(records),

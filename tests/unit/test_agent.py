@@ -319,7 +319,9 @@ def test_harness_plays_each_method_on_each_seed_resumes_and_reports(tmp_path):
     )
     md = write_report(tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["seeds"] == [1] and summary["episodes_recorded"] == 6
+    assert (
+        summary["seeds"] == [1] and summary["episodes_recorded"] == 6 and summary["metric"] == "success rate"
+    )
     m = {row["method"]: row for row in summary["methods"]}
     assert m["small alone"]["success_rate"] == 0 and m["small alone"]["steps_mean"] == 5  # "look around" x5
     assert m["small majority"]["success_rate"] == 0
