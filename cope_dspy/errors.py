@@ -36,3 +36,7 @@ class SmallModelError(CopeError):
 
 class SmallModelFailing(SmallModelError):
     """Too many of the small model's recent samples failed (the cascade's run-level `FailureGuard`)."""
+
+
+class EnvironmentUnavailable(CopeError):
+    """A game environment for agent mode cannot start (package or Java runtime missing, bad game settings)."""

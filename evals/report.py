@@ -715,7 +715,9 @@ def _latency_cell(m: dict[str, Any]) -> str:
     return f"{m['seconds_mean']:.0f} / {m['seconds_median']:.0f}"
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
+def plot(summary: dict[str, Any], path: Path, *, x_key: str = "usd_per_1k", y_key: str = "accuracy",
+         xlabel: str = "API cost, USD per 1,000 problems", title: str | None = None) -> None:
+    """Each method's score (`y_key`, with its `<y_key>_ci95`) against its cost (`x_key`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -723,15 +725,16 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for m in summary["methods"]:
-        x, y = m["usd_per_1k"], 100 * m["accuracy"]
-        lo, hi = (100 * v for v in m["accuracy_ci95"])
+        x, y = m[x_key], 100 * m[y_key]
+        lo, hi = (100 * v for v in m[f"{y_key}_ci95"])
         marker = "*" if m["method"].startswith("COPE") else "o"
         ax.errorbar(x, y, yerr=[[y - lo], [hi - y]], fmt=marker, capsize=3, markersize=9 if marker == "*" else 6,
                     label=m["method"])
     run = summary["run"]
-    ax.set_xlabel("API cost, USD per 1,000 problems")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{summary.get('metric', 'accuracy')} (%), 95% CI")
-    ax.set_title(f"{run['benchmark']}: {run['small']} + {run['large']} ({summary['problems']} problems)")
+    ax.set_title(title or f"{run['benchmark']}: {run['small']} + {run['large']} ({summary['problems']} problems)",
+                 fontsize=9 if title else None)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()

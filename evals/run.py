@@ -4,6 +4,7 @@
     python -m evals.run gsm8k --small ollama_chat/qwen2.5:1.5b --large openai/gpt-4o-mini
     python -m evals.run gsm8k --limit 100 --report-only        # re-derive the report from the records
     python -m evals.run mtbench --max-tokens 1024              # judged pairwise vs large alone (--judge)
+    python -m evals.run twc --limit 20                         # agent mode: evals/agent_run.py
 
 Records go to evals/results/<benchmark>-<small>+<large>-<date>/records.jsonl (resumable: rerun the same
 command to continue); the report (summary.json, table.md, plot.png) is written next to them.
@@ -18,17 +19,20 @@ import json
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from .folders import (  # noqa: F401 (SETTINGS and RESULTS: read from here by other modules and tests)
+    AGENT_GAMES,
+    CODE,
+    RESULTS,
+    SETTINGS,
+    check_same_settings,
+    sigterm_as_interrupt,
+)
 
 # Samples per stage and reply caps when the command line gives none. n = 4, not the paper's 8: on a laptop's
 # CPU the embedded pair records a problem in ~2 min at n = 4; the caps fit one worked answer on each
 # benchmark. Both match the committed local-pair runs (evals/README.md), so a default run is comparable.
 DEFAULT_N = 4
 DEFAULT_MAX_TOKENS = {"gsm8k": 320, "math500": 400, "mbpp": 384, "humaneval": 384, "mtbench": 512}
-# What must match for new records to join a folder's old ones (limit and concurrency may change).
-SETTINGS = ("benchmark", "split", "small", "large", "n", "max_tokens", "role_max_tokens", "acceptance", "formats",
-            "prices")
-CODE = ("mbpp", "humaneval")
 # The format each role is asked in when the command line gives none (see `Cascade(formats=...)`): plain text,
 # the paper's prompt style. In the two-field chat format the 0.5B small model scored 5% alone on GSM8K and its
 # "large" partner's guideline cost ~200 tokens, as much as an answer (evals/README, "Plain-text format").
@@ -109,48 +113,6 @@ def out_dir(args) -> Path:
     return RESULTS / f"{args.benchmark}-{short(args.small)}+{short(args.large)}-{datetime.date.today():%Y-%m-%d}"
 
 
-def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:
-    """Refuse to add records to a folder whose records were made with other settings (one table, one setting)."""
-    old_path = folder / "run.json"
-    records = folder / "records.jsonl"
-    if not old_path.exists() or not records.exists() or records.stat().st_size == 0:
-        return
-    old = json.loads(old_path.read_text())
-    old.setdefault("role_max_tokens", {})  # runs recorded before the flag existed had no caps
-    old.setdefault("formats", {})  # ... and asked every role in the chat format
-    # code runs recorded before the flag existed accepted on the grading tests; other benchmarks have no rule
-    old.setdefault("acceptance", "grading" if old.get("benchmark") in CODE else None)
-    meta = {"acceptance": "grading" if meta.get("benchmark") in CODE else None, "formats": {}, **meta}
-    diff = [k for k in keys if k in old and old[k] != meta[k]]
-    if diff:
-        was = ", ".join(f"{k}={old[k]!r}" for k in diff)
-        now = ", ".join(f"{k}={meta[k]!r}" for k in diff)
-        raise SystemExit(
-            f"cope eval: {records} holds records made with {was}; this run asks {now}. One report over two "
-            f"settings would mix them: rerun with the recorded settings ({old.get('command', 'see run.json')}) "
-            f"or give --out a new folder.")
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """`kill PID` stops a recording the way Ctrl-C does (in-flight problems are finished and kept)."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -162,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     from .loaders import load
     from .records import record_all
 
+    argv = list(os.sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in AGENT_GAMES:  # text games: each method plays its own episodes (evals/agent_run.py)
+        from .agent_run import main as play_games
+
+        return play_games(argv)
     args = build_parser().parse_args(argv)
     args.n = DEFAULT_N if args.n is None else args.n
     args.max_tokens = DEFAULT_MAX_TOKENS[args.benchmark] if args.max_tokens is None else args.max_tokens
@@ -198,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                               max_tokens=role_caps or None, formats=formats)
             started = time.perf_counter()
             try:
-                with _sigterm_as_interrupt():
+                with sigterm_as_interrupt():
                     record_all(cascade, examples, bench.correct, folder / "records.jsonl",
                                concurrency=args.concurrency, progress=not args.no_progress, accept=bench.accept)
             except KeyboardInterrupt:

@@ -32,8 +32,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("errors", "redact", "prices", "costs", "ledger", "models", "local", "sandbox", "sandbox_child",
                 "answers", "objective", "adapter", "plain", "role", "billing", "failures")),
     ("signatures", ("signatures",)),
-    ("tasks/consensus", ("consensus", "tasks", "code", "text", "policy")),  # policy reads the tasks' ROLES
-    ("cascade", ("cascade", "records", "pair")),
+    # policy reads the tasks' ROLES (per-role formats)
+    ("tasks/consensus", ("consensus", "tasks", "code", "text", "policy", "agent")),
+    ("cascade", ("cascade", "records", "pair", "episode", "textworld")),
     ("calibrate/cli/evals", ("__init__", "calibrate", "cli", "server")),  # and every evals module
 ]
 # fmt: on

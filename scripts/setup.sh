@@ -100,6 +100,20 @@ else
     step "PostgreSQL: not found and no apt-get; the tests marked 'postgres' will be skipped"
 fi
 
+# 6. Java for TextWorld-Express (agent mode: its game engine is a Java program inside the wheel).
+#    Installed only when no `java` is on PATH: Debian's default-jre-headless.
+if command -v java >/dev/null 2>&1; then
+    step "Java: present ($(java -version 2>&1 | head -n 1))"
+elif command -v apt-get >/dev/null 2>&1; then
+    step "Java: installing Debian's default-jre-headless (TextWorld-Express runs on it)"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends default-jre-headless
+else
+    step "Java: not found and no apt-get; install a Java runtime for the agent tests (TextWorld-Express)"
+fi
+
 step "done in ${SECONDS} s; environment: $(dirname "$(dirname "$PY")")"
 echo "Tests:   bash scripts/test.sh            (python -m pytest in that environment; arguments go to pytest)"
 echo "Use it:  source $(dirname "$PY")/activate, then for example: cope serve --model smollm2-135m"

@@ -1,0 +1,347 @@
+"""`cope eval twc` / `cope eval cookingworld`: every method plays its own TextWorld-Express episodes on the
+same fixed test seeds, one action a step; then success, cost, steps and stage exits are reported.
+
+    python -m evals.run twc --limit 20 --params numLocations=1,numItemsToPutAway=2
+    python -m evals.run twc --limit 20 --params numLocations=1,numItemsToPutAway=2 --report-only
+
+Episodes change with the actions taken, so nothing is shared between methods: each (method, seed) is one
+episode, one line of records.jsonl (resumable: rerun the same command; `kill PID` or Ctrl-C finishes the
+episodes in flight and stops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import queue
+import shlex
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextvars import copy_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .agent_methods import METHODS
+from .folders import AGENT_GAMES, RESULTS, check_same_settings, sigterm_as_interrupt
+from .metrics import bootstrap_mean_ci, wilson_interval
+from .records import load_records
+from .report import plot
+
+SETTINGS = (
+    "benchmark",
+    "params",
+    "fold",
+    "small",
+    "large",
+    "n",
+    "max_tokens",
+    "max_steps",
+    "history",
+    "prices",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cope eval", description=__doc__.split("\n")[0])
+    p.add_argument("benchmark", choices=AGENT_GAMES)
+    p.add_argument(
+        "--params",
+        default="",
+        help='the game\'s generation settings, e.g. "numLocations=1,numItemsToPutAway=2" '
+        "(default: TextWorld-Express's own)",
+    )
+    p.add_argument("--fold", default="test", choices=["train", "dev", "test"])
+    p.add_argument("--limit", type=int, default=20, help="the fold's first N seeds")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {list(METHODS)}")
+    p.add_argument("--small", default="qwen2.5-coder-0.5b")
+    p.add_argument("--large", default="qwen2.5-coder-1.5b")
+    p.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT")
+    p.add_argument("--n", type=int, default=4, help="proposals per stage and for the majority vote")
+    p.add_argument("--max-tokens", type=int, default=128, help="reply cap (an action, a goal or a guideline)")
+    p.add_argument("--max-steps", type=int, default=20, help="actions per episode before it ends unsolved")
+    p.add_argument("--history", type=int, default=5, help="past steps shown in a step's prompt")
+    p.add_argument("--concurrency", type=int, default=2, help="episodes played at once")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--report-only", action="store_true")
+    return p
+
+
+def out_dir(args) -> Path:
+    if args.out:
+        return args.out
+    short = lambda s: s.split("/")[-1].replace(":", "-")  # noqa: E731
+    params = "-" + args.params.replace("=", "").replace(",", "-") if args.params else ""
+    return RESULTS / f"{args.benchmark}{params}-{short(args.small)}+{short(args.large)}-n{args.n}"
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    args = build_parser().parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(methods) - set(METHODS)
+    if unknown or not methods:
+        raise SystemExit(f"cope eval: --methods: unknown {sorted(unknown)}; choose from {list(METHODS)}")
+    for flag in ("limit", "n", "max_tokens", "max_steps", "concurrency"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"cope eval: --{flag.replace('_', '-')} must be >= 1")
+    folder = out_dir(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        code = record(args, methods, folder, argv)
+        if code:
+            return code
+    print(write_report(folder))
+    return 0
+
+
+def record(args, methods: list[str], folder: Path, argv: list[str]) -> int:
+    from cope_dspy import Cascade
+    from cope_dspy.agent import Act
+    from cope_dspy.pair import open_models, parse_prices
+    from cope_dspy.textworld import TextWorldExpress
+
+    from .agent_methods import policy
+
+    settings = {k: getattr(args, k) for k in SETTINGS if k != "prices"}
+    check_same_settings(folder, settings, keys=tuple(settings))
+    with contextlib.ExitStack() as stack:
+        envs: queue.Queue = queue.Queue()
+        for _ in range(args.concurrency):
+            envs.put(stack.enter_context(TextWorldExpress(args.benchmark, args.params, args.fold)))
+        seeds = envs.queue[0].seeds()[: args.limit]
+        small, large, prices = open_models(
+            stack, args.small, args.large, parse_prices(args.price), cache=False, max_tokens=args.max_tokens
+        )
+        meta = {
+            **settings,
+            "limit": args.limit,
+            "methods": methods,
+            "seeds": seeds,
+            "price_note": large.price_note,
+            "prices": {m: list(r) for m, r in prices.overrides.items()}
+            if hasattr(prices, "overrides")
+            else {},
+            "command": "python -m evals.run " + shlex.join(argv),
+        }
+        check_same_settings(folder, meta, keys=SETTINGS)
+        (folder / "run.json").write_text(json.dumps(meta, indent=2))
+        cascade = Cascade(small=small.lm, large=large.lm, task=Act(), n=args.n, prices=prices)
+        policies = {m: policy(m, cascade) for m in methods}
+        path = folder / "records.jsonl"
+        done = load_records(path)
+        # seed by seed, every method: a recording stopped early still compares methods on the same seeds
+        todo = [(seed, m) for seed in seeds for m in methods if f"{m}/{seed}" not in done]
+        started = time.perf_counter()
+        try:
+            with sigterm_as_interrupt():
+                play_all(todo, policies, envs, path, args)
+        except KeyboardInterrupt:
+            print(
+                f"stopped after {time.perf_counter() - started:.0f}s; episodes so far in {path}. Rerun the same "
+                "command to resume, or add --report-only to report what is recorded.",
+                file=sys.stderr,
+            )
+            return 130
+        print(f"recorded in {time.perf_counter() - started:.0f}s -> {path}")
+    return 0
+
+
+def play_all(todo, policies, envs: queue.Queue, path: Path, args) -> None:
+    """Play every (seed, method) episode, `args.concurrency` at once, one line each. An interrupt stops
+    taking new episodes and finishes those in flight (their steps are already paid for); a second one
+    abandons them, unwritten."""
+    from cope_dspy.episode import play
+
+    lock, abandoned = threading.Lock(), threading.Event()
+
+    def one(seed: int, method: str) -> None:
+        if f"{method}/{seed}" in load_records(path):  # recorded meanwhile (another run into the same folder)
+            return
+        env = envs.get()
+        try:
+            started = time.perf_counter()
+            result = play(policies[method], env, seed=seed, max_steps=args.max_steps, history=args.history)
+            seconds = time.perf_counter() - started
+            gold = len(env.gold_actions())
+        finally:
+            envs.put(env)
+        if abandoned.is_set():
+            return
+        line = {
+            "id": f"{method}/{seed}",
+            "method": method,
+            "seed": seed,
+            "gold_steps": gold,
+            "seconds": round(seconds, 3),
+            **result.to_dict(),
+        }
+        with lock, path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        print(
+            f"{method} seed {seed}: {result.end} in {len(result.steps)} steps, {seconds:.0f}s, "
+            f"${result.usage.usd:.6f}",
+            flush=True,
+        )
+
+    pool = ThreadPoolExecutor(max_workers=args.concurrency)
+    futures = []
+    try:
+        try:
+            futures = [pool.submit(copy_context().run, one, seed, m) for seed, m in todo]
+            for f in futures:
+                f.result()
+        except KeyboardInterrupt:
+            for f in futures:
+                f.cancel()
+            print(
+                f"\ninterrupted: finishing the {sum(f.running() for f in futures)} episode(s) in flight (Ctrl-C "
+                "again abandons them); rerun the same command to resume.",
+                file=sys.stderr,
+                flush=True,
+            )
+            try:
+                wait(futures)
+            except KeyboardInterrupt:
+                abandoned.set()
+            raise
+    finally:
+        pool.shutdown(wait=not abandoned.is_set(), cancel_futures=True)
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def method_rows(records: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str, list[dict]], list[int]]:
+    """Per method, its episodes on the seeds every method has played (a stopped recording compares methods
+    on the same games only)."""
+    by = {(r["method"], r["seed"]): r for r in records}
+    seeds = sorted({r["seed"] for r in records if all((m, r["seed"]) in by for m in methods)})
+    return {m: [by[(m, s)] for s in seeds] for m in methods}, seeds
+
+
+def progress(records: list[dict[str, Any]], methods: list[str]) -> str:
+    """Episodes recorded per method (solved ones in brackets), whether or not every method has played their seeds."""
+    done = {m: [r for r in records if r["method"] == m] for m in methods}
+    return ", ".join(
+        f"{m} {len(eps)} ({sum(bool(e['success']) for e in eps)} solved)" for m, eps in done.items()
+    )
+
+
+def summarize(method: str, episodes: list[dict[str, Any]], large_usd: float | None) -> dict[str, Any]:
+    k, n = sum(bool(e["success"]) for e in episodes), len(episodes)
+    lo, hi = wilson_interval(k, n)
+    usd = [e["usage"]["usd"] for e in episodes]
+    clo, chi = bootstrap_mean_ci(usd)
+    steps = [s for e in episodes for s in e["steps"]]
+    exits = {str(s): sum(st["stage"] == s for st in steps) for s in (1, 2, 3)}
+    mean = float(np.mean(usd))
+    return {
+        "method": method,
+        "episodes": n,
+        "success_rate": k / n,
+        "success_rate_ci95": [lo, hi],
+        "usd_per_episode": mean,
+        "usd_per_episode_ci95": [clo, chi],
+        "cost_vs_large": (mean / large_usd - 1) if large_usd else None,
+        "steps_mean": float(np.mean([e["n_steps"] for e in episodes])),
+        "steps_mean_solved": float(np.mean([e["n_steps"] for e in episodes if e["success"]])) if k else None,
+        "calls_per_episode": float(np.mean([e["usage"]["calls"] for e in episodes])),
+        "invalid_action_rate": float(np.mean([not s["valid"] for s in steps])) if steps else 0.0,
+        "step_exits": exits if any(st["stage"] for st in steps) else {},
+        "seconds_per_episode": float(np.mean([e["seconds"] for e in episodes])),
+    }
+
+
+def write_report(folder: Path) -> str:
+    if not (folder / "run.json").exists():
+        return f"nothing recorded in {folder} yet (no run.json): run the command without --report-only first"
+    run = json.loads((folder / "run.json").read_text())
+    records = list(load_records(folder / "records.jsonl").values())
+    rows, seeds = method_rows(records, run["methods"])
+    if not seeds:
+        md = f"No seed played by every method yet; recorded so far: {progress(records, run['methods'])}.\n"
+        (folder / "table.md").write_text(md)
+        return md
+    large = rows.get("large alone")
+    large_usd = float(np.mean([e["usage"]["usd"] for e in large])) if large else None
+    table = [summarize(m, eps, large_usd) for m, eps in rows.items()]
+    summary = {
+        "run": run,
+        "metric": "success rate",
+        "progress": progress(records, run["methods"]),
+        "seeds": seeds,
+        "episodes_recorded": len(records),
+        "methods": table,
+        "gold_steps_mean": float(
+            np.mean([rows[run["methods"][0]][i]["gold_steps"] for i in range(len(seeds))])
+        ),
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    md = markdown(summary)
+    (folder / "table.md").write_text(md)
+    run_title = (
+        f"{run['benchmark']} {run['params']}: {run['small']} + {run['large']} ({len(seeds)} episodes each)"
+    )
+    plot(
+        summary,
+        folder / "plot.png",
+        x_key="usd_per_episode",
+        y_key="success_rate",
+        xlabel="API cost, USD per episode",
+        title=run_title,
+    )
+    return md
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    run = summary["run"]
+    params = run["params"] or "TextWorld-Express defaults"
+    lines = [
+        f"# {run['benchmark']} ({params}; {run['fold']} seeds, {len(summary['seeds'])} episodes per method): "
+        f"small = {run['small']}, large = {run['large']}, n = {run['n']}",
+        "",
+        f"Command: `{run['command']}`",
+        "",
+        f"Each method plays its own episode on each seed, at most {run['max_steps']} actions, the last "
+        f"{run['history']} steps shown in each step's prompt. The game's own solution takes "
+        f"{summary['gold_steps_mean']:.1f} actions on average on these seeds.",
+        "",
+    ]
+    if run.get("price_note"):
+        lines += [f"Prices: {run['price_note']}.", ""]
+    lines += [
+        "| method | success (95% CI) | API $ per episode (95% CI) | cost vs large alone | steps (solved) | "
+        "calls / episode | invalid actions | steps decided at stage 1 / 2 / 3 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in summary["methods"]:
+        lo, hi = m["success_rate_ci95"]
+        clo, chi = m["usd_per_episode_ci95"]
+        vs = "" if m["cost_vs_large"] is None else f"{100 * m['cost_vs_large']:+.0f}%"
+        solved = "" if m["steps_mean_solved"] is None else f" ({m['steps_mean_solved']:.1f})"
+        exits = " / ".join(str(m["step_exits"].get(str(s), 0)) for s in (1, 2, 3)) if m["step_exits"] else ""
+        lines.append(
+            f"| {m['method']} | {100 * m['success_rate']:.0f}% ({100 * lo:.0f}-{100 * hi:.0f}) | "
+            f"{m['usd_per_episode']:.6f} ({clo:.6f}-{chi:.6f}) | {vs} | {m['steps_mean']:.1f}{solved} | "
+            f"{m['calls_per_episode']:.1f} | {100 * m['invalid_action_rate']:.0f}% | {exits} |"
+        )
+    lines += [
+        "",
+        "- COPE: the three stages at every step (small goal for the step, large guideline, large action), "
+        "tau1 = 0.75, tau2 = 0.5; MoT-style: the small model's n-sample majority if it agrees >= 0.75, else the "
+        "large model (stage 1 / 3 = small / large decided). Small majority votes n samples at temperature 0.8; "
+        "small alone and large alone answer greedily. A proposal that is not a valid action abstains from a vote; "
+        "an action sent that is not valid is a wasted step (counted in 'invalid actions').",
+        f"- Episodes recorded: {summary['episodes_recorded']} ({summary['progress']}); the table holds the "
+        f"{len(summary['seeds'])} seeds every method has played.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""A benchmark's result folder: where it goes, one setting per folder, and stopping a recording with SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# What must match for new records to join a folder's old ones (limit and concurrency may change).
+SETTINGS = (
+    "benchmark",
+    "split",
+    "small",
+    "large",
+    "n",
+    "max_tokens",
+    "role_max_tokens",
+    "acceptance",
+    "formats",
+    "prices",
+)
+CODE = ("mbpp", "humaneval")
+AGENT_GAMES = ("twc", "cookingworld")  # text games: evals/agent_run.py plays them
+
+
+def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:
+    """Refuse to add records to a folder whose records were made with other settings (one table, one setting)."""
+    old_path = folder / "run.json"
+    records = folder / "records.jsonl"
+    if not old_path.exists() or not records.exists() or records.stat().st_size == 0:
+        return
+    old = json.loads(old_path.read_text())
+    old.setdefault("role_max_tokens", {})  # runs recorded before the flag existed had no caps
+    old.setdefault("formats", {})  # ... and asked every role in the chat format
+    # code runs recorded before the flag existed accepted on the grading tests; other benchmarks have no rule
+    old.setdefault("acceptance", "grading" if old.get("benchmark") in CODE else None)
+    meta = {"acceptance": "grading" if meta.get("benchmark") in CODE else None, "formats": {}, **meta}
+    diff = [k for k in keys if k in old and old[k] != meta[k]]
+    if diff:
+        was = ", ".join(f"{k}={old[k]!r}" for k in diff)
+        now = ", ".join(f"{k}={meta[k]!r}" for k in diff)
+        raise SystemExit(
+            f"cope eval: {records} holds records made with {was}; this run asks {now}. One report over two "
+            f"settings would mix them: rerun with the recorded settings ({old.get('command', 'see run.json')}) "
+            f"or give --out a new folder."
+        )
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """`kill PID` stops a recording the way Ctrl-C does (in-flight problems are finished and kept)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
