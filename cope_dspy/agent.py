@@ -103,24 +103,26 @@ class Act(Task):
         "large_executor": _ACT,
     }
 
-    def signature(self, role: str) -> type[dspy.Signature]:
+    def signature(self, role: str, format: str = "chat") -> type[dspy.Signature]:
         sig = (
             super()
-            .signature(role)
+            .signature(role, format)
             .with_updated_fields(
                 "question",
                 desc="the game's task, the steps so far, the current observation and the valid actions",
             )
         )
-        if role.endswith("executor"):  # an action needs no worked solution: one short field, a short reply
-            sig = sig.delete("solution").with_updated_fields(
-                "answer", desc="exactly one action from the valid actions, copied word for word"
-            )
+        action = "exactly one action from the valid actions, copied word for word"
+        if role.endswith("executor") and "answer" in sig.output_fields:  # chat: one short field, a short reply
+            sig = sig.delete("solution").with_updated_fields("answer", desc=action)
+        elif role.endswith("executor"):  # a plain format: the whole reply is the action
+            sig = sig.with_updated_fields("solution", desc=action)
         return sig
 
     def parse(self, solution: str, answer: str = "") -> str | None:
-        """The action as written; `ActionVote` matches it to a valid action (it sees the valid actions)."""
-        text = (answer or "").strip()
+        """The action as written (the answer field, or a plain reply's first line); `ActionVote` matches it
+        to a valid action (it sees the valid actions)."""
+        text = (answer or "").strip() or (solution or "").strip()
         return text.splitlines()[0].strip() if text else None
 
     def consensus(self) -> ActionVote:

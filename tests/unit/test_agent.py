@@ -352,3 +352,12 @@ def test_a_large_model_failure_in_cope_wastes_the_step_and_keeps_its_cost():
     assert step.usage.usd == pytest.approx(
         2 * CALL_USD
     )  # the guideline and the unreadable action, both billed
+
+
+def test_in_a_plain_format_the_whole_reply_is_the_action():
+    """`Cascade(formats="plain")` asks executors for one text output: the action is its first line."""
+    act = Act()
+    assert list(act.signature("small_executor", "plain").output_fields) == ["solution"]
+    assert list(act.signature("small_executor", "chat").output_fields) == ["answer"]
+    assert act.parse("take apple\n(the task says to put it away)", "") == "take apple"
+    assert act.parse("", "") is None
