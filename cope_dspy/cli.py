@@ -12,6 +12,7 @@ cope serve --cascade --small S --large L     # COPE itself as an OpenAI-compatib
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import time
@@ -346,10 +347,18 @@ def _rest(p: argparse.ArgumentParser) -> None:
 
 @command("eval", "run a benchmark: record every model's samples once, report every method", _rest)
 def eval_cmd(args: argparse.Namespace) -> int:
-    from evals.run import main as run_eval
-
+    # The library never imports its benchmark harness: the command loads it by name when it is installed.
+    try:
+        harness = importlib.import_module("evals.run")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("evals", "evals.run"):
+            raise
+        print("cope eval: the benchmark harness (the `evals` package) is not installed here; it ships with the "
+              "cope-dspy repository: clone it and run `pip install -e .` there (or `bash scripts/setup.sh`).",
+              file=sys.stderr)
+        return 2
     _quiet_litellm()
-    return run_eval(args.args)
+    return harness.main(args.args)
 
 
 @command("calibrate", "choose tau1, tau2 and n on your dev set by replaying recorded traces (Optuna)", _rest)

@@ -44,8 +44,6 @@ ALLOWED: dict[str, str] = {
     # costs.CostTracker opens a Ledger lazily while ledger reads costs' records: issue 15 makes the
     # record type a leaf both use.
     "cycle: cope_dspy.costs, cope_dspy.ledger": "issue 15",
-    # `cope eval` imports the harness; issue 15: load evals only when present and say how to get it.
-    "evals: cope_dspy.cli -> evals.run": "issue 15",
     # issue 15: one public helper (or the cascade owns the lookup) instead of costs' private one.
     "private: cope_dspy.cascade uses cope_dspy.costs._find_entry": "issue 15",
     # issue 15: Budget's completion estimate becomes public in prices (or moves to costs).

@@ -33,3 +33,12 @@ def test_names_it_can_open_pass(name):
 def test_the_check_is_a_cope_input_error_in_the_library():
     with pytest.raises(CopeInputError, match="provider prefix"):
         check_model_name("gpt4-typo-without-provider")
+
+
+def test_cope_eval_without_the_harness_says_how_to_get_it(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "evals", None)  # as if only the library were installed
+    monkeypatch.setitem(sys.modules, "evals.run", None)
+    assert main(["eval", "gsm8k", "--limit", "1"]) == 2
+    assert "pip install -e ." in capsys.readouterr().err
