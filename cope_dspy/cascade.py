@@ -3,22 +3,18 @@ large plans and executes), escalating only when a stage is not confident enough.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
 import time
 import warnings
-from collections.abc import Callable, Generator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dspy
-from dspy.utils.callback import BaseCallback
 from dspy.utils.exceptions import AdapterParseError, is_retryable_lm_error
 
+from . import runner
 from .adapter import LenientChatAdapter
 from .consensus import Candidate, Decision
-from .costs import Budget, CostTracker, Prices, Tag, _find_entry, current_tag, tag
+from .costs import Budget, CostTracker, Prices, tag
 from .errors import BudgetExceeded, CopeError, CopeInputError, LargeModelError
 from .failures import FailureGuard, check_guard, small_model_failed
 from .plain import adapter_for
@@ -27,13 +23,6 @@ from .redact import redact
 from .role import Role
 from .signatures import format_plans
 from .tasks import Math, Task
-
-
-class Job:
-    """One unit of concurrent work (a sample, or a plan): a sync and an async way to run it."""
-
-    def __init__(self, run: Callable[[], Any], arun: Callable[[], Any]):
-        self.run, self.arun = run, arun
 
 
 class Cascade(dspy.Module):
@@ -185,24 +174,27 @@ class Cascade(dspy.Module):
     # ---------------------------------------------------------------- entry points
 
     def forward(self, **inputs) -> dspy.Prediction:
-        protocol, tracker = self._begin(inputs, full=False)
+        tracker = self._begin(inputs)
         with self._context(tracker):
-            return self._finish(_drive(protocol, self._run_wave), tracker)
+            return self._finish(runner.run(self._protocol(inputs, tracker), self._prepare, self.max_concurrency),
+                                tracker)
 
     async def aforward(self, **inputs) -> dspy.Prediction:
-        protocol, tracker = self._begin(inputs, full=False)
+        tracker = self._begin(inputs)
         with self._context(tracker):
-            return self._finish(await _adrive(protocol, self._arun_wave), tracker)
+            return self._finish(await runner.arun(self._protocol(inputs, tracker), self._prepare,
+                                                  self.max_concurrency), tracker)
 
     def record(self, **inputs) -> dspy.Prediction:
         """Run every stage in full (all n samples of stages 1 and 2, then stage 3) whatever the votes say.
         The prediction is the one a live run without early stopping returns; the trace holds everything,
         with each sample's cost: what calibration replays offline."""
-        protocol, tracker = self._begin(inputs, full=True)
+        tracker = self._begin(inputs)
         with self._context(tracker):
-            return self._finish(_drive(protocol, self._run_wave), tracker)
+            return self._finish(runner.run(self._protocol(inputs, tracker, full=True), self._prepare,
+                                           self.max_concurrency), tracker)
 
-    def _begin(self, inputs: dict[str, Any], full: bool):
+    def _begin(self, inputs: dict[str, Any]) -> CostTracker:
         self.task.check_inputs(inputs)
         for role in _roles(self.policy.stages):
             predictor = getattr(self, role)
@@ -221,7 +213,7 @@ class Cascade(dspy.Module):
                     f"the cascade has no {which} model for its {role}: pass Cascade({which}=dspy.LM(...)), "
                     f"cascade.load(path, {which}=dspy.LM(...)) or dspy.configure(lm=...)"
                 )
-        return self._protocol(inputs, full), CostTracker(prices=self.prices, budget=self.budget)
+        return CostTracker(prices=self.prices, budget=self.budget)
 
     @contextlib.contextmanager
     def _context(self, tracker: CostTracker):
@@ -245,9 +237,9 @@ class Cascade(dspy.Module):
 
     # ---------------------------------------------------------------- the protocol
 
-    def _protocol(self, inputs: dict[str, Any], full: bool) -> Generator[list[Job], list[Any], dspy.Prediction]:
-        """The cascade as a generator: it yields waves of jobs and receives their results, so the same
-        logic runs under threads (`forward`) and asyncio (`aforward`). `full` records every stage."""
+    def _protocol(self, inputs: dict[str, Any], tracker: CostTracker, full: bool = False) -> runner.Protocol:
+        """The paper's three stages, top to bottom. Yields waves of jobs for `runner` and receives their
+        results. `full` records every stage whatever the votes say."""
         p = self.policy
         question = inputs[self.task.input_field]
         trace: list[dict[str, Any]] = []
@@ -256,7 +248,7 @@ class Cascade(dspy.Module):
         last: Decision | None = None
         try:
             if 1 in p.stages:
-                last = yield from self._vote(1, p.tau1, inputs, full, lambda i: self._stage1_job(question, i))
+                last = yield from self._vote(1, p.tau1, inputs, full, tracker, lambda i: self._stage1(question, i))
                 goal = _goal_behind(last)
                 trace.append(_stage_record(1, p.tau1, last))
                 if last.accepted or p.stages[-1] == 1:
@@ -264,11 +256,14 @@ class Cascade(dspy.Module):
                     if not full or p.stages[-1] == 1:
                         return result
             if 2 in p.stages or 3 in p.stages:
-                ((guideline, guideline_usage, seconds),) = yield [self._guideline_job(question, stage=2 if 2 in p.stages else 3)]
-                trace.append({"kind": "guideline", "stage": 2 if 2 in p.stages else 3, "guideline": guideline,
-                              "usage": guideline_usage, "seconds": seconds})
+                stage = 2 if 2 in p.stages else 3
+                ((guideline, usage, seconds),) = yield [self._metered(self._guideline(question, stage), tracker,
+                                                                      stage=stage, role="guideline_planner")]
+                trace.append({"kind": "guideline", "stage": stage, "guideline": guideline, "usage": usage,
+                              "seconds": seconds})
             if 2 in p.stages:
-                d = yield from self._vote(2, p.tau2, inputs, full, lambda i: self._stage2_job(question, goal, guideline, i))
+                d = yield from self._vote(2, p.tau2, inputs, full, tracker,
+                                          lambda i: self._stage2(question, goal, guideline, i))
                 trace.append(_stage_record(2, p.tau2, d))
                 if result is None:
                     last = d
@@ -276,7 +271,7 @@ class Cascade(dspy.Module):
                         result = _prediction(d, 2, trace, goal, guideline)
                 if result is not None and (not full or p.stages[-1] == 2):
                     return result
-            (final,) = yield [self._stage3_job(question, guideline)]
+            (final,) = yield [self._metered(self._stage3(question, guideline), tracker, stage=3, sample=0)]
             # a reply with no readable answer (cut off, wrong format) is kept, raw, but never accepted
             trace.append({"kind": "final", "stage": 3, "accepted": final.answer is not None, "answer": final.answer,
                           "candidates": [final.to_dict()]})
@@ -292,12 +287,13 @@ class Cascade(dspy.Module):
             fallback.budget_limited = True
             return fallback
 
-    def _vote(self, stage: int, tau: float, inputs, full: bool, make_job):
+    def _vote(self, stage: int, tau: float, inputs, full: bool, tracker: CostTracker, sample):
         """Draw samples in waves until the stage's ballot is decided (all n when recording)."""
         ballot = self.task.consensus().ballot(self.policy.n, tau, self.task.same, inputs, early_stop=self.early_stop and not full)
         drawn = 0
         while k := ballot.wave():
-            ballot.add((yield [make_job(i) for i in range(drawn, drawn + k)]))
+            ballot.add((yield [self._metered(self._abstaining(sample(i), i), tracker, stage=stage, sample=i)
+                               for i in range(drawn, drawn + k)]))
             drawn += k
         decision = ballot.decision()
         if decision.candidates and all(c.error for c in decision.candidates):
@@ -309,103 +305,86 @@ class Cascade(dspy.Module):
             )
         return decision
 
-    # ---------------------------------------------------------------- jobs (one sample or plan each)
+    # ---------------------------------------------------------------- jobs: one sample or plan each
 
-    def _stage1_job(self, question: str, i: int) -> Job:
+    def _stage1(self, question: str, i: int) -> runner.Job:
         t = self.policy.temperatures
-        goal_args = (self.goal_planner, 1, "goal_planner", t.goal, i)
-        exec_args = (self.small_executor, 1, "small_executor", t.stage1_executor, i)
+        goal = (yield self._ask("goal_planner", 1, i, t.goal, question=question)).goal
+        out = yield self._ask("small_executor", 1, i, t.stage1_executor, question=question,
+                              plans=format_plans(goal=goal))
+        return self._candidate(i, out, goal=goal)
 
-        def run():
-            goal = self._call(*goal_args, question=question).goal
-            out = self._call(*exec_args, question=question, plans=format_plans(goal=goal))
-            return self._candidate(i, out, goal=goal)
+    def _stage2(self, question: str, goal: str | None, guideline: str, i: int) -> runner.Job:
+        out = yield self._ask("small_executor", 2, i, self.policy.temperatures.stage2_executor, question=question,
+                              plans=format_plans(goal, guideline))
+        return self._candidate(i, out, goal, guideline)
 
-        async def arun():
-            goal = (await self._acall(*goal_args, question=question)).goal
-            out = await self._acall(*exec_args, question=question, plans=format_plans(goal=goal))
-            return self._candidate(i, out, goal=goal)
-
-        return self._sample(i, run, arun)
-
-    def _stage2_job(self, question: str, goal: str | None, guideline: str, i: int) -> Job:
-        args = (self.small_executor, 2, "small_executor", self.policy.temperatures.stage2_executor, i)
-        plans = format_plans(goal, guideline)
-        return self._sample(
-            i,
-            lambda: self._candidate(i, self._call(*args, question=question, plans=plans), goal, guideline),
-            lambda: _then(self._acall(*args, question=question, plans=plans),
-                          lambda out: self._candidate(i, out, goal, guideline)),
-        )
-
-    def _guideline_job(self, question: str, stage: int) -> Job:
+    def _guideline(self, question: str, stage: int) -> runner.Job:
         """The large model's guideline. A sampled guideline whose reply holds nothing readable (empty, or only
         blank lines and format markers) is asked for once more, a fresh sample with its own cache entry,
         both calls counted; a second unreadable reply raises LargeModelError, as any other failure does."""
         t = self.policy.temperatures.guideline
+        try:
+            return (yield self._ask("guideline_planner", stage, None, t, question=question)).guideline
+        except LargeModelError as exc:
+            _ask_again_or_raise(exc, t)
+        return (yield self._ask("guideline_planner", stage, None, t, rollout=1, question=question)).guideline
 
-        def args(attempt: int):
-            return (self.guideline_planner, stage, "guideline_planner", t, attempt or None)
+    def _stage3(self, question: str, guideline: str | None) -> runner.Job:
+        out = yield self._ask("large_executor", 3, 0, self.policy.temperatures.large_executor, rollout=None,
+                              question=question, plans=format_plans(guideline=guideline))
+        return self._candidate(0, out, guideline=guideline)
 
-        def run():
-            try:
-                return self._call(*args(0), question=question).guideline
-            except LargeModelError as exc:
-                _ask_again_or_raise(exc, t)
-            return self._call(*args(1), question=question).guideline
-
-        async def arun():
-            try:
-                return (await self._acall(*args(0), question=question)).guideline
-            except LargeModelError as exc:
-                _ask_again_or_raise(exc, t)
-            return (await self._acall(*args(1), question=question)).guideline
-
-        return Job(run, arun)
-
-    def _stage3_job(self, question: str, guideline: str | None) -> Job:
-        args = (self.large_executor, 3, "large_executor", self.policy.temperatures.large_executor, None)
-        plans = format_plans(guideline=guideline)
-        return Job(
-            lambda: self._candidate(0, self._call(*args, question=question, plans=plans), guideline=guideline),
-            lambda: _then(self._acall(*args, question=question, plans=plans),
-                          lambda out: self._candidate(0, out, guideline=guideline)),
-        )
-
-    def _sample(self, i: int, run, arun) -> Job:
+    def _abstaining(self, job: runner.Job, i: int) -> runner.Job:
         """A small-model sample: if its calls fail (server error, unparseable reply) it abstains, with the
         error kept in the trace. Our own errors (bad input, budget) still propagate, and so does a small
         model that cannot be used at all, or one the guard stops (`cope_dspy.failures`)."""
-
-        def abstain(exc: Exception) -> Candidate:
-            if isinstance(exc, CopeError):
-                raise exc
+        try:
+            return (yield from job)
+        except CopeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - see docstring
             small_model_failed(exc, self.small_executor.lm or dspy.settings.lm, self.guard)
             return Candidate(index=i, answer=None, error=redact(f"{type(exc).__name__}: {exc}"))
 
-        def safe_run():
-            try:
-                return run()
-            except Exception as exc:  # noqa: BLE001 - see docstring
-                return abstain(exc)
-
-        async def safe_arun():
-            try:
-                return await arun()
-            except Exception as exc:  # noqa: BLE001 - see docstring
-                return abstain(exc)
-
-        return Job(safe_run, safe_arun)
+    def _metered(self, job: runner.Job, tracker: CostTracker, **where) -> runner.Job:
+        """A job with its cost (its calls in the run's tracker: those tagged `where`, a stage and a sample or
+        role) and its wall-clock seconds; an executor's reply cut off at max_tokens holds no final answer,
+        so its candidate abstains."""
+        started = time.perf_counter()
+        result = yield from job
+        seconds = round(time.perf_counter() - started, 3)
+        usage = tracker.usage(**where).to_dict()
+        if not isinstance(result, Candidate):
+            return result, usage, seconds  # a plan: (text, usage, seconds)
+        if any(r.cut for r in tracker.select(**where) if r.role in _EXECUTORS):
+            result.cut_off()
+        result.usage = usage
+        result.extra["seconds"] = seconds
+        return result
 
     # ---------------------------------------------------------------- one LM call
 
-    def _config(self, role: str, temperature: float, rollout: int | None) -> dict[str, Any]:
-        config: dict[str, Any] = {**self.task.lm_config(role), "temperature": temperature}
-        if role in self.role_max_tokens:
-            config["max_tokens"] = self.role_max_tokens[role]
-        if rollout is not None and temperature > 0:
-            config["rollout_id"] = rollout  # a distinct cache entry per sample; a rerun still hits the cache
-        return config
+    def _ask(self, role: str, stage: int, sample: int | None, temperature: float, *,
+             rollout: int | None | str = "sample", **inputs) -> runner.Call:
+        return runner.Call(role, stage, sample, temperature, inputs, sample if rollout == "sample" else rollout)
+
+    def _prepare(self, call: runner.Call):
+        """What `runner` needs to make a call: the role's predictor, its arguments, and the context it runs
+        in (stage/role/sample tags for the tracker, the role's adapter, the budget, large-model errors)."""
+        predictor = getattr(self, call.role)
+        config: dict[str, Any] = {**self.task.lm_config(call.role), "temperature": call.temperature}
+        if call.role in self.role_max_tokens:
+            config["max_tokens"] = self.role_max_tokens[call.role]
+        if call.rollout is not None and call.temperature > 0:
+            config["rollout_id"] = call.rollout  # a distinct cache entry per sample; a rerun still hits the cache
+        return predictor, {**call.inputs, "config": config}, self._calling(call, predictor)
+
+    @contextlib.contextmanager
+    def _calling(self, call: runner.Call, predictor):
+        with tag(stage=call.stage, role=call.role, sample=call.sample), _large_errors(call.role, predictor), \
+                self._budget_guard(predictor, call.role, call.inputs), dspy.context(adapter=self.adapter_for(call.role)):
+            yield
 
     def _budget_guard(self, predictor, role: str, kwargs):
         """Hold the estimated cost of a paid call against the budget while it runs (refused if it would
@@ -417,16 +396,6 @@ class Cascade(dspy.Module):
         cap = self.role_max_tokens.get(role, lm.kwargs.get("max_tokens"))
         return self.budget.reserve(lm.model, messages, cap, api_base=lm.kwargs.get("api_base"))
 
-    def _call(self, predictor, stage: int, role: str, temperature: float, rollout: int | None, **kwargs):
-        with tag(stage=stage, role=role), _large_errors(role, predictor), self._budget_guard(predictor, role, kwargs), \
-                dspy.context(adapter=self.adapter_for(role)):
-            return predictor(**kwargs, config=self._config(role, temperature, rollout))
-
-    async def _acall(self, predictor, stage: int, role: str, temperature: float, rollout: int | None, **kwargs):
-        with tag(stage=stage, role=role), _large_errors(role, predictor), self._budget_guard(predictor, role, kwargs), \
-                dspy.context(adapter=self.adapter_for(role)):
-            return await predictor.acall(**kwargs, config=self._config(role, temperature, rollout))
-
     def _candidate(self, i: int, out, goal: str | None = None, guideline: str | None = None) -> Candidate:
         solution, answer = getattr(out, "solution", "") or "", getattr(out, "answer", "") or ""
         return Candidate(
@@ -434,43 +403,12 @@ class Cascade(dspy.Module):
             score=self.task.score(out), extra={"raw_answer": answer} if answer else {},
         )
 
-    # ---------------------------------------------------------------- running a wave
-
-    def _run_wave(self, jobs: list[Job]) -> list[Any]:
-        if len(jobs) == 1:
-            return [self._metered(jobs[0].run)]
-        workers = min(len(jobs), self.max_concurrency or len(jobs))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cope") as pool:
-            futures = [pool.submit(contextvars.copy_context().run, self._metered, job.run) for job in jobs]
-            return [f.result() for f in futures]
-
-    async def _arun_wave(self, jobs: list[Job]) -> list[Any]:
-        gate = asyncio.Semaphore(self.max_concurrency or len(jobs))
-
-        async def run(job):
-            async with gate:
-                return await self._ametered(job.arun)
-
-        return list(await asyncio.gather(*(run(job) for job in jobs)))
-
-    def _metered(self, run):
-        """Run one job under its own tracker: each sample's and plan's cost goes into the trace."""
-        tracker, cut = CostTracker(prices=self.prices), CutOff()
-        with dspy.context(callbacks=[*dspy.settings.callbacks, tracker, cut]):
-            started = time.perf_counter()
-            return _with_usage(cut.mark(run()), tracker, time.perf_counter() - started)
-
-    async def _ametered(self, arun):
-        tracker, cut = CostTracker(prices=self.prices), CutOff()
-        with dspy.context(callbacks=[*dspy.settings.callbacks, tracker, cut]):
-            started = time.perf_counter()
-            return _with_usage(cut.mark(await arun()), tracker, time.perf_counter() - started)
-
 
 # -------------------------------------------------------------------- helpers
 
 _SMALL_ROLES = ("goal_planner", "small_executor")
 _LARGE_ROLES = ("guideline_planner", "large_executor")
+_EXECUTORS = ("small_executor", "large_executor")
 
 
 def _roles(stages: tuple[int, ...]) -> list[str]:
@@ -526,77 +464,6 @@ def _describe(exc: Exception) -> str:
         fields = ", ".join(exc.signature.output_fields)
         return f"its reply was empty, no {fields}" if not reply.strip() else f"no {fields} could be read from {shown}"
     return (str(exc).strip().splitlines() or [""])[0][:500]
-
-
-class CutOff(BaseCallback):
-    """Watches one job's executor calls (the benchmark baselines use it too, so every method reads replies
-    by one rule): a reply cut off at max_tokens (finish_reason "length") holds no
-    final answer, even when a number can be read from it, so `mark` makes that candidate abstain."""
-
-    def __init__(self):
-        self.pending: dict[str, Any] = {}
-        self.cut = False
-
-    def on_lm_start(self, call_id, instance, inputs):
-        if (current_tag.get() or Tag()).role in ("small_executor", "large_executor"):
-            self.pending[call_id] = instance
-
-    def on_lm_end(self, call_id, outputs, exception=None):
-        instance = self.pending.pop(call_id, None)
-        response = (_find_entry(instance, outputs) or {}).get("response") if instance is not None else None
-        for r in response if isinstance(response, (list, tuple)) else [response]:
-            reasons = [getattr(r, "finish_reason", None)]  # native engine: one Response
-            reasons += [getattr(c, "finish_reason", None) for c in getattr(r, "choices", None) or []]  # LiteLLM
-            self.cut = self.cut or "length" in reasons
-
-    def mark(self, result):
-        if self.cut and isinstance(result, Candidate) and result.error is None:
-            result.answer = None
-            result.error = ("the reply was cut off at max_tokens (finish_reason='length'), so it holds no final "
-                            "answer; raise max_tokens on the LM")
-        return result
-
-
-def _with_usage(result, tracker: CostTracker, seconds: float):
-    """Attach a job's metered usage and its wall-clock seconds (the report's latency comes from these)."""
-    if isinstance(result, Candidate):
-        result.usage = tracker.usage().to_dict()
-        result.extra["seconds"] = round(seconds, 3)
-        return result
-    return result, tracker.usage().to_dict(), round(seconds, 3)  # a plan: (text, usage, seconds)
-
-
-async def _then(awaitable, fn):
-    return fn(await awaitable)
-
-
-def _drive(protocol, run_wave):
-    """Run a protocol generator with a synchronous wave runner; a budget refusal is thrown back into it."""
-    try:
-        jobs = next(protocol)
-        while True:
-            try:
-                results = run_wave(jobs)
-            except BudgetExceeded as exc:
-                jobs = protocol.throw(exc)
-                continue
-            jobs = protocol.send(results)
-    except StopIteration as stop:
-        return stop.value
-
-
-async def _adrive(protocol, run_wave):
-    try:
-        jobs = next(protocol)
-        while True:
-            try:
-                results = await run_wave(jobs)
-            except BudgetExceeded as exc:
-                jobs = protocol.throw(exc)
-                continue
-            jobs = protocol.send(results)
-    except StopIteration as stop:
-        return stop.value
 
 
 def _plans(goal: str | None, guideline: str | None) -> dict[str, str]:

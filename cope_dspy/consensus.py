@@ -37,6 +37,14 @@ class Candidate:
             **({"extra": self.extra} if self.extra else {}),
         }
 
+    def cut_off(self) -> None:
+        """Abstain because the reply stopped at max_tokens (finish_reason "length"): a cut-off reply holds no
+        final answer, even when a number can be read from it. A sample that already failed keeps its error."""
+        if self.error is None:
+            self.answer = None
+            self.error = ("the reply was cut off at max_tokens (finish_reason='length'), so it holds no final "
+                          "answer; raise max_tokens on the LM")
+
 
 @dataclass
 class Decision:

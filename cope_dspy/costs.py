@@ -102,6 +102,8 @@ class CallRecord:
     cached_prompt_tokens: int = 0
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
+    sample: int | None = None  # which sample of its stage the call served (None: a plan, or untagged)
+    cut: bool = False  # the reply stopped at max_tokens (finish_reason "length"), cached replies included
 
     def usage(self) -> Usage:
         return Usage(
@@ -136,18 +138,19 @@ def group_usage(records: Iterable[CallRecord], key: str) -> dict[Any, Usage]:
 
 @dataclass(frozen=True)
 class Tag:
-    """Which cascade stage and role an LM call belongs to."""
+    """Which cascade stage, role and sample an LM call belongs to."""
 
     stage: int | None = None
     role: str | None = None
+    sample: int | None = None
 
 
 current_tag: contextvars.ContextVar[Tag | None] = contextvars.ContextVar("cope_dspy_tag", default=None)
 
 
 @contextmanager
-def tag(stage: int | None = None, role: str | None = None):
-    """Attribute the LM calls made inside the block to `stage` and `role`.
+def tag(stage: int | None = None, role: str | None = None, sample: int | None = None):
+    """Attribute the LM calls made inside the block to `stage`, `role` and `sample`.
 
     Fields left as None are inherited from an enclosing `tag`. The tag is a contextvar: asyncio tasks
     and `contextvars.copy_context().run` see it; a plain new thread does not (set it inside the thread).
@@ -156,10 +159,11 @@ def tag(stage: int | None = None, role: str | None = None):
         raise CopeInputError(f"tag(stage=...) must be an int or None, got {stage!r}")
     if role is not None and not isinstance(role, str):
         raise CopeInputError(f"tag(role=...) must be a string such as {ROLES[0]!r}, got {role!r}")
+    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int)):
+        raise CopeInputError(f"tag(sample=...) must be an int or None, got {sample!r}")
     outer = current_tag.get() or Tag()
-    token = current_tag.set(
-        Tag(stage if stage is not None else outer.stage, role if role is not None else outer.role)
-    )
+    token = current_tag.set(Tag(*(new if new is not None else old for new, old in
+                                  ((stage, outer.stage), (role, outer.role), (sample, outer.sample)))))
     try:
         yield
     finally:
@@ -202,6 +206,18 @@ def _is_cache_hit(entry: dict) -> bool:
         if (r.get("cache_hit") if isinstance(r, Mapping) else getattr(r, "cache_hit", None)) is True:
             return True
     return not entry.get("usage") and any(_has_usage(r) for r in responses if r is not None)
+
+
+def _was_cut(entry: dict | None) -> bool:
+    """Whether the reply stopped at max_tokens: finish_reason "length" on the native engine's Response or
+    on any of LiteLLM's choices. A cut-off reply holds no final answer, even when a number can be read."""
+    response = (entry or {}).get("response")
+    for r in response if isinstance(response, (list, tuple)) else [response]:
+        reasons = [getattr(r, "finish_reason", None)]
+        reasons += [getattr(c, "finish_reason", None) for c in getattr(r, "choices", None) or []]
+        if "length" in reasons:
+            return True
+    return False
 
 
 def _describe_error(exc: BaseException, instance: Any, call_kwargs: Mapping) -> str:
@@ -293,8 +309,9 @@ class CostTracker(BaseCallback):
 
     def _measure(self, p: _Pending, outputs: Any, exception: BaseException | None) -> tuple[CallRecord, int]:
         tag_ = p.tag or Tag()
-        base = dict(time=time.time(), model=p.model, stage=tag_.stage, role=tag_.role)
         entry = _find_entry(p.instance, outputs)
+        base = dict(time=time.time(), model=p.model, stage=tag_.stage, role=tag_.role, sample=tag_.sample,
+                    cut=_was_cut(entry))
         if entry is not None and _is_cache_hit(entry):
             return CallRecord(**base, cached=True), 0
         prompt, completion, split = read_usage(entry.get("usage") if entry else None)
@@ -350,8 +367,14 @@ class CostTracker(BaseCallback):
         with self._lock:
             return list(self._records)
 
-    def usage(self) -> Usage:
-        return Usage.from_records(self.records)
+    def usage(self, **where: Any) -> Usage:
+        """All calls' usage, or only the calls whose record fields equal `where`, e.g.
+        `usage(stage=1, sample=2)`: what one sample of stage 1 cost."""
+        return Usage.from_records(self.select(**where))
+
+    def select(self, **where: Any) -> list[CallRecord]:
+        """The records whose fields equal `where` (all of them when empty)."""
+        return [r for r in self.records if all(getattr(r, k) == v for k, v in where.items())]
 
     def by_model(self) -> dict[str, Usage]:
         return group_usage(self.records, "model")

@@ -11,7 +11,6 @@ from typing import Any
 import dspy
 
 from cope_dspy import Cascade, LargeModelError
-from cope_dspy.cascade import CutOff
 from cope_dspy.consensus import Candidate
 from cope_dspy.costs import CostTracker, Usage, tag
 from cope_dspy.redact import redact
@@ -34,14 +33,14 @@ class Proposals:
             self.solvers[role] = solver
 
     def one(self, role: str, question: str, temperature: float, index: int | None = None) -> Candidate:
-        tracker, cut = CostTracker(prices=self.cascade.prices), CutOff()
+        tracker = CostTracker(prices=self.cascade.prices)
         config = {
             "temperature": temperature,
             **({"rollout_id": index} if index is not None and temperature else {}),
         }
         started = time.perf_counter()
         with (
-            dspy.context(adapter=self.cascade.adapter, callbacks=[*dspy.settings.callbacks, tracker, cut]),
+            dspy.context(adapter=self.cascade.adapter, callbacks=[*dspy.settings.callbacks, tracker]),
             tag(stage=0, role=role),
         ):
             try:
@@ -54,7 +53,8 @@ class Proposals:
                 )
             except Exception as exc:  # noqa: BLE001 - a failed proposal abstains, as a cascade sample does
                 c = Candidate(index=index or 0, answer=None, error=redact(f"{type(exc).__name__}: {exc}"))
-        cut.mark(c)
+        if any(r.cut for r in tracker.records):
+            c.cut_off()
         c.usage = tracker.usage().to_dict()
         c.extra["seconds"] = round(time.perf_counter() - started, 3)
         return c

@@ -22,7 +22,6 @@ from typing import Any
 import dspy
 
 from cope_dspy import Cascade
-from cope_dspy.cascade import CutOff
 from cope_dspy.consensus import Candidate
 from cope_dspy.costs import CostTracker, tag
 from cope_dspy.redact import redact
@@ -69,10 +68,10 @@ CUT_OFF_CHECKED = "checked while recording (finish_reason)"
 
 def solve_unplanned(cascade: Cascade, predictor, role: str, question: str, temperature: float, rollout: int | None):
     """One unplanned baseline sample, metered like the cascade's own samples."""
-    tracker, cut = CostTracker(prices=cascade.prices), CutOff()  # a cut-off reply abstains, as in the cascade
+    tracker = CostTracker(prices=cascade.prices)  # a cut-off reply abstains, as in the cascade
     config = {"temperature": temperature, **({"rollout_id": rollout} if rollout is not None and temperature else {})}
     started = time.perf_counter()
-    with dspy.context(adapter=cascade.adapter_for(role), callbacks=[*dspy.settings.callbacks, tracker, cut]), \
+    with dspy.context(adapter=cascade.adapter_for(role), callbacks=[*dspy.settings.callbacks, tracker]), \
             tag(stage=0, role=role):
         try:
             out = predictor(question=question, config=config)
@@ -81,7 +80,8 @@ def solve_unplanned(cascade: Cascade, predictor, role: str, question: str, tempe
                           answer=cascade.task.parse(out.solution or "", raw), extra={"raw_answer": raw} if raw else {})
         except Exception as exc:  # noqa: BLE001 - a failed baseline sample abstains, as in the cascade
             c = Candidate(index=rollout or 0, answer=None, error=redact(f"{type(exc).__name__}: {exc}"))
-    cut.mark(c)
+    if any(r.cut for r in tracker.records):
+        c.cut_off()
     c.usage = tracker.usage().to_dict()
     c.extra["seconds"] = round(time.perf_counter() - started, 3)
     return c.to_dict()
@@ -111,7 +111,7 @@ def record_example(cascade: Cascade, example: dspy.Example, correct: Correct, ba
     cope = cascade.record(**inputs)
     cope_seconds = time.perf_counter() - started
     record: dict[str, Any] = {"id": example.id, "cope": {"trace": cope.trace, "seconds": round(cope_seconds, 3)},
-                              # every reply's finish_reason was read while recording (`CutOff`), so
+                              # every reply's finish_reason was read while recording (`CallRecord.cut`), so
                               # `evals.rescore --cut-off` leaves this record alone
                               "cut_off": CUT_OFF_CHECKED}
     if baselines:

@@ -30,7 +30,7 @@ USERS = ("examples", "scripts")  # code that may import anything, but is held to
 # fmt: off
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("errors", "redact", "prices", "costs", "ledger", "models", "local", "sandbox", "sandbox_child",
-                "answers", "objective", "adapter", "plain", "role", "billing", "failures")),
+                "answers", "objective", "adapter", "plain", "role", "billing", "failures", "runner")),
     ("signatures", ("signatures",)),
     # policy reads the tasks' ROLES (per-role formats)
     ("tasks/consensus", ("consensus", "tasks", "code", "text", "policy", "agent")),
@@ -44,8 +44,6 @@ ALLOWED: dict[str, str] = {
     # costs.CostTracker opens a Ledger lazily while ledger reads costs' records: issue 15 makes the
     # record type a leaf both use.
     "cycle: cope_dspy.costs, cope_dspy.ledger": "issue 15",
-    # issue 15: one public helper (or the cascade owns the lookup) instead of costs' private one.
-    "private: cope_dspy.cascade uses cope_dspy.costs._find_entry": "issue 15",
     # issue 15: Budget's completion estimate becomes public in prices (or moves to costs).
     "private: cope_dspy.costs uses cope_dspy.prices._estimate_completion_tokens": "issue 15",
     # issue 15: one record format and one module that writes it replace rescore's rebuilt stage record.

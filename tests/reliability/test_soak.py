@@ -24,7 +24,6 @@ from dspy.clients import base_lm
 from fault_server import Request
 from reliability_kit import TRUTH, cascade
 
-from cope_dspy.cascade import CutOff
 from cope_dspy.consensus import Candidate
 from cope_dspy.costs import CallRecord, CostTracker
 
@@ -34,7 +33,7 @@ TRACED = 50  # the last calls, traced by tracemalloc (it slows calls tenfold)
 THREADS = 4  # cascade calls in flight at once
 MAX_GROWTH = 50 * 2**20  # bytes of RSS growth from call 100 to call 500
 DEADLINE = 120.0  # seconds: the soak stops by itself long before this on any machine
-OWN_TYPES = (CostTracker, CallRecord, CutOff, Candidate)
+OWN_TYPES = (CostTracker, CallRecord, Candidate)
 
 
 def answers(req: Request) -> str:
