@@ -9,20 +9,27 @@ import warnings
 from typing import Any
 
 import dspy
-from dspy.utils.exceptions import AdapterParseError, is_retryable_lm_error
 
 from . import runner
 from .adapter import LenientChatAdapter
 from .consensus import Candidate, Decision
 from .costs import Budget, CostTracker, Prices, tag
 from .errors import BudgetExceeded, CopeError, CopeInputError, LargeModelError
-from .failures import FailureGuard, check_guard, small_model_failed
+from .failures import (
+    LARGE_ROLES,
+    SMALL_ROLES,
+    FailureGuard,
+    ask_again_or_raise,
+    check_guard,
+    large_model_errors,
+    small_model_failed,
+)
 from .plain import adapter_for
-from .policy import Policy, Temperatures
+from .policy import Policy, Temperatures, check_role_max_tokens
 from .redact import redact
 from .role import Role
 from .signatures import format_plans
-from .tasks import Math, Task
+from .tasks import ROLES, Math, Task
 
 
 class Cascade(dspy.Module):
@@ -95,18 +102,18 @@ class Cascade(dspy.Module):
         for name, lm in (("small", small), ("large", large)):
             if lm is not None and not isinstance(lm, dspy.BaseLM):
                 raise CopeInputError(f"{name} must be a dspy.LM (e.g. cope_dspy.models.ollama(...)), got {lm!r}")
-        if task is not None and not isinstance(task, Task):
-            raise CopeInputError(f"task must be a cope_dspy Task such as Math() or ExactMatch(), got {task!r}")
+        for name, value, kind, what in (
+            ("task", task, Task, "a cope_dspy Task such as Math() or ExactMatch()"),
+            ("budget", budget, Budget, "a cope_dspy.Budget"),
+            ("prices", prices, Prices, "a cope_dspy.Prices (e.g. Prices.from_file(path))"),
+            ("adapter", adapter, dspy.Adapter, "a dspy.Adapter such as dspy.ChatAdapter()"),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise CopeInputError(f"{name} must be {what}, got {value!r}")
         if max_concurrency is not None and (
             isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
         ):
             raise CopeInputError(f"max_concurrency must be an integer >= 1 or None, got {max_concurrency!r}")
-        if budget is not None and not isinstance(budget, Budget):
-            raise CopeInputError(f"budget must be a cope_dspy.Budget, got {budget!r}")
-        if prices is not None and not isinstance(prices, Prices):
-            raise CopeInputError(f"prices must be a cope_dspy.Prices (e.g. Prices.from_file(path)), got {prices!r}")
-        if adapter is not None and not isinstance(adapter, dspy.Adapter):
-            raise CopeInputError(f"adapter must be a dspy.Adapter such as dspy.ChatAdapter(), got {adapter!r}")
         if not isinstance(early_stop, (bool, int)):
             raise CopeInputError(f"early_stop must be True or False, got {early_stop!r}")
         self.role_max_tokens = check_role_max_tokens(max_tokens)
@@ -115,16 +122,11 @@ class Cascade(dspy.Module):
         self.policy = Policy(n=n, tau1=tau1, tau2=tau2, stages=stages, temperatures=temperatures or Temperatures(),
                              formats=formats)
         f = self.policy.format
-        self.goal_planner = Role(self.task.signature("goal_planner", f("goal_planner")))
-        self.guideline_planner = Role(self.task.signature("guideline_planner", f("guideline_planner")))
-        self.small_executor = Role(self.task.signature("small_executor", f("small_executor")))
-        self.large_executor = Role(self.task.signature("large_executor", f("large_executor")))
-        if small is not None:
-            self.goal_planner.set_lm(small)
-            self.small_executor.set_lm(small)
-        if large is not None:
-            self.guideline_planner.set_lm(large)
-            self.large_executor.set_lm(large)
+        for role in ROLES:  # goal_planner, guideline_planner, small_executor, large_executor
+            setattr(self, role, Role(self.task.signature(role, f(role))))
+            lm = small if role in SMALL_ROLES else large
+            if lm is not None:
+                getattr(self, role).set_lm(lm)
         self.early_stop = bool(early_stop)
         self.max_concurrency = max_concurrency
         self.budget = budget
@@ -141,8 +143,7 @@ class Cascade(dspy.Module):
     @property
     def formats(self) -> dict[str, str]:
         """Each role's format ("chat", "plain" or "paragraph")."""
-        return {role: self.policy.format(role) for role in ("goal_planner", "guideline_planner", "small_executor",
-                                                            "large_executor")}
+        return {role: self.policy.format(role) for role in ROLES}
 
     def adapter_for(self, role: str) -> dspy.Adapter:
         """The adapter a role's calls go through: its format's, or the cascade's `adapter` for "chat"."""
@@ -157,9 +158,9 @@ class Cascade(dspy.Module):
         """Load a saved program's demos, instructions and policy. The LMs this cascade was built with (or
         `small` / `large` given here) are kept; a file supplies a role's LM only where none is pinned and
         the file's LM is complete (DSPy drops saved endpoints unless `allow_unsafe_lm_state=True`)."""
-        for role in _SMALL_ROLES if small is not None else ():
+        for role in SMALL_ROLES if small is not None else ():
             getattr(self, role).set_lm(small)
-        for role in _LARGE_ROLES if large is not None else ():
+        for role in LARGE_ROLES if large is not None else ():
             getattr(self, role).set_lm(large)
         return super().load(path, **kwargs)
 
@@ -197,22 +198,7 @@ class Cascade(dspy.Module):
     def _begin(self, inputs: dict[str, Any]) -> CostTracker:
         self.task.check_inputs(inputs)
         for role in _roles(self.policy.stages):
-            predictor = getattr(self, role)
-            which = "small" if role in _SMALL_ROLES else "large"
-            unloaded = getattr(predictor, "unloaded_lm", None)
-            if predictor.lm is None and unloaded:
-                raise CopeInputError(
-                    f"the cascade has no {which} model for its {role}: the loaded program names "
-                    f"{unloaded['model']!r} with {', '.join(unloaded['dropped'])}, which DSPy does not restore "
-                    f"from a file. Pass the model when loading: cascade.load(path, {which}=dspy.LM("
-                    f"{unloaded['model']!r}, api_base=...)), or build Cascade({which}=...) and load into it "
-                    "(load(path, allow_unsafe_lm_state=True) restores it from a file you trust)"
-                )
-            if predictor.lm is None and dspy.settings.lm is None:
-                raise CopeInputError(
-                    f"the cascade has no {which} model for its {role}: pass Cascade({which}=dspy.LM(...)), "
-                    f"cascade.load(path, {which}=dspy.LM(...)) or dspy.configure(lm=...)"
-                )
+            getattr(self, role).require_lm(role, "small" if role in SMALL_ROLES else "large")
         return CostTracker(prices=self.prices, budget=self.budget)
 
     @contextlib.contextmanager
@@ -327,7 +313,7 @@ class Cascade(dspy.Module):
         try:
             return (yield self._ask("guideline_planner", stage, None, t, question=question)).guideline
         except LargeModelError as exc:
-            _ask_again_or_raise(exc, t)
+            ask_again_or_raise(exc, t)
         return (yield self._ask("guideline_planner", stage, None, t, rollout=1, question=question)).guideline
 
     def _stage3(self, question: str, guideline: str | None) -> runner.Job:
@@ -382,14 +368,14 @@ class Cascade(dspy.Module):
 
     @contextlib.contextmanager
     def _calling(self, call: runner.Call, predictor):
-        with tag(stage=call.stage, role=call.role, sample=call.sample), _large_errors(call.role, predictor), \
+        with tag(stage=call.stage, role=call.role, sample=call.sample), large_model_errors(call.role, predictor), \
                 self._budget_guard(predictor, call.role, call.inputs), dspy.context(adapter=self.adapter_for(call.role)):
             yield
 
     def _budget_guard(self, predictor, role: str, kwargs):
         """Hold the estimated cost of a paid call against the budget while it runs (refused if it would
         cross the cap), so concurrent calls cannot overshoot it together."""
-        if self.budget is None or role not in _LARGE_ROLES:
+        if self.budget is None or role not in LARGE_ROLES:
             return contextlib.nullcontext()
         lm = predictor.lm or dspy.settings.lm
         messages = self.adapter_for(role).format(predictor.signature, predictor.demos, kwargs)
@@ -406,8 +392,6 @@ class Cascade(dspy.Module):
 
 # -------------------------------------------------------------------- helpers
 
-_SMALL_ROLES = ("goal_planner", "small_executor")
-_LARGE_ROLES = ("guideline_planner", "large_executor")
 _EXECUTORS = ("small_executor", "large_executor")
 
 
@@ -416,54 +400,6 @@ def _roles(stages: tuple[int, ...]) -> list[str]:
     per_stage = {1: ("goal_planner", "small_executor"), 2: ("guideline_planner", "small_executor"),
                  3: ("guideline_planner", "large_executor")}
     return list(dict.fromkeys(role for s in stages for role in per_stage[s]))
-
-
-@contextlib.contextmanager
-def _large_errors(role: str, predictor=None):
-    """A failed large-model call ends the cascade with LargeModelError: never an unchecked answer.
-    The message is redacted (a provider's error may echo the key) and cut to its first line; the original
-    exception is kept as `.lm_error`, not chained, so a printed traceback cannot show an echoed key."""
-    try:
-        yield
-    except CopeError:
-        raise
-    except Exception as exc:
-        if role not in _LARGE_ROLES:
-            raise
-        retries = getattr(getattr(predictor, "lm", None) or dspy.settings.lm, "num_retries", None)
-        error = LargeModelError(redact(
-            f"the large model failed in its {role} call ({type(exc).__name__}: {_describe(exc)})"
-            + (f" after {retries} retries" if retries and is_retryable_lm_error(exc) else "")
-            + ". The cascade returns no answer rather than "
-            "an unchecked one; retries with backoff for transient errors are set on the LM "
-            "(dspy.LM(..., num_retries=..., timeout=...))."
-        ))
-        error.lm_error = exc
-        raise error from None
-
-
-def _ask_again_or_raise(exc: LargeModelError, temperature: float) -> None:
-    """Re-raise `exc` unless it is an unreadable sampled reply, which is worth one fresh sample."""
-    if not isinstance(getattr(exc, "lm_error", None), AdapterParseError) or temperature <= 0:
-        raise exc
-    warnings.warn(redact(f"the large model's guideline reply was unreadable ({_describe(exc.lm_error)}); asking "
-                         f"once more (a fresh sample at temperature {temperature}, both calls counted)."),
-                  RuntimeWarning, stacklevel=3)
-
-
-_SHOWN = 200  # characters of an unreadable reply quoted in the error
-
-
-def _describe(exc: Exception) -> str:
-    """The first line of an LM error; for a reply the adapter could not read, what the reply was."""
-    if isinstance(exc, AdapterParseError):
-        reply = str(exc.lm_response or "")
-        shown = "the reply " + repr(reply[:_SHOWN]) + (
-            f" (its first {_SHOWN} of {len(reply)} characters; all of it is in error.lm_error.lm_response)"
-            if len(reply) > _SHOWN else "")
-        fields = ", ".join(exc.signature.output_fields)
-        return f"its reply was empty, no {fields}" if not reply.strip() else f"no {fields} could be read from {shown}"
-    return (str(exc).strip().splitlines() or [""])[0][:500]
 
 
 def _plans(goal: str | None, guideline: str | None) -> dict[str, str]:
@@ -475,22 +411,6 @@ def _goal_behind(d: Decision) -> str | None:
     distributed as the paper's random pick among them, and it is deterministic."""
     chosen = d.supporters[0] if d.supporters else d.chosen
     return chosen.plans.get("goal") if chosen else None
-
-
-def check_role_max_tokens(caps) -> dict[str, int]:
-    from .tasks import ROLES
-
-    if caps is None:
-        return {}
-    if not isinstance(caps, dict):
-        raise CopeInputError(f"max_tokens must be a dict of role -> tokens, e.g. {{'guideline_planner': 128}}, "
-                             f"got {caps!r}")
-    for role, cap in caps.items():
-        if role not in ROLES:
-            raise CopeInputError(f"max_tokens: unknown role {role!r}; roles are {list(ROLES)}")
-        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-            raise CopeInputError(f"max_tokens[{role!r}] must be an integer >= 1, got {cap!r}")
-    return dict(caps)
 
 
 def _stage_record(stage: int, tau: float, d: Decision) -> dict[str, Any]:

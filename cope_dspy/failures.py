@@ -1,4 +1,5 @@
-"""Small-model failures: a broken small model stops the run before the cascade pays the large one.
+"""Failed LM calls. Small model: a broken one stops the run before the cascade pays the large one.
+Large model: a failed call ends the cascade with LargeModelError, never an unchecked answer.
 
 A failed small-model call is one of three kinds (DSPy 3.4's exception types, checked against scripted
 servers on both of its engines, the native one and LiteLLM):
@@ -11,10 +12,13 @@ servers on both of its engines, the native one and LiteLLM):
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import warnings
 from collections import deque
 from typing import Any
 
+import dspy
 from dspy.utils.callback import BaseCallback
 from dspy.utils.exceptions import (
     AdapterParseError,
@@ -24,10 +28,11 @@ from dspy.utils.exceptions import (
     LMInvalidRequestError,
     LMUnsupportedFeatureError,
     LMUnsupportedModelError,
+    is_retryable_lm_error,
 )
 
 from .costs import Tag, current_tag
-from .errors import CopeInputError, SmallModelError, SmallModelFailing
+from .errors import CopeError, CopeInputError, LargeModelError, SmallModelError, SmallModelFailing
 from .redact import redact
 
 # Exception types, anywhere in the chain, that mean the server was never reached: a refused connection,
@@ -35,6 +40,7 @@ from .redact import redact
 # LiteLLM's OpenAI route raises LMServerError(status=500) over openai.APIConnectionError.
 _UNREACHABLE = ("ConnectionRefusedError", "ConnectError", "APIConnectionError", "gaierror")
 SMALL_ROLES = ("goal_planner", "small_executor")
+LARGE_ROLES = ("guideline_planner", "large_executor")
 
 
 def classify(exc: BaseException, model: str = "") -> str:
@@ -241,3 +247,54 @@ def small_model_failed(exc: BaseException, lm: Any, guard: FailureGuard | None) 
         raise explain(exc, model, (getattr(lm, "kwargs", None) or {}).get("api_base")) from None
     if kind == "failed" and guard is not None:
         guard.check(exc, model)
+
+
+# ------------------------------------------------------------------------------------ the large model
+
+
+@contextlib.contextmanager
+def large_model_errors(role: str, predictor=None):
+    """A failed large-model call ends the cascade with LargeModelError: never an unchecked answer.
+    The message is redacted (a provider's error may echo the key) and cut to its first line; the original
+    exception is kept as `.lm_error`, not chained, so a printed traceback cannot show an echoed key."""
+    try:
+        yield
+    except CopeError:
+        raise
+    except Exception as exc:
+        if role not in LARGE_ROLES:
+            raise
+        retries = getattr(getattr(predictor, "lm", None) or dspy.settings.lm, "num_retries", None)
+        error = LargeModelError(redact(
+            f"the large model failed in its {role} call ({type(exc).__name__}: {describe_lm_error(exc)})"
+            + (f" after {retries} retries" if retries and is_retryable_lm_error(exc) else "")
+            + ". The cascade returns no answer rather than "
+            "an unchecked one; retries with backoff for transient errors are set on the LM "
+            "(dspy.LM(..., num_retries=..., timeout=...))."
+        ))
+        error.lm_error = exc
+        raise error from None
+
+
+def ask_again_or_raise(exc: LargeModelError, temperature: float) -> None:
+    """Re-raise `exc` unless it is an unreadable sampled reply, which is worth one fresh sample."""
+    if not isinstance(getattr(exc, "lm_error", None), AdapterParseError) or temperature <= 0:
+        raise exc
+    warnings.warn(redact(f"the large model's guideline reply was unreadable ({describe_lm_error(exc.lm_error)}); asking "
+                         f"once more (a fresh sample at temperature {temperature}, both calls counted)."),
+                  RuntimeWarning, stacklevel=3)
+
+
+_SHOWN = 200  # characters of an unreadable reply quoted in the error
+
+
+def describe_lm_error(exc: Exception) -> str:
+    """The first line of an LM error; for a reply the adapter could not read, what the reply was."""
+    if isinstance(exc, AdapterParseError):
+        reply = str(exc.lm_response or "")
+        shown = "the reply " + repr(reply[:_SHOWN]) + (
+            f" (its first {_SHOWN} of {len(reply)} characters; all of it is in error.lm_error.lm_response)"
+            if len(reply) > _SHOWN else "")
+        fields = ", ".join(exc.signature.output_fields)
+        return f"its reply was empty, no {fields}" if not reply.strip() else f"no {fields} could be read from {shown}"
+    return (str(exc).strip().splitlines() or [""])[0][:500]

@@ -104,3 +104,18 @@ class Policy(Parameter):
         )
         self.__dict__.update(loaded.__dict__)
         return self
+
+
+def check_role_max_tokens(caps) -> dict[str, int]:
+    """Per-role caps on reply length (`Cascade(max_tokens=...)`), checked: role -> integer >= 1."""
+    if caps is None:
+        return {}
+    if not isinstance(caps, dict):
+        raise CopeInputError(f"max_tokens must be a dict of role -> tokens, e.g. {{'guideline_planner': 128}}, "
+                             f"got {caps!r}")
+    for role, cap in caps.items():
+        if role not in ROLES:
+            raise CopeInputError(f"max_tokens: unknown role {role!r}; roles are {list(ROLES)}")
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise CopeInputError(f"max_tokens[{role!r}] must be an integer >= 1, got {cap!r}")
+    return dict(caps)

@@ -16,6 +16,8 @@ import dspy
 from dspy.clients.base_lm import BaseLM
 from dspy.predict.predict import UNSAFE_LM_STATE_KEYS
 
+from .errors import CopeInputError
+
 logger = logging.getLogger(__name__)
 
 
@@ -49,6 +51,24 @@ class Role(dspy.Predict):
         elif saved:
             self.unloaded_lm = {"model": saved.get("model"), "dropped": unsafe}
         return self
+
+    def require_lm(self, role: str, which: str) -> None:
+        """Raise, naming the fix, when this role has no LM to call: neither pinned nor configured, or the
+        loaded program's LM could not be restored (`which`: "small" or "large")."""
+        unloaded = getattr(self, "unloaded_lm", None)
+        if self.lm is None and unloaded:
+            raise CopeInputError(
+                f"the cascade has no {which} model for its {role}: the loaded program names "
+                f"{unloaded['model']!r} with {', '.join(unloaded['dropped'])}, which DSPy does not restore "
+                f"from a file. Pass the model when loading: cascade.load(path, {which}=dspy.LM("
+                f"{unloaded['model']!r}, api_base=...)), or build Cascade({which}=...) and load into it "
+                "(load(path, allow_unsafe_lm_state=True) restores it from a file you trust)"
+            )
+        if self.lm is None and dspy.settings.lm is None:
+            raise CopeInputError(
+                f"the cascade has no {which} model for its {role}: pass Cascade({which}=dspy.LM(...)), "
+                f"cascade.load(path, {which}=dspy.LM(...)) or dspy.configure(lm=...)"
+            )
 
     def __getstate__(self):
         """Pickled (e.g. `save(..., save_program=True)`), the LM leaves out its api_key, as DSPy's JSON state

@@ -79,7 +79,7 @@ def parse_role_caps(items: list[str]) -> dict[str, int]:
             raise SystemExit(f"cope eval: --role-max-tokens {item!r}: write ROLE=N, e.g. guideline_planner=128")
         caps[role.strip()] = int(value)
     if caps:
-        from cope_dspy.cascade import check_role_max_tokens
+        from cope_dspy.policy import check_role_max_tokens
 
         try:
             check_role_max_tokens(caps)
