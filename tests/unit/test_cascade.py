@@ -419,3 +419,20 @@ def test_an_error_carries_what_the_run_paid_before_it(run):
         cascade(question=Q) if run == "sync" else asyncio.run(cascade.acall(question=Q))
     assert raised.value.cost.calls == len(small.calls) + len(large.calls)  # the failed call counts too
     assert raised.value.cost_by_model["scripted/large"].calls == 2 and raised.value.cost.failed_calls == 1
+
+
+@pytest.mark.parametrize("driver", ["forward", "aforward"])
+def test_each_samples_cost_comes_from_the_runs_tracker_by_stage_and_sample(driver):
+    """The trace's per-sample and per-plan usage partitions the run's cost: every call counted once,
+    each in the sample (or plan) that made it."""
+    small = math_model("scripted/small", small_answers(list("12345678"), list("12345678")), usage=(10, 3))
+    large = math_model("scripted/large", lambda call: "7", usage=(40, 9))
+    cascade = Cascade(small=small.lm, large=large.lm, task=Math(), n=4, early_stop=False)
+    pred = cascade(question=Q) if driver == "forward" else asyncio.run(cascade.acall(question=Q))
+    assert pred.stage == 3
+    per_job = [c["usage"] for e in pred.trace for c in e.get("candidates", [])]
+    per_job += [e["usage"] for e in pred.trace if e["kind"] == "guideline"]
+    assert sum(u["calls"] for u in per_job) == pred.cost.calls == len(small.calls) + len(large.calls) == 4 * 2 + 4 + 2
+    assert sum(u["prompt_tokens"] for u in per_job) == pred.cost.prompt_tokens == 12 * 10 + 2 * 40
+    stage1 = [c["usage"] for c in pred.trace[0]["candidates"]]
+    assert [u["calls"] for u in stage1] == [2] * 4  # a stage-1 sample: its goal and its execution
