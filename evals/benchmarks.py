@@ -1,14 +1,18 @@
-"""Each benchmark: the task the cascade runs and how a candidate is judged correct."""
+"""Each benchmark: the task the cascade runs, how a candidate is judged correct, and its records (the cascade's
+trace plus the baselines' samples, in `cope_dspy.records`' one format)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import dspy
 
 from cope_dspy import Math, Task
+from cope_dspy.records import Records, candidates, record_each, record_line
 
 from .metrics import gsm8k_match, math_equiv
 
@@ -96,3 +100,52 @@ _ALL = {
 
 def get(name: str) -> Benchmark:
     return _ALL[name]
+
+
+Correct = Callable[[dspy.Example, dict[str, Any]], bool]
+Accept = Callable[[dspy.Example, dict[str, Any]], dict[str, Any]]
+
+
+def mark_accepted(record: dict[str, Any], example: dspy.Example, accept: Accept) -> None:
+    """Code: say of every candidate a stage could accept whether it passed the tests that accept (the
+    example's `tests`: under the user rule not the grading ones), in place. The cascade's samples carry the
+    report of its own ballot, which ran those tests; the unplanned small samples are run here."""
+    record["acceptance_tests"] = len(example.tests)
+    for entry in record["trace"]:
+        if entry["kind"] == "vote":
+            for c in entry["candidates"]:
+                c["accepted"] = ((c.get("extra") or {}).get("tests") or {}).get("status") == "passed"
+    for c in (record.get("baselines") or {}).get("small_samples", []):
+        c.setdefault("extra", {})["tests"] = report = accept(example, c)
+        c["accepted"] = report["status"] == "passed"
+
+
+def record_example(cascade, example: dspy.Example, correct: Correct, baselines: bool = True,
+                   accept: Accept | None = None) -> dict[str, Any]:
+    """One problem's record: the cascade's full trace and the baselines' samples, each candidate graded."""
+    record = record_line(cascade, example, example.id, baselines=baselines)
+    if accept is not None:  # before grading: under the grading rule the grader reuses these reports
+        mark_accepted(record, example, accept)
+    for candidate in candidates(record):
+        candidate["correct"] = bool(candidate["answer"] is not None and correct(example, candidate))
+    return record
+
+
+def record_all(cascade, examples: list[dspy.Example], correct: Correct, path: Path, *, concurrency: int = 2,
+               progress: bool = True, baselines: bool = True, accept: Accept | None = None) -> dict[str, dict]:
+    """Record every example not yet in `path` (`cope_dspy.records.record_each`: resumable, Ctrl-C keeps the
+    problems in flight); returns all records (old and new) by id."""
+    return record_each(cascade, [(ex.id, ex) for ex in examples],
+                       lambda job: record_example(cascade, job[1], correct, baselines, accept), path,
+                       concurrency=concurrency, progress=progress, desc=f"recording {path.parent.name}",
+                       unit="problem").by_id()
+
+
+def folder_records(folder: Path) -> Records:
+    """A result folder's records (`records.jsonl`, none yet when it is missing). Records made before the format
+    had a `format` field name no task: the folder's benchmark (run.json) says it."""
+    path = Path(folder) / "records.jsonl"
+    if not path.exists():
+        return Records([], path)
+    run = json.loads((Path(folder) / "run.json").read_text())
+    return Records.load(path, task=get(run["benchmark"]).task().name)
