@@ -26,7 +26,8 @@ from typing import Any
 
 from .errors import CopeError, CopeInputError
 from .policy import Policy, check_n, check_stages
-from .records import Records, ReplayResult, large_alone, record, replay, resolve_same
+from .records import Records, record
+from .replay import ReplayResult, large_alone, replay, resolve_same
 
 __all__ = [
     "record", "replay", "calibrate", "Records", "ReplayResult", "Calibration", "Constraint",

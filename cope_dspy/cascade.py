@@ -236,7 +236,7 @@ class Cascade(dspy.Module):
             if 1 in p.stages:
                 last = yield from self._vote(1, p.tau1, inputs, full, tracker, lambda i: self._stage1(question, i))
                 goal = _goal_behind(last)
-                trace.append(_stage_record(1, p.tau1, last))
+                trace.append(last.to_record(1, p.tau1))
                 if last.accepted or p.stages[-1] == 1:
                     result = _prediction(last, 1, trace, goal)
                     if not full or p.stages[-1] == 1:
@@ -250,7 +250,7 @@ class Cascade(dspy.Module):
             if 2 in p.stages:
                 d = yield from self._vote(2, p.tau2, inputs, full, tracker,
                                           lambda i: self._stage2(question, goal, guideline, i))
-                trace.append(_stage_record(2, p.tau2, d))
+                trace.append(d.to_record(2, p.tau2))
                 if result is None:
                     last = d
                     if d.accepted or p.stages[-1] == 2:
@@ -411,13 +411,6 @@ def _goal_behind(d: Decision) -> str | None:
     distributed as the paper's random pick among them, and it is deterministic."""
     chosen = d.supporters[0] if d.supporters else d.chosen
     return chosen.plans.get("goal") if chosen else None
-
-
-def _stage_record(stage: int, tau: float, d: Decision) -> dict[str, Any]:
-    return {
-        "kind": "vote", "stage": stage, "tau": tau, "drawn": d.drawn, "accepted": d.accepted, "confidence": d.confidence,
-        "answer": d.answer, "candidates": [c.to_dict() for c in d.candidates],
-    }
 
 
 def _prediction(d: Decision, stage: int, trace, goal=None, guideline=None) -> dspy.Prediction:

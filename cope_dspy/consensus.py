@@ -61,6 +61,13 @@ class Decision:
     def answer(self) -> str | None:
         return self.chosen.answer if self.chosen else None
 
+    def to_record(self, stage: int, tau: float) -> dict[str, Any]:
+        """This decision as a vote entry of a cascade's trace (and of its records)."""
+        return {
+            "kind": "vote", "stage": stage, "tau": tau, "drawn": self.drawn, "accepted": self.accepted,
+            "confidence": self.confidence, "answer": self.answer, "candidates": [c.to_dict() for c in self.candidates],
+        }
+
 
 class Ballot(Protocol):
     def wave(self) -> int: ...

@@ -177,13 +177,14 @@ def replay_episode(
     with no LM call.
 
     Exact while the re-decided action equals the one played: a step's decision and cost come from its
-    recorded samples through the cascade's own ballot (`cope_dspy.records.replay`). At the first step where
+    recorded samples through the cascade's own ballot (`cope_dspy.replay`). At the first step where
     another action would be chosen, the game would answer differently and every later step is unknown: the
     result says `exact: False` and where it diverged, with the cost up to and including that step. (Within a
     step, stage-2 samples were recorded with the goal behind the majority of all n stage-1 samples; with
-    early decision or a smaller n a live run may pass on another goal: see `records.replay`.)
+    early decision or a smaller n a live run may pass on another goal: see `cope_dspy.replay`.)
     """
-    from .records import FORMAT, Records, replay
+    from .records import FORMAT, Records
+    from .replay import replay
 
     steps = episode["steps"]
     if not steps:

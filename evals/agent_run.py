@@ -27,11 +27,17 @@ from typing import Any
 
 import numpy as np
 
+from cope_dspy.records import Writer, read_lines
+
 from .agent_methods import METHODS
 from .folders import AGENT_GAMES, RESULTS, check_same_settings, sigterm_as_interrupt
 from .metrics import bootstrap_mean_ci, wilson_interval
-from .records import load_records
 from .report import plot
+
+
+def load_episodes(path: Path) -> dict[str, dict[str, Any]]:
+    """Recorded episodes by id (`method/seed`); a torn last line (a run killed mid-write) is played again."""
+    return {line["id"]: line for line in read_lines(path)}
 
 SETTINGS = (
     "benchmark",
@@ -134,7 +140,7 @@ def record(args, methods: list[str], folder: Path, argv: list[str]) -> int:
         cascade = Cascade(small=small.lm, large=large.lm, task=Act(), n=args.n, prices=prices)
         policies = {m: policy(m, cascade) for m in methods}
         path = folder / "records.jsonl"
-        done = load_records(path)
+        done = load_episodes(path)
         # seed by seed, every method: a recording stopped early still compares methods on the same seeds
         todo = [(seed, m) for seed in seeds for m in methods if f"{m}/{seed}" not in done]
         started = time.perf_counter()
@@ -158,10 +164,10 @@ def play_all(todo, policies, envs: queue.Queue, path: Path, args) -> None:
     abandons them, unwritten."""
     from cope_dspy.episode import play
 
-    lock, abandoned = threading.Lock(), threading.Event()
+    writer, abandoned = Writer(path), threading.Event()
 
     def one(seed: int, method: str) -> None:
-        if f"{method}/{seed}" in load_records(path):  # recorded meanwhile (another run into the same folder)
+        if f"{method}/{seed}" in load_episodes(path):  # recorded meanwhile (another run into the same folder)
             return
         env = envs.get()
         try:
@@ -181,10 +187,7 @@ def play_all(todo, policies, envs: queue.Queue, path: Path, args) -> None:
             "seconds": round(seconds, 3),
             **result.to_dict(),
         }
-        with lock, path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        writer.write(line)
         print(
             f"{method} seed {seed}: {result.end} in {len(result.steps)} steps, {seconds:.0f}s, "
             f"${result.usage.usd:.6f}",
@@ -264,7 +267,7 @@ def write_report(folder: Path) -> str:
     if not (folder / "run.json").exists():
         return f"nothing recorded in {folder} yet (no run.json): run the command without --report-only first"
     run = json.loads((folder / "run.json").read_text())
-    records = list(load_records(folder / "records.jsonl").values())
+    records = list(load_episodes(folder / "records.jsonl").values())
     rows, seeds = method_rows(records, run["methods"])
     if not seeds:
         md = f"No seed played by every method yet; recorded so far: {progress(records, run['methods'])}.\n"

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 
 from cope_dspy.calibrate import calibrate, within_points_of_large
-from cope_dspy.records import FORMAT, Records, replay
+from cope_dspy.records import FORMAT, Records
+from cope_dspy.replay import replay
 from cope_dspy.tasks import Math
 
-from .records import load_records
-from .report import as_records
+from .benchmarks import folder_records
 
 
 def synthetic(size: int = 500, n: int = 8, seed: int = 0) -> Records:
@@ -50,13 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trials", type=int, default=500)
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    run = json.loads((args.records.parent / "run.json").read_text())
-    raw = list(load_records(args.records).values())
-    records = as_records(raw, run)
+    records = folder_records(args.records.parent)
+    raw = records.items
     same = Math().same
     recording_calls = sum(
-        (c.get("usage") or {}).get("calls", 0) for r in raw for e in r["cope"]["trace"] for c in e.get("candidates", [])
-    ) + sum((e.get("usage") or {}).get("calls", 0) for r in raw for e in r["cope"]["trace"] if e["kind"] == "guideline")
+        (c.get("usage") or {}).get("calls", 0) for r in raw for e in r["trace"] for c in e.get("candidates", [])
+    ) + sum((e.get("usage") or {}).get("calls", 0) for r in raw for e in r["trace"] if e["kind"] == "guideline")
 
     import dspy
 

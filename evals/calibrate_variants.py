@@ -19,8 +19,8 @@ from pathlib import Path
 from cope_dspy.records import Records
 from cope_dspy.tasks import Math
 
-from .records import load_records
-from .report import FOLDS, as_records, baseline_rows, cross_fitted, summarize
+from .benchmarks import folder_records
+from .report import FOLDS, baseline_rows, cross_fitted, summarize
 
 
 def _recording_cost(records: list[dict]) -> dict:
@@ -28,7 +28,7 @@ def _recording_cost(records: list[dict]) -> dict:
     are None for records made before jobs were timed."""
     calls, seconds = 0, []
     for r in records:
-        for entry in r["cope"]["trace"]:
+        for entry in r["trace"]:
             jobs = entry.get("candidates") or [entry]
             calls += sum((j.get("usage") or {}).get("calls", 0) for j in jobs)
             seconds += [(j.get("extra") or {}).get("seconds", j.get("seconds")) for j in jobs]
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         if not folder:
             raise SystemExit(f"calibrate_variants: {item!r}: write LABEL=FOLDER")
         folders[label] = Path(folder)
-    raw = {label: load_records(folder / "records.jsonl") for label, folder in folders.items()}
+    raw = {label: folder_records(folder).by_id() for label, folder in folders.items()}
     runs = {label: json.loads((folder / "run.json").read_text()) for label, folder in folders.items()}
     common = [pid for pid in raw[next(iter(raw))] if all(pid in r for r in raw.values())]
     if len(common) < 2 * FOLDS:
@@ -55,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             f"calibrate_variants: only {len(common)} problems are in every folder; need {2 * FOLDS}"
         )
     same = Math().same
-    items = [
-        it
+    items = [  # each folder's records as one variant of one study
+        {**raw[label][pid], "variant": label, "policy": {**raw[label][pid]["policy"], "variant": label}}
         for label in folders
-        for it in as_records([raw[label][pid] for pid in common], runs[label], variant=label)
+        for pid in common
     ]
     out: dict = {"problems": len(common), "folds": FOLDS, "variants": {}}
     for label in folders:

@@ -23,10 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
@@ -34,8 +31,7 @@ from urllib.parse import urlparse
 import datasets
 import dspy
 
-from cope_dspy.code import doctest_tests
-from cope_dspy.errors import CopeInputError
+from .benchmarks import BENCHMARKS, get
 
 log = logging.getLogger(__name__)
 
@@ -46,98 +42,6 @@ SPLIT_SEED = "cope-dspy-v1"
 HUB_PROBE_TIMEOUT_S = 2.0
 
 
-def _gsm8k(i: int, row: dict) -> dict:
-    # The hub's `answer` is the whole solution ending in "#### N"; the committed copy has split them.
-    solution = row.get("solution") or row["answer"]
-    answer = solution.split("####")[-1].strip().replace(",", "")
-    return {"id": f"gsm8k-{i}", "question": row["question"], "answer": answer, "solution": solution}
-
-
-def _math500(i: int, row: dict) -> dict:
-    return {
-        "id": f"math500-{i}",
-        "question": row["problem"],
-        "answer": row["answer"],
-        "solution": row["solution"],
-        "level": int(row["level"]),
-        "subject": row.get("subject"),
-    }
-
-
-def _mbpp(i: int, row: dict) -> dict:
-    tests = list(row["test_list"])
-    # The function the tests call: the first `def` of the gold code whose name the first test uses.
-    names = re.findall(r"^def\s+(\w+)", row["code"], flags=re.MULTILINE)
-    entry_point = next((n for n in names if re.search(rf"\b{n}\s*\(", tests[0])), names[-1] if names else "")
-    return {
-        "id": f"mbpp-{row['task_id']}",
-        # As in the MBPP paper's prompt: the task, then a test that shows the expected signature.
-        "question": f"{row['text']}\nYour code should pass this test:\n{tests[0]}",
-        "hidden_tests": tests,
-        "user_tests": tests[:1],  # the one the prompt shows
-        "test_setup": row.get("test_setup_code") or "",
-        "entry_point": entry_point,
-        "solution": row["code"],
-    }
-
-
-def _humaneval(i: int, row: dict) -> dict:
-    # The prompt's code above the function to write (its imports, and the helpers some problems give, e.g.
-    # `is_palindrome` for `make_palindrome`) runs before the program: a reply that writes just the function,
-    # as the prompt asks, still has `List` and the helpers it was shown.
-    start = re.search(rf"^def\s+{re.escape(row['entry_point'])}\s*\(", row["prompt"], flags=re.MULTILINE)
-    return {
-        "id": row["task_id"],
-        "question": row["prompt"],
-        # One test program: HumanEval's `check(candidate)` and its call on the entry point.
-        "hidden_tests": [f"{row['test']}\n\ncheck({row['entry_point']})\n"],
-        # The examples in the docstring of the function to write, run as doctests (the helpers' are not
-        # about it); [] when it has none.
-        "user_tests": _doctests(row),
-        "test_setup": row["prompt"][: start.start()] if start else "",
-        "entry_point": row["entry_point"],
-        "solution": row["prompt"] + row["canonical_solution"],
-    }
-
-
-def _doctests(row: dict) -> list[str]:
-    """The examples of the entry point's docstring as doctests; none when doctest refuses the docstring (a
-    user running `python -m doctest` on it would get an error, not a test)."""
-    try:
-        return doctest_tests(row["prompt"], row["entry_point"])
-    except CopeInputError:
-        return []
-
-
-def _mtbench(i: int, row: dict) -> dict:
-    return {
-        "id": f"mtbench-{row['question_id']}",
-        "question": row["turns"][0],
-        "turns": list(row["turns"]),
-        "category": row["category"],
-        "reference": list(row["reference"]) if row.get("reference") else None,
-        "reference_gpt4": list(row["reference_gpt4"]) if row.get("reference_gpt4") else None,
-    }
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    file: str  # committed copy in evals/data/
-    hub: tuple[str, str | None, str]  # (dataset path, config, split) on the Hugging Face hub
-    to_example: Callable[[int, dict], dict]
-    # what the cascade is called with: the question, plus the fields the task reads and the LMs never see
-    inputs: tuple[str, ...] = ("question",)
-
-
-BENCHMARKS: dict[str, Benchmark] = {
-    "gsm8k": Benchmark("gsm8k.jsonl.gz", ("openai/gsm8k", "main", "test"), _gsm8k),
-    "math500": Benchmark("math500.jsonl.gz", ("HuggingFaceH4/MATH-500", None, "test"), _math500),
-    "mbpp": Benchmark("mbpp.jsonl.gz", ("google-research-datasets/mbpp", "full", "test"), _mbpp,
-                      ("question", "tests", "test_setup")),
-    "humaneval": Benchmark("humaneval.jsonl.gz", ("openai/openai_humaneval", None, "test"), _humaneval,
-                           ("question", "tests", "test_setup")),
-    "mtbench": Benchmark("mtbench.jsonl", ("lighteval/mt-bench", None, "train"), _mtbench),
-}
 
 
 def load(
@@ -160,7 +64,7 @@ def load(
     if acceptance not in ACCEPTANCE:
         raise ValueError(f"acceptance must be one of {ACCEPTANCE}, not {acceptance!r}")
 
-    bench = BENCHMARKS[name]
+    bench = get(name)
     examples = [
         dspy.Example(**_with_acceptance(bench.to_example(i, row), acceptance)).with_inputs(*bench.inputs)
         for i, row in enumerate(_rows(name, source))
@@ -186,7 +90,7 @@ def dev_ids(ids: list[str], fraction: float = DEV_FRACTION) -> set[str]:
 
 @cache
 def _rows(name: str, source: str) -> tuple[dict, ...]:
-    bench = BENCHMARKS[name]
+    bench = get(name)
     if source == "hub" or (source == "auto" and not _offline()):
         path, config, split = bench.hub
         if source == "hub" or _hub_reachable():

@@ -28,11 +28,11 @@ import dspy
 from cope_dspy import Cascade, Math
 from cope_dspy.costs import CostTracker, tag
 from cope_dspy.local import LocalServer
+from cope_dspy.records import solve_unplanned
 from cope_dspy.signatures import PlanGuideline
 
 from .loaders import load
 from .metrics import gsm8k_match
-from .records import solve_unplanned
 
 QWEN_MATH = "Please reason step by step, and put your final answer within \\boxed{}."
 # name -> (format, instructions or None for the task's own)

@@ -37,7 +37,7 @@ def _tokens(c: dict[str, Any] | None) -> int:
 
 
 def _guideline(record: dict[str, Any]) -> dict[str, Any] | None:
-    return next((e for e in record["cope"]["trace"] if e["kind"] == "guideline"), None)
+    return next((e for e in record["trace"] if e["kind"] == "guideline"), None)
 
 
 def guideline_share(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -102,11 +102,11 @@ def cap_under(tokens: Sequence[int], cap: int, target: float = CUT_TARGET) -> in
 
 
 def stats(folder: Path) -> dict[str, Any]:
+    from .benchmarks import folder_records
     from .loaders import load
-    from .records import load_records
 
     run = json.loads((folder / "run.json").read_text())
-    records = list(load_records(folder / "records.jsonl").values())
+    records = folder_records(folder).items
     bench = run["benchmark"]
     examples = {ex.id: ex for ex in load(bench, split="all", source="local")}
     cap = (run.get("role_max_tokens") or {}).get("large_executor", run["max_tokens"])

@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 
 from cope_dspy.consensus import Vote
-from cope_dspy.records import FORMAT, Records, replay
+from cope_dspy.records import Records, Writer, read_lines
+from cope_dspy.replay import replay
 from cope_dspy.tasks import Math
 
+from .benchmarks import folder_records
 from .metrics import bootstrap_mean_ci, wilson_interval
-from .records import load_records
 
 MOT_TAU = 0.75  # MoT-vote cascade: escalate when the small model's agreement is below this (as tau1)
 
@@ -112,7 +113,7 @@ def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3)) -> tuple[
     accept). The last stage run answers with the program its ballot returns."""
     rows, exits = [], {1: 0, 2: 0, 3: 0}
     for r in records:
-        trace = r["cope"]["trace"]
+        trace = r["trace"]
         by = {(e["kind"], e["stage"]): e for e in trace}
         if 3 in stages and ("final", 3) not in by:
             raise ValueError(f"record {r['id']} has no stage-3 answer: it was not made with `Cascade.record` "
@@ -211,13 +212,6 @@ def code_cross_fitted(records: list[dict[str, Any]], run_n: int, large_rows: lis
     return rows, exits, chosen
 
 
-def as_records(records: list[dict[str, Any]], run: dict[str, Any], variant: str = "default") -> Records:
-    """The benchmark records' cascade traces in the calibration module's record format."""
-    policy = {"n": run["n"], "stages": [1, 2, 3], "task": "math", "variant": variant}
-    return Records([{"format": FORMAT, "id": r["id"], "variant": variant, "policy": policy, "inputs": {},
-                     "trace": r["cope"]["trace"]} for r in records])
-
-
 def cope_rows(records: Records, same, **settings) -> tuple[list[dict[str, Any]], dict[int, int]]:
     result = replay(records, same=same, **settings)
     return ([{"correct": bool(e["correct"]), "usd": e["usd"], "calls": e["calls"], "stage": e["stage"],
@@ -307,8 +301,8 @@ def write_report(folder: Path, examples=None, judge=None, judge_name: str | None
     judgment is not yet in judgments.jsonl), `judge_name` the name its judgments are cached under."""
     folder = Path(folder)
     run = json.loads((folder / "run.json").read_text())
-    by_id = load_records(folder / "records.jsonl")
-    records = list(by_id.values())
+    recs = folder_records(folder)
+    records = recs.items
     if not records:
         return f"no records in {folder}"
     if run["benchmark"] in TEXT_BENCHMARKS:
@@ -322,7 +316,6 @@ def write_report(folder: Path, examples=None, judge=None, judge_name: str | None
     large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
     methods = [(m, rows, {1: sum(r.get("stage") == 1 for r in rows), 2: sum(r.get("stage") == 2 for r in rows)}
                 if m.startswith("MoT") else None, "") for m, rows in base.items()]
-    recs = as_records(records, run)
     for name, settings, note in [
         ("COPE (0.75 / 0.5)", {"tau1": 0.75, "tau2": 0.5}, "the paper's defaults"),
         ("COPE stop after stage 2", {"tau1": 0.75, "tau2": 0.5, "stages": (1, 2)}, "ablation"),
@@ -423,7 +416,7 @@ def text_rows(records: list[dict[str, Any]], n: int, tau1: float, tau2: float,
     recorded sample of each stage reached is paid for, plus the guideline and the stage-3 answer."""
     rows, exits = [], {1: 0, 2: 0, 3: 0}
     for r in records:
-        trace = r["cope"]["trace"]
+        trace = r["trace"]
         by = {(e["kind"], e["stage"]): e for e in trace}
         guideline = next((e for e in trace if e["kind"] == "guideline"), None)
         usd, calls, seconds, row = 0.0, 0, 0.0, None
@@ -453,7 +446,7 @@ def text_rows(records: list[dict[str, Any]], n: int, tau1: float, tau2: float,
 def _stage_confidences(records: list[dict[str, Any]], stage: int, n: int) -> list[float]:
     out = []
     for r in records:
-        entry = next((e for e in r["cope"]["trace"] if e["kind"] == "vote" and e["stage"] == stage), None)
+        entry = next((e for e in r["trace"] if e["kind"] == "vote" and e["stage"] == stage), None)
         if entry:
             out.append(_best_reply(entry["candidates"][:n], 1.0)[1].confidence)
     return out
@@ -467,17 +460,7 @@ def _judgment_key(judge_name: str, pid: str, a: str, b: str, reference: str | No
 
 
 def _load_judgments(path: Path | None) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    if path is None or not path.exists():
-        return out
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                j = json.loads(line)
-            except json.JSONDecodeError:  # a torn last line (a report killed mid-write)
-                continue
-            out[j["key"]] = j
-    return out
+    return {j["key"]: j for j in read_lines(path)} if path is not None else {}  # a torn last line is dropped
 
 
 def _judge_all(pending: dict[str, dict[str, Any]], judge_lm, prices, path: Path | None, concurrency: int) -> dict:
@@ -487,9 +470,7 @@ def _judge_all(pending: dict[str, dict[str, Any]], judge_lm, prices, path: Path 
     from contextvars import copy_context
 
     from .judge import judge
-    from .records import JsonlWriter
-
-    writer = JsonlWriter(path) if path is not None else None
+    writer = Writer(path) if path is not None else None
     done: dict[str, dict[str, Any]] = {}
 
     def one(key: str, job: dict[str, Any]) -> None:
@@ -633,7 +614,7 @@ def _inconsistent(j: dict[str, Any]) -> bool:
 
 def _write(folder: Path, run: dict[str, Any], records: list[dict[str, Any]], table: list[dict[str, Any]],
            extra: dict[str, Any] | None = None) -> str:
-    seconds = [r["cope"]["seconds"] for r in records]
+    seconds = [r["seconds"] for r in records]
     summary = {"run": run, "problems": len(records), "methods": table,
                "recording_seconds_per_problem": float(np.mean(seconds)),
                "records_with_cached_calls": sum(_cached_calls(r) > 0 for r in records), **(extra or {})}

@@ -59,9 +59,7 @@ def _candidate(c: dict[str, Any], answer: str | None) -> Candidate:
 
 def _decided_again(entry: dict[str, Any], ballot, example, correct) -> dict[str, Any]:
     """A vote entry decided again by the cascade's own ballot (already fed its candidates), graded."""
-    from cope_dspy.cascade import _stage_record
-
-    new = _stage_record(entry["stage"], entry["tau"], ballot.decision())
+    new = ballot.decision().to_record(entry["stage"], entry["tau"])
     for c in new["candidates"]:
         c["correct"] = bool(c["answer"] is not None and correct(example, c))
     return new
@@ -79,13 +77,13 @@ def accept_record(record: dict[str, Any], example, task: Code, accept) -> int:
     runs them on its recorded programs; the unplanned small samples get `accept`'s report. Every program keeps
     its recorded grade (`correct`); each says whether it was `accepted`. Returns how many programs ran."""
     ran = 0
-    for i, entry in enumerate(record["cope"]["trace"]):
+    for i, entry in enumerate(record["trace"]):
         if entry["kind"] != "vote":
             continue
         grade = {c["index"]: bool(c.get("correct")) for c in entry["candidates"]}
         ballot = _tests_ballot(entry, example, task)
         ballot.add([_candidate(c, c.get("answer")) for c in entry["candidates"]])
-        record["cope"]["trace"][i] = new = _decided_again(entry, ballot, example,
+        record["trace"][i] = new = _decided_again(entry, ballot, example,
                                                           lambda ex, c, grade=grade: grade[c["index"]])
         for c in new["candidates"]:
             c["accepted"] = c["extra"]["tests"]["status"] == "passed"
@@ -101,7 +99,7 @@ def accept_record(record: dict[str, Any], example, task: Code, accept) -> int:
 def _others(record: dict[str, Any]) -> list[dict[str, Any]]:
     """The candidates outside the votes: the final (stage-3) answer and the baselines' replies."""
     b = record.get("baselines") or {}
-    finals = [c for e in record["cope"]["trace"] if e["kind"] == "final" for c in e["candidates"]]
+    finals = [c for e in record["trace"] if e["kind"] == "final" for c in e["candidates"]]
     return [c for c in [*finals, b.get("small_greedy"), *b.get("small_samples", []), b.get("large_greedy")] if c]
 
 
@@ -113,11 +111,11 @@ def retest_record(record: dict[str, Any], example, correct, task: Code) -> int:
     setup changed), deciding each stage again; returns how many programs were tested. Replies are not
     re-read (answers stay as recorded) and tokens, dollars and seconds stay as they were."""
     tested = 0
-    for i, entry in enumerate(record["cope"]["trace"]):
+    for i, entry in enumerate(record["trace"]):
         if entry["kind"] == "vote":
             ballot = _tests_ballot(entry, example, task)
             ballot.add([_candidate(c, c.get("answer")) for c in entry["candidates"]])
-            record["cope"]["trace"][i] = _decided_again(entry, ballot, example, correct)
+            record["trace"][i] = _decided_again(entry, ballot, example, correct)
             tested += sum(c.get("answer") is not None for c in entry["candidates"])
     for c in _others(record):
         if c.get("answer") is not None:
@@ -131,7 +129,7 @@ def retest_record(record: dict[str, Any], example, correct, task: Code) -> int:
 def rescore_record(record: dict[str, Any], example, correct, task: Code) -> int:
     """Re-read one record in place; returns how many candidates now hold a program."""
     changed = 0
-    for i, entry in enumerate(record["cope"]["trace"]):
+    for i, entry in enumerate(record["trace"]):
         if entry["kind"] != "vote":
             continue
         found = {c["index"]: _reread(c) for c in entry["candidates"]}
@@ -140,14 +138,14 @@ def rescore_record(record: dict[str, Any], example, correct, task: Code) -> int:
         changed += sum(code is not None for code in found.values())
         ballot = _tests_ballot(entry, example, task)
         ballot.add([_candidate(c, found[c["index"]] or c.get("answer")) for c in entry["candidates"]])
-        record["cope"]["trace"][i] = _decided_again(entry, ballot, example, correct)
+        record["trace"][i] = _decided_again(entry, ballot, example, correct)
     for c in _others(record):
         code = _reread(c)
         if code is not None:
             c["answer"] = code
             c["correct"] = bool(correct(example, c))
             changed += 1
-    for e in record["cope"]["trace"]:
+    for e in record["trace"]:
         if e["kind"] == "final":
             e["answer"], e["accepted"] = e["candidates"][0]["answer"], e["candidates"][0]["answer"] is not None
     return changed
@@ -178,7 +176,7 @@ def mark_cut_off(record: dict[str, Any], example, correct, task, caps: dict[str,
         return None
     record["cut_off"] = INFERRED
     marked = unknown = 0
-    for i, entry in enumerate(record["cope"]["trace"]):
+    for i, entry in enumerate(record["trace"]):
         cap = caps["large_executor" if entry["kind"] == "final" else "small_executor"]
         cands = entry.get("candidates", [])
         unknown += sum(c.get("error") is None and (c.get("usage") or {}).get("calls", 1) > 1
@@ -193,7 +191,7 @@ def mark_cut_off(record: dict[str, Any], example, correct, task, caps: dict[str,
             ballot = task.consensus().ballot(len(cands), entry["tau"], task.same, example.inputs().toDict(),
                                              early_stop=False)
             ballot.add([_candidate(c, c.get("answer")) for c in cands])
-            record["cope"]["trace"][i] = _decided_again(entry, ballot, example, correct)
+            record["trace"][i] = _decided_again(entry, ballot, example, correct)
         else:
             entry["answer"], entry["accepted"] = None, False
     b = record.get("baselines") or {}
@@ -245,7 +243,7 @@ def _rederive(args, run, rule, records, examples, bench, argv) -> int:
 def acceptance_summary(records: list[dict[str, Any]]) -> str:
     """How acceptance and grading disagree over the cascade's stage-1/2 samples: programs accepted but wrong,
     and correct programs not accepted."""
-    cands = [c for r in records for e in r["cope"]["trace"] if e["kind"] == "vote" for c in e["candidates"]
+    cands = [c for r in records for e in r["trace"] if e["kind"] == "vote" for c in e["candidates"]
              if c.get("answer") is not None]
     accepted_wrong = sum(bool(c.get("accepted")) and not c.get("correct") for c in cands)
     correct_rejected = sum(bool(c.get("correct")) and not c.get("accepted") for c in cands)
@@ -255,9 +253,8 @@ def acceptance_summary(records: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .benchmarks import get
+    from .benchmarks import folder_records, get
     from .loaders import load
-    from .records import load_records
 
     p = argparse.ArgumentParser(prog="python -m evals.rescore", description=__doc__.split("\n")[0])
     p.add_argument("folder", type=Path, help="a result folder (with run.json, records.jsonl)")
@@ -274,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     run = json.loads((args.folder / "run.json").read_text())
     path = args.folder / "records.jsonl"
-    records = load_records(path)
+    records = folder_records(args.folder).by_id()
     rule = run.get("acceptance") or ("grading" if run["benchmark"] in ("mbpp", "humaneval") else None)
     examples = {ex.id: ex for ex in load(run["benchmark"], split="all", acceptance=args.acceptance or rule or "user")}
     bench = get(run["benchmark"])

@@ -120,9 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     from cope_dspy import Cascade
     from cope_dspy.pair import open_models, parse_prices
 
-    from .benchmarks import get
+    from .benchmarks import get, record_all
     from .loaders import load
-    from .records import record_all
 
     argv = list(os.sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in AGENT_GAMES:  # text games: each method plays its own episodes (evals/agent_run.py)

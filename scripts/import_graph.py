@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("signatures", ("signatures",)),
     # policy reads the tasks' ROLES (per-role formats)
     ("tasks/consensus", ("consensus", "tasks", "code", "text", "policy", "agent")),
-    ("cascade", ("cascade", "records", "pair", "episode", "textworld")),
+    ("cascade", ("cascade", "records", "replay", "pair", "episode", "textworld")),
     ("calibrate/cli/evals", ("__init__", "calibrate", "cli", "server")),  # and every evals module
 ]
 # fmt: on
@@ -46,8 +46,6 @@ ALLOWED: dict[str, str] = {
     "cycle: cope_dspy.costs, cope_dspy.ledger": "issue 15",
     # issue 15: Budget's completion estimate becomes public in prices (or moves to costs).
     "private: cope_dspy.costs uses cope_dspy.prices._estimate_completion_tokens": "issue 15",
-    # issue 15: one record format and one module that writes it replace rescore's rebuilt stage record.
-    "private: evals.rescore uses cope_dspy.cascade._stage_record": "issue 15",
 }
 
 

@@ -21,9 +21,9 @@ def run(bench, out, *extra):
 def test_eval_records_reports_and_resumes(bench, tmp_path, capsys):
     assert run(bench, tmp_path) == 0
     (record,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
-    stages = [(e["kind"], e["stage"]) for e in record["cope"]["trace"]]
+    stages = [(e["kind"], e["stage"]) for e in record["trace"]]
     assert stages == [("vote", 1), ("guideline", 2), ("vote", 2), ("final", 3)]
-    for entry in record["cope"]["trace"]:
+    for entry in record["trace"]:
         for c in entry.get("candidates", []):
             assert c["usage"]["calls"] >= 1 and c["usage"]["cached_calls"] == 0  # generated, not replayed
             assert c["extra"]["seconds"] > 0

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # `from fault_server import ...`, `from reliability_kit import ...`
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `from evals.records import ...`
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `from evals.benchmarks import ...`
 
 from fault_server import FaultServer  # noqa: E402
 from reliability_kit import BAD_INPUTS, TALLY, Tally  # noqa: E402

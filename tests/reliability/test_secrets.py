@@ -23,7 +23,7 @@ from reliability_kit import PRICES, TRUTH, Q, cascade, scattered
 from cope_dspy import CostTracker, LargeModelError, SmallModelError
 from cope_dspy import cli as cope_cli
 from cope_dspy.calibrate import calibrate, record
-from evals.records import record_all
+from evals.benchmarks import record_all
 
 SECRET = "sk-cope-FAKE-SECRET-1234"
 MARKERS = (SECRET, "FAKE-SECRET-1234")  # the whole key, and its tail (a partial leak counts too)

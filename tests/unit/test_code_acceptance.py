@@ -12,10 +12,10 @@ import cope_dspy.sandbox as sandbox_module
 from cope_dspy import Cascade, Code, CopeInputError, Prices
 from cope_dspy.code import TestsPass, doctest_tests
 from cope_dspy.consensus import Candidate
+from cope_dspy.records import upgrade
 from cope_dspy.sandbox import run_tests
-from evals.benchmarks import get
+from evals.benchmarks import get, record_example
 from evals.loaders import load
-from evals.records import record_example
 from evals.report import choose, code_baseline_rows, code_rows, write_report
 from evals.rescore import accept_record, main
 
@@ -156,7 +156,7 @@ def test_user_acceptance_never_runs_a_grading_only_test(monkeypatch):
     bench = get("mbpp")
     record = record_example(cascade, ex, bench.correct, accept=bench.accept)
 
-    stage1 = record["cope"]["trace"][0]
+    stage1 = record["trace"][0]
     assert stage1["accepted"] and all(c["accepted"] and not c["correct"] for c in stage1["candidates"])
     assert all(c["accepted"] and not c["correct"] for c in record["baselines"]["small_samples"])
     assert runs and all(tests == USER for where, tests in runs if where == "cascade ballot")
@@ -186,7 +186,7 @@ def cand(i, correct, accepted=None, n_passed=0, answer="code", usd=0.0):
 
 
 def rec(stage1, stage2, final_correct=True, acceptance_tests=2, samples=None):
-    return {
+    return upgrade({
         "id": "p",
         "acceptance_tests": acceptance_tests,
         "cope": {
@@ -203,7 +203,7 @@ def rec(stage1, stage2, final_correct=True, acceptance_tests=2, samples=None):
             "large_greedy": cand(0, True, usd=1.0),
             "small_samples": samples or [cand(i, False, False) for i in range(4)],
         },
-    }
+    })
 
 
 def test_a_stage_returns_the_first_program_passing_its_user_tests_even_when_wrong():
@@ -213,7 +213,7 @@ def test_a_stage_returns_the_first_program_passing_its_user_tests_even_when_wron
     )
     (row,), exits = code_rows([r], n=4)
     assert row["stage"] == 1 and not row["correct"] and row["calls"] == 2  # wave 1 (samples 0-1): 1 accepted
-    assert choose(r["cope"]["trace"][0]["candidates"][:1]) == (r["cope"]["trace"][0]["candidates"][0], False)
+    assert choose(r["trace"][0]["candidates"][:1]) == (r["trace"][0]["candidates"][0], False)
 
 
 def test_a_last_stage_without_a_pass_answers_with_the_program_passing_most():
@@ -238,11 +238,11 @@ def test_no_acceptance_test_draws_one_sample_a_stage_and_escalates():
 
 def test_old_grading_records_replay_as_before_and_a_missing_stage_three_is_refused():
     old = rec([cand(i, i == 3) for i in range(4)], [cand(i, False) for i in range(4)])
-    for c in [*old["cope"]["trace"][0]["candidates"], *old["cope"]["trace"][2]["candidates"]]:
+    for c in [*old["trace"][0]["candidates"], *old["trace"][2]["candidates"]]:
         c.pop("accepted", None)  # old records: accepted = correct
     (row,), _ = code_rows([old], n=4)
     assert row["stage"] == 1 and row["correct"] and row["calls"] == 4
-    old["cope"]["trace"] = old["cope"]["trace"][:3]
+    old["trace"] = old["trace"][:3]
     with pytest.raises(ValueError, match="no stage-3 answer"):
         code_rows([old], n=4)
 
@@ -277,7 +277,7 @@ def test_accept_record_decides_each_stage_again_and_keeps_the_recorded_grades():
     )
     ex = dspy.Example(tests=USER, hidden_tests=[*USER, GRADING_ONLY], test_setup="")
     ran = accept_record(r, ex, Code(), get("mbpp").accept)
-    vote = r["cope"]["trace"][0]
+    vote = r["trace"][0]
     assert ran == 5 and vote["accepted"] and vote["answer"] == SHOWN_ONLY  # the first passing the shown test
     assert [(c["accepted"], c["correct"]) for c in vote["candidates"]] == [(True, False), (True, True)]
     assert all(c["extra"]["tests"]["n_total"] == 1 for c in vote["candidates"])
@@ -317,7 +317,7 @@ def test_rescore_acceptance_writes_a_new_folder_and_leaves_the_recorded_one_alon
     )
     assert "Code acceptance: **user**" in (out / "table.md").read_text()
     (new,) = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert new["acceptance_tests"] == 1 and new["cope"]["trace"][0]["candidates"][0]["accepted"]
+    assert new["acceptance_tests"] == 1 and new["trace"][0]["candidates"][0]["accepted"]
     with pytest.raises(SystemExit, match="acceptance 'user' already"):
         main([str(out), "--acceptance", "user"])
 

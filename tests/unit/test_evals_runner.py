@@ -7,12 +7,16 @@ import pytest
 from fakes import math_model
 
 from cope_dspy import Cascade, Math, Prices
-from evals.benchmarks import get
-from evals.records import load_records, record_all
+from cope_dspy.records import CUT_OFF_CHECKED, Records
+from evals.benchmarks import get, record_all, record_example
 from evals.report import write_report
 
 LARGE_PRICE = (1.0, 2.0)  # USD per million: 100 prompt + 20 completion tokens = $0.00014 a call
 CALL_USD = (100 * 1.0 + 20 * 2.0) / 1e6
+
+
+def load_records(path):
+    return Records.load(path).by_id()
 
 
 def examples(k):
@@ -118,7 +122,7 @@ def test_code_benchmark_records_and_report(tmp_path):
 
 
 def _set_seconds(record, small, guideline, large):
-    for entry in record["cope"]["trace"]:
+    for entry in record["trace"]:
         if entry["kind"] == "guideline":
             entry["seconds"] = guideline
         for c in entry.get("candidates", []):
@@ -140,7 +144,7 @@ def test_latency_per_method_from_recorded_job_times(tmp_path):
         r = records[pid]
         _set_seconds(r, small=1.0, guideline=5.0, large=10.0)
         if pid == "p3":  # as in records from before timing: no cascade seconds
-            for entry in r["cope"]["trace"]:
+            for entry in r["trace"]:
                 entry.pop("seconds", None)
                 for c in entry.get("candidates", []):
                     c["extra"].pop("seconds")
@@ -325,7 +329,7 @@ def test_kill_stops_a_run_like_ctrl_c_and_says_how_to_resume(tmp_path, monkeypat
     from types import SimpleNamespace
 
     import cope_dspy.pair as pair
-    import evals.records
+    import evals.benchmarks
     from evals.run import main
 
     def fake_open_models(stack, small, large, prices, **kw):
@@ -338,7 +342,7 @@ def test_kill_stops_a_run_like_ctrl_c_and_says_how_to_resume(tmp_path, monkeypat
         pytest.fail("SIGTERM did not stop the recording")
 
     monkeypatch.setattr(pair, "open_models", fake_open_models)
-    monkeypatch.setattr(evals.records, "record_all", killed_record_all)
+    monkeypatch.setattr(evals.benchmarks, "record_all", killed_record_all)
     before = signal.getsignal(signal.SIGTERM)
     assert main(["gsm8k", "--limit", "1", "--out", str(tmp_path), "--no-progress"]) == 130
     assert "Rerun the same command to resume" in capsys.readouterr().err
@@ -348,15 +352,13 @@ def test_kill_stops_a_run_like_ctrl_c_and_says_how_to_resume(tmp_path, monkeypat
 def test_baselines_read_a_cut_off_reply_by_the_cascade_rule(tmp_path):
     from fakes import cut
 
-    from evals.records import CUT_OFF_CHECKED, record_example
-
     small = math_model("scripted/small", lambda call: "7")
     large = math_model("scripted/large", lambda call: cut(str(2 * int(call.question.split()[2]))))
     cascade = Cascade(small=small.lm, large=large.lm, task=Math(), n=2, tau1=1.0, tau2=1.0,
                       prices=Prices({"scripted/large": LARGE_PRICE, "scripted/small": (0.0, 0.0)}))
     ex = examples(4)[3]  # gold 6: the large model's cut-off replies hold "6", the small model says 7
     record = record_example(cascade, ex, get("gsm8k").correct)
-    final = next(e for e in record["cope"]["trace"] if e["kind"] == "final")["candidates"][0]
+    final = next(e for e in record["trace"] if e["kind"] == "final")["candidates"][0]
     large_alone = record["baselines"]["large_greedy"]
     for c in (final, large_alone):  # the same reply, read by the same rule in the cascade and the baseline
         assert c["answer"] is None and "cut off at max_tokens" in c["error"] and c["correct"] is False

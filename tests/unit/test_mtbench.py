@@ -14,10 +14,10 @@ from fakes import ScriptedLM, reply
 
 from cope_dspy import Cascade, Prices
 from cope_dspy.costs import CostTracker
+from cope_dspy.records import upgrade
 from cope_dspy.text import Text
-from evals.benchmarks import get
+from evals.benchmarks import get, record_all
 from evals.judge import PairwiseJudge, combine, judge, judge_pair, parse_verdict, reference_for
-from evals.records import record_all
 from evals.report import text_rows, write_report
 from evals.run import build_parser
 
@@ -130,7 +130,7 @@ def cand(i, text, score, calls=1):
 def record(pid, stage1, stage2, final, small_greedy, large):
     """A benchmark record as `record_example` writes it: stage-1 samples cost 2 free calls (goal + reply),
     stage-2 samples 1 free call, the guideline and the large model's answers 1 paid call each."""
-    return {
+    return upgrade({
         "id": pid,
         "cope": {"seconds": 1.0, "trace": [
             {"kind": "vote", "stage": 1, "candidates": [cand(i, t, s, calls=2) for i, (t, s) in enumerate(stage1)]},
@@ -143,7 +143,7 @@ def record(pid, stage1, stage2, final, small_greedy, large):
             "small_samples": [],
             "large_greedy": {**cand(0, large, None), "usage": usage(1, CALL_USD)},
         },
-    }
+    })
 
 
 RECORDS = [
@@ -154,7 +154,7 @@ RECORDS = [
     # t3: both stages unsure: the large model answers (stop-after-2 keeps stage 2's best)
     record("t3", [("a", -1.5), ("b", -1.2)], [("e +", -0.9), ("f", -3.0)], "F +++", "L ++", "L ++"),
 ]
-RECORDS[1]["cope"]["trace"][2]["candidates"][1]["answer"] = None  # t2's "d +++" abstains (e.g. cut off)
+RECORDS[1]["trace"][2]["candidates"][1]["answer"] = None  # t2's "d +++" abstains (e.g. cut off)
 
 
 def test_perplexity_replay_picks_the_most_likely_reply_and_escalates_below_tau():
@@ -306,7 +306,7 @@ def test_recorded_mtbench_run_reports_win_rates(tmp_path):
     write_run(tmp_path, [])
     record_all(cascade, exs, get("mtbench").correct, tmp_path / "records.jsonl", progress=False)
     lines = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
-    assert all(c["score"] is not None for r in lines for e in r["cope"]["trace"] if e["kind"] == "vote"
+    assert all(c["score"] is not None for r in lines for e in r["trace"] if e["kind"] == "vote"
                for c in e["candidates"])
     assert all(r["baselines"]["large_greedy"]["answer"] == "large ++" for r in lines)
     write_report(tmp_path, exs, judge=plus_judge().lm)

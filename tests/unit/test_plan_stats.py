@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from cope_dspy.records import upgrade
 from evals.metrics import gsm8k_match
 from evals.plan_stats import (
     cap_under,
@@ -21,7 +22,7 @@ def reply(tokens, answer="1", error=None):
 
 
 def record(pid, guideline_tokens, answer_tokens, guideline="Add the numbers.", large=None, small_tokens=10):
-    return {
+    return upgrade({
         "id": pid,
         "cope": {
             "seconds": 1.0,
@@ -35,7 +36,7 @@ def record(pid, guideline_tokens, answer_tokens, guideline="Add the numbers.", l
             ],
         },
         "baselines": {"large_greedy": large or reply(answer_tokens), "small_greedy": reply(small_tokens)},
-    }
+    })
 
 
 def test_guideline_share_per_problem_and_of_totals():

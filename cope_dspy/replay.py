@@ -1,0 +1,317 @@
+"""Replay any setting of tau1, tau2, n and stages over recorded traces (`cope_dspy.records`): the decisions
+and costs the cascade would have, with no LM call."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from .consensus import Candidate, Vote, votes_needed
+from .errors import CopeInputError
+from .policy import check_n, check_stages, check_tau
+from .records import Records
+
+_VOTE_STAGES = (1, 2)
+
+# Per Records object: its variants' prepared arrays, per (variant, same); computed once, reused by every trial.
+_PREPARED: weakref.WeakKeyDictionary[Records, dict[tuple[str, Any], _Prepared]] = weakref.WeakKeyDictionary()
+
+
+def prepared(records: Records, variant: str | None, same: Callable[[str, str], bool]) -> _Prepared:
+    """One variant's records as arrays for replay, cached on the records."""
+    variant = records.check_variant(variant)
+    cache = _PREPARED.setdefault(records, {})
+    if (variant, same) not in cache:
+        cache[(variant, same)] = _Prepared([i for i in records.items if i["variant"] == variant], same)
+    return cache[(variant, same)]
+
+
+# -------------------------------------------------------------------------------------------- prepared
+
+
+class _Prepared:
+    """One variant's records as arrays: per stage and sample, the vote cluster (computed once with the
+    task's `same`), cumulative cost and correctness; and per (n, votes needed, early_stop) what the
+    cascade's own ballot does with them, cached."""
+
+    def __init__(self, items: list[dict[str, Any]], same):
+        self.ids = [i["id"] for i in items]
+        self.size = len(items)
+        self.n = items[0]["policy"]["n"]
+        self.stages = tuple(items[0]["policy"]["stages"])
+        self.labels: dict[int, list[tuple[int, ...]]] = {}
+        self.answers: dict[int, list[list[str | None]]] = {}
+        self.cum_usd, self.cum_calls, self.correct = {}, {}, {}
+        self.guide_usd, self.guide_calls = np.zeros(self.size), np.zeros(self.size, dtype=np.int64)
+        self.final_usd, self.final_calls = np.zeros(self.size), np.zeros(self.size, dtype=np.int64)
+        self.final_correct = np.zeros(self.size)
+        # wall-clock seconds of each recorded job (NaN where the records predate timing)
+        self.seconds: dict[int, np.ndarray] = {}
+        self.guide_seconds, self.final_seconds = np.full(self.size, np.nan), np.full(self.size, np.nan)
+        self.final_answer: list[str | None] = [None] * self.size
+        for stage in _VOTE_STAGES:
+            if stage in self.stages:
+                self.labels[stage], self.answers[stage] = [], []
+                self.cum_usd[stage] = np.zeros((self.size, self.n + 1))
+                self.cum_calls[stage] = np.zeros((self.size, self.n + 1), dtype=np.int64)
+                self.correct[stage] = np.zeros((self.size, self.n))
+                self.seconds[stage] = np.full((self.size, self.n), np.nan)
+        for e, item in enumerate(items):
+            for entry in item["trace"]:
+                if entry["kind"] == "vote":
+                    self._vote_entry(e, item["id"], entry, same)
+                elif entry["kind"] == "guideline":
+                    self.guide_usd[e], self.guide_calls[e] = _usd(entry.get("usage")), _calls(entry.get("usage"))
+                    self.guide_seconds[e] = entry.get("seconds", np.nan)
+                elif entry["kind"] == "final":
+                    (c,) = entry["candidates"]
+                    self.final_usd[e], self.final_calls[e] = _usd(c.get("usage")), _calls(c.get("usage"))
+                    self.final_correct[e], self.final_answer[e] = c.get("correct", 0.0), c["answer"]
+                    self.final_seconds[e] = _seconds(c)
+        self._tables: dict[tuple[int, int, int, bool], _Ballots] = {}
+        self.rows = np.arange(self.size)
+        self.everyone, self.no_one = np.ones(self.size, dtype=bool), np.zeros(self.size, dtype=bool)
+
+    def _vote_entry(self, e: int, eid: str, entry: dict[str, Any], same) -> None:
+        stage, cands = entry["stage"], sorted(entry["candidates"], key=lambda c: c["index"])
+        if len(cands) != self.n:
+            raise CopeInputError(f"record {eid!r}: stage {stage} has {len(cands)} samples, not n={self.n}; "
+                                 "records must come from cascade.record (every sample drawn)")
+        # The cascade's own clustering, once: sample i joins the first earlier cluster `same` matches. A
+        # prefix of samples clusters exactly as the first samples of the whole, so labels hold for any n.
+        ballot = Vote().ballot(self.n, 1.0, same, early_stop=False)
+        ballot.add([Candidate(index=c["index"], answer=c["answer"]) for c in cands])
+        cluster_of = {id(c): k for k, cluster in enumerate(ballot.clusters) for c in cluster}
+        self.labels[stage].append(tuple(cluster_of.get(id(c), -1) for c in ballot.candidates))
+        self.answers[stage].append([c["answer"] for c in cands])
+        self.cum_usd[stage][e, 1:] = np.cumsum([_usd(c.get("usage")) for c in cands])
+        self.cum_calls[stage][e, 1:] = np.cumsum([_calls(c.get("usage")) for c in cands])
+        self.correct[stage][e] = [c.get("correct", 0.0) for c in cands]
+        self.seconds[stage][e] = [_seconds(c) for c in cands]
+
+    def vote(self, stage: int, n: int, need: int, early_stop: bool) -> _Ballots:
+        """What the cascade's ballot does on every example with n samples needing `need` votes. It reads
+        tau only through `need` (the caller applies the acceptance test), so one representative tau per
+        `need` reproduces it exactly. Examples with the same clusters share one ballot."""
+        key = (stage, n, need, early_stop)
+        if key not in self._tables:
+            tau = 1.0 if need > n else 0.0 if need == 0 else (need - 0.5) / n
+            assert votes_needed(n, tau) == need
+            drawn, lead, chosen = (np.zeros(self.size, dtype=np.int64) for _ in range(3))
+            seconds = np.zeros(self.size)
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for e, labels in enumerate(self.labels[stage]):
+                groups.setdefault(labels[:n], []).append(e)
+            for labels, rows in groups.items():
+                ballot = Vote().ballot(n, tau, _same_label, early_stop=early_stop)
+                cands = [Candidate(index=i, answer=None if x < 0 else str(x)) for i, x in enumerate(labels)]
+                k = 0
+                while w := ballot.wave():
+                    ballot.add(cands[k:k + w])
+                    # a wave's samples run in parallel: it lasts as long as its slowest sample
+                    seconds[rows] += self.seconds[stage][rows, k:k + w].max(axis=1)
+                    k += w
+                d = ballot.decision()
+                drawn[rows], lead[rows], chosen[rows] = d.drawn, len(d.supporters), d.chosen.index
+            self._tables[key] = _Ballots(
+                agreement=lead / n, chosen=chosen, chosen_correct=self.correct[stage][self.rows, chosen],
+                usd=self.cum_usd[stage][self.rows, drawn], calls=self.cum_calls[stage][self.rows, drawn],
+                seconds=seconds)
+        return self._tables[key]
+
+
+@dataclass(frozen=True)
+class _Ballots:
+    """Per example: the majority's agreement, the chosen sample and its score, what the drawn samples
+    cost, and how long their waves took (NaN for records without timings)."""
+
+    agreement: np.ndarray
+    chosen: np.ndarray
+    chosen_correct: np.ndarray
+    usd: np.ndarray
+    calls: np.ndarray
+    seconds: np.ndarray
+
+
+def _same_label(a: str, b: str) -> bool:
+    return a == b
+
+
+def _usd(usage: dict[str, Any] | None) -> float:
+    return float((usage or {}).get("usd") or 0.0)
+
+
+def _calls(usage: dict[str, Any] | None) -> int:
+    return int((usage or {}).get("calls") or 0)
+
+
+def _seconds(candidate: dict[str, Any]) -> float:
+    return float((candidate.get("extra") or {}).get("seconds", np.nan))
+
+
+# ---------------------------------------------------------------------------------------------- replay
+
+
+class ReplayResult:
+    """What the cascade does on the recorded examples with one setting: accuracy (mean metric score),
+    dollars (total and per 1,000 queries), how many examples exit at each stage, LM calls made, and
+    `per_example` (id, stage, answer, score, usd, calls, seconds: the recorded wall-clock time of the jobs
+    this run makes, waves of samples in parallel and stages in sequence; NaN where records lack timings)."""
+
+    def __init__(self, params: dict[str, Any], prepared: _Prepared, exits: dict[int, tuple[np.ndarray, Any]],
+                 score: float, usd: float, calls: int):
+        self.params = params
+        self.accuracy = score / prepared.size
+        self.usd_total = usd
+        self.usd_per_1k = 1000.0 * usd / prepared.size
+        self.exits = {s: int(np.count_nonzero(exits[s][0])) if s in exits else 0 for s in (1, 2, 3)}
+        self.calls = calls
+        self._detail = (prepared, exits)
+
+    @cached_property
+    def per_example(self) -> list[dict[str, Any]]:
+        p, exits = self._detail
+        stages = self.params["stages"]
+        rows = []
+        for e in range(p.size):
+            s = next(s for s in (1, 2, 3) if s in exits and exits[s][0][e])
+            usd = calls = seconds = 0
+            if 1 in stages:
+                b = exits[1][1]
+                usd, calls, seconds = usd + b.usd[e], calls + b.calls[e], seconds + b.seconds[e]
+            if s > 1 or 1 not in stages:
+                if 2 in stages or 3 in stages:
+                    usd, calls = usd + p.guide_usd[e], calls + p.guide_calls[e]
+                    seconds += p.guide_seconds[e]
+                if 2 in stages:
+                    b = exits[2][1]
+                    usd, calls, seconds = usd + b.usd[e], calls + b.calls[e], seconds + b.seconds[e]
+            if s == 3:
+                answer, score = p.final_answer[e], p.final_correct[e]
+                usd, calls = usd + p.final_usd[e], calls + p.final_calls[e]
+                seconds += p.final_seconds[e]
+            else:
+                b = exits[s][1]
+                answer, score = p.answers[s][e][b.chosen[e]], b.chosen_correct[e]
+            rows.append({"id": p.ids[e], "stage": s, "answer": answer, "correct": float(score),
+                         "usd": float(usd), "calls": int(calls), "seconds": float(seconds)})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"params": self.params, "accuracy": self.accuracy, "usd_total": self.usd_total,
+                "usd_per_1k": self.usd_per_1k, "exits": self.exits, "calls": self.calls}
+
+    def __repr__(self) -> str:
+        return (f"ReplayResult(accuracy={self.accuracy:.4f}, usd_per_1k={self.usd_per_1k:.6g}, exits={self.exits}, "
+                f"calls={self.calls}, params={self.params})")
+
+
+_default_tasks: dict[str, Any] = {}
+
+
+def resolve_same(records: Records, same=None, task=None) -> Callable[[str, str], bool]:
+    """The answer-equality a replay votes with: `same`, else `task.same`, else the recorded task's."""
+    if same is not None:
+        return same
+    if task is not None:
+        if not isinstance(task.consensus(), Vote):
+            raise CopeInputError(f"replay reproduces vote-based tasks (Math, ExactMatch), not {task!r}, which "
+                                 f"decides with {type(task.consensus()).__name__}")
+        return task.same
+    from .tasks import ExactMatch, Math
+
+    known = {"math": Math, "qa": ExactMatch}
+    name = records.task if records.items else "math"
+    if name not in known:
+        raise CopeInputError(f"records were made with task {name!r}: pass task= (the cascade's task) or same= "
+                             "so replay judges agreement as the cascade does")
+    if name not in _default_tasks:  # one instance, so the prepared arrays are cached across calls
+        _default_tasks[name] = known[name]()
+    return _default_tasks[name].same
+
+
+def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float = 0.5, n: int | None = None,
+           stages: tuple[int, ...] | None = None, early_stop: bool = True, *, variant: str | None = None,
+           same: Callable[[str, str], bool] | None = None, task=None) -> ReplayResult:
+    """What the cascade with these settings decides and spends on the recorded examples, with no LM call.
+
+    Each example's first `n` recorded samples go through the cascade's own ballot (`Vote`, with early
+    decision when `early_stop`), so the stage it exits at, its answer and the samples it draws are the
+    live run's; cost is the recorded cost of exactly those samples, plus the guideline and the final call
+    when the example gets that far. `stages` defaults to the recorded stages.
+
+    One approximation: stage-2 samples were recorded with g_S, the goal behind the majority of all
+    recorded stage-1 samples. With a smaller n, with early decision, or with stage 1 skipped, a live run
+    may pass on another goal (or none), so stage-2 figures are then estimates. Everything else is exact.
+    """
+    if not isinstance(records, Records):
+        records = Records.load(records)
+    tau1, tau2 = check_tau("tau1", tau1), check_tau("tau2", tau2)
+    variant = records.check_variant(variant)
+    recorded = records.stages(variant)
+    stages = recorded if stages is None else check_stages(stages)
+    if not set(stages) <= set(recorded):
+        raise CopeInputError(f"stages {stages} need records of every stage in them; these were recorded with "
+                             f"stages {recorded}")
+    recorded_n = records.policies[variant]["n"]
+    n = recorded_n if n is None else check_n(n)
+    if n > recorded_n:
+        raise CopeInputError(f"n={n} is more samples than were recorded (n={recorded_n}); replay any n <= "
+                             f"{recorded_n}, or record again with a larger n")
+    p = prepared(records, variant, resolve_same(records, same, task))
+    return _replay(p, tau1, tau2, n, stages, bool(early_stop), variant)
+
+
+def _replay(p: _Prepared, tau1: float, tau2: float, n: int, stages: tuple[int, ...], early_stop: bool,
+            variant: str) -> ReplayResult:
+    # Totals as dot products with "still escalating" masks: the hot path of every Optuna trial.
+    last, open_ = stages[-1], p.everyone
+    usd = score = 0.0
+    calls = 0
+    exits: dict[int, tuple[np.ndarray, Any]] = {}
+    for s, tau in ((1, tau1), (2, tau2)):
+        if s not in stages:
+            continue
+        if s == 2:  # the guideline is planned once, before stage 2 (or before stage 3 without stage 2)
+            usd += p.guide_usd @ open_
+            calls += p.guide_calls @ open_
+        b = p.vote(s, n, votes_needed(n, tau), early_stop)
+        usd += b.usd @ open_
+        calls += b.calls @ open_
+        if last == s:
+            done = open_
+        elif tau < 1.0:  # consensus.accepts, element-wise
+            done = open_ & (b.agreement >= tau)
+        else:
+            done = p.no_one
+        score += b.chosen_correct @ done
+        exits[s] = (done, b)
+        open_ = open_ & ~done
+    if 3 in stages:
+        if 2 not in stages:
+            usd += p.guide_usd @ open_
+            calls += p.guide_calls @ open_
+        usd += p.final_usd @ open_
+        calls += p.final_calls @ open_
+        score += p.final_correct @ open_
+        exits[3] = (open_, None)
+    params = {"tau1": tau1, "tau2": tau2, "n": n, "stages": list(stages), "early_stop": early_stop, "variant": variant}
+    return ReplayResult(params, p, exits, float(score), float(usd), int(calls))
+
+
+def large_alone(records: Records, variant: str | None = None) -> dict[str, Any]:
+    """The large model answering alone, read from the records: the stage-3 answer's score on every example
+    and the cost of that one call. Its prompt held the large model's guideline, which the paper's
+    large-alone baseline lacks; the guideline call itself is not counted."""
+    v = records.check_variant(variant)
+    items = [i for i in records.items if i["variant"] == v]
+    finals = [next(e for e in i["trace"] if e["kind"] == "final")["candidates"][0] for i in items]
+    usd = sum(_usd(c.get("usage")) for c in finals)
+    return {"variant": v, "accuracy": float(np.mean([c.get("correct", 0.0) for c in finals])),
+            "usd_per_1k": 1000.0 * usd / len(finals), "calls": sum(_calls(c.get("usage")) for c in finals)}
