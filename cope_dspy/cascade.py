@@ -478,7 +478,7 @@ def _goal_behind(d: Decision) -> str | None:
 
 
 def check_role_max_tokens(caps) -> dict[str, int]:
-    from .tasks import ROLES
+    from .role import ROLES
 
     if caps is None:
         return {}
