@@ -21,7 +21,7 @@ from typing import Any
 
 from dspy.utils.callback import BaseCallback
 
-from cope_dspy.billing import read_usage
+from cope_dspy.billing import history_entry, is_cache_hit, read_usage, was_cut
 from cope_dspy.errors import BudgetExceeded, CopeInputError
 from cope_dspy.ledger import Ledger
 from cope_dspy.prices import (  # noqa: F401  (re-exported: `from cope_dspy.costs import Prices` keeps working)
@@ -87,50 +87,7 @@ def tag(stage: int | None = None, role: str | None = None, sample: int | None = 
         current_tag.reset(token)
 
 
-# ------------------------------------------------------------------------------- reading DSPy history
-
-
-def _find_entry(instance: Any, outputs: Any) -> dict | None:
-    """The history entry DSPy wrote for this call: it is written before on_lm_end fires, and holds
-    the very `outputs` object the call returned (or, for an explicit Request, the Response)."""
-    if outputs is None:
-        return None
-    for entry in reversed(list(getattr(instance, "history", None) or [])):  # a snapshot: others append
-        if isinstance(entry, dict) and (entry.get("outputs") is outputs or entry.get("response") is outputs):
-            return entry
-    return None
-
-
-def _has_usage(response: Any) -> bool:
-    usage = response.get("usage") if isinstance(response, Mapping) else getattr(response, "usage", None)
-    if isinstance(usage, Mapping):
-        return bool(usage)
-    return any(getattr(usage, k, None) is not None for k in ("input_tokens", "output_tokens", "total_tokens"))
-
-
-def _is_cache_hit(entry: dict) -> bool:
-    """DSPy 3.4 serves a cached reply with usage {} in history; the reply it stored still carries the
-    original usage (native engine), or is stamped `cache_hit=True` (LiteLLM objects, TypeSafe entries)."""
-    if entry.get("cache_hit") is True:
-        return True
-    response = entry.get("response")
-    responses = response if isinstance(response, (tuple, list)) else (response,)
-    for r in responses:
-        if (r.get("cache_hit") if isinstance(r, Mapping) else getattr(r, "cache_hit", None)) is True:
-            return True
-    return not entry.get("usage") and any(_has_usage(r) for r in responses if r is not None)
-
-
-def _was_cut(entry: dict | None) -> bool:
-    """Whether the reply stopped at max_tokens: finish_reason "length" on the native engine's Response or
-    on any of LiteLLM's choices. A cut-off reply holds no final answer, even when a number can be read."""
-    response = (entry or {}).get("response")
-    for r in response if isinstance(response, (list, tuple)) else [response]:
-        reasons = [getattr(r, "finish_reason", None)]
-        reasons += [getattr(c, "finish_reason", None) for c in getattr(r, "choices", None) or []]
-        if "length" in reasons:
-            return True
-    return False
+# --------------------------------------------------------------------------------------------- tracker
 
 
 def _describe_error(exc: BaseException, instance: Any, call_kwargs: Mapping) -> str:
@@ -139,9 +96,6 @@ def _describe_error(exc: BaseException, instance: Any, call_kwargs: Mapping) -> 
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
     keys = [call_kwargs.get("api_key"), (getattr(instance, "kwargs", None) or {}).get("api_key")]
     return redact(text, keys)[:300]
-
-
-# --------------------------------------------------------------------------------------------- tracker
 
 
 @dataclass
@@ -223,10 +177,10 @@ class CostTracker(BaseCallback):
 
     def _measure(self, p: _Pending, outputs: Any, exception: BaseException | None) -> tuple[CallRecord, int]:
         tag_ = p.tag or Tag()
-        entry = _find_entry(p.instance, outputs)
+        entry = history_entry(p.instance, outputs)
         base = dict(time=time.time(), model=p.model, stage=tag_.stage, role=tag_.role, sample=tag_.sample,
-                    cut=_was_cut(entry))
-        if entry is not None and _is_cache_hit(entry):
+                    cut=was_cut(entry))
+        if entry is not None and is_cache_hit(entry):
             return CallRecord(**base, cached=True), 0
         prompt, completion, split = read_usage(entry.get("usage") if entry else None)
         error = _describe_error(exception, p.instance, p.kwargs) if exception is not None else None

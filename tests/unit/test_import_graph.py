@@ -156,3 +156,12 @@ def test_a_library_module_in_no_layer_is_an_error_that_says_where_to_add_it(tmp_
     )
     with pytest.raises(SystemExit, match="cope_dspy.newthing is in no layer: add it to LAYERS"):
         violations(tmp_path)
+
+
+def test_the_cost_leaves_import_no_cycle_and_usage_imports_no_project_module():
+    imports, found = graph.check(graph.project_files(ROOT), ROOT)
+    leaves = {"cope_dspy.costs", "cope_dspy.ledger", "cope_dspy.usage", "cope_dspy.prices"}
+    assert not [v for v in found if v.startswith("cycle:") and leaves & set(v[len("cycle: "):].split(", "))]
+    targets = {name: {i.target for i in imports[name] if graph.in_project(i.target)} for name in leaves}
+    assert targets["cope_dspy.usage"] == set()  # the record type: both costs and ledger read it
+    assert "cope_dspy.costs" not in targets["cope_dspy.ledger"]
