@@ -1,5 +1,6 @@
 """Billed tokens: a provider's usage object read into one split (input, cached input, cache writes, output,
-reasoning), and priced by litellm's own cost calculation, which knows each provider's rules.
+reasoning), and priced by litellm's own cost calculation, which knows each provider's rules; and what DSPy's
+history holds of a call (its entry, whether it was a cache hit, whether the reply was cut off).
 
 DSPy 3.4 hands every engine's usage over in OpenAI's shape (`prompt_tokens`, `completion_tokens`,
 `prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`; LiteLLM adds
@@ -96,3 +97,49 @@ def litellm_cost(name: str, billed: Billed) -> float:
     )
     prompt_usd, completion_usd = litellm.cost_per_token(model=name, usage_object=usage)
     return float(prompt_usd + completion_usd)
+
+
+# --------------------------------------------------------------------------- DSPy's history of a call
+
+
+def history_entry(instance: Any, outputs: Any) -> dict | None:
+    """The history entry DSPy wrote for this call: it is written before on_lm_end fires, and holds
+    the very `outputs` object the call returned (or, for an explicit Request, the Response)."""
+    if outputs is None:
+        return None
+    for entry in reversed(list(getattr(instance, "history", None) or [])):  # a snapshot: others append
+        if isinstance(entry, dict) and (entry.get("outputs") is outputs or entry.get("response") is outputs):
+            return entry
+    return None
+
+
+def _has_usage(response: Any) -> bool:
+    usage = response.get("usage") if isinstance(response, Mapping) else getattr(response, "usage", None)
+    if isinstance(usage, Mapping):
+        return bool(usage)
+    return any(getattr(usage, k, None) is not None for k in ("input_tokens", "output_tokens", "total_tokens"))
+
+
+def is_cache_hit(entry: dict) -> bool:
+    """DSPy 3.4 serves a cached reply with usage {} in history; the reply it stored still carries the
+    original usage (native engine), or is stamped `cache_hit=True` (LiteLLM objects, TypeSafe entries)."""
+    if entry.get("cache_hit") is True:
+        return True
+    response = entry.get("response")
+    responses = response if isinstance(response, (tuple, list)) else (response,)
+    for r in responses:
+        if (r.get("cache_hit") if isinstance(r, Mapping) else getattr(r, "cache_hit", None)) is True:
+            return True
+    return not entry.get("usage") and any(_has_usage(r) for r in responses if r is not None)
+
+
+def was_cut(entry: dict | None) -> bool:
+    """Whether the reply stopped at max_tokens: finish_reason "length" on the native engine's Response or
+    on any of LiteLLM's choices. A cut-off reply holds no final answer, even when a number can be read."""
+    response = (entry or {}).get("response")
+    for r in response if isinstance(response, (list, tuple)) else [response]:
+        reasons = [getattr(r, "finish_reason", None)]
+        reasons += [getattr(c, "finish_reason", None) for c in getattr(r, "choices", None) or []]
+        if "length" in reasons:
+            return True
+    return False

@@ -16,8 +16,6 @@ from .consensus import Candidate, Decision
 from .costs import Budget, CostTracker, Prices, tag
 from .errors import BudgetExceeded, CopeError, CopeInputError, LargeModelError
 from .failures import (
-    LARGE_ROLES,
-    SMALL_ROLES,
     FailureGuard,
     ask_again_or_raise,
     check_guard,
@@ -27,9 +25,9 @@ from .failures import (
 from .plain import adapter_for
 from .policy import Policy, Temperatures, check_role_max_tokens
 from .redact import redact
-from .role import Role
+from .role import LARGE_ROLES, ROLES, SMALL_ROLES, Role
 from .signatures import format_plans
-from .tasks import ROLES, Math, Task
+from .tasks import Math, Task
 
 
 class Cascade(dspy.Module):

@@ -1,136 +1,53 @@
-"""What every LM call costs: `Prices` (data), `CostTracker` (a DSPy callback), `Budget` (a hard cap).
+"""What every LM call costs: `CostTracker` (a DSPy callback), `Tag` (which stage, role and sample a call
+serves), `Budget` (a hard cap) and `savings`.
 
 Tokens come from the provider's reported usage, split as billed (input, cached input, cache writes,
-output, reasoning); where it reports none they are counted with tiktoken (offline) and the call is marked
-`estimated`. Dollars come from `Prices` (litellm's cost calculation, or the user's overrides), never from
-DSPy's own figure, so user prices apply. A local model costs 0; a paid model with no known price is never a silent 0.
+output, reasoning); where it reports none they are counted offline with `litellm.token_counter` and the
+call is marked `estimated`. Dollars come from `Prices` (litellm's cost calculation, or the user's
+overrides), never from DSPy's own figure, so user prices apply. A local model costs 0; a paid model with
+no known price is never a silent 0. Records and their summaries live in `usage`, prices in `prices`.
 """
 
 import contextvars
 import json
 import math
+import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from dspy.utils.callback import BaseCallback
 
-from cope_dspy.billing import read_usage
+from cope_dspy.billing import history_entry, is_cache_hit, read_usage, was_cut
 from cope_dspy.errors import BudgetExceeded, CopeInputError
+from cope_dspy.ledger import Ledger
 from cope_dspy.prices import (  # noqa: F401  (re-exported: `from cope_dspy.costs import Prices` keeps working)
     LOCAL_HOSTS,
     LOCAL_PREFIXES,
     Prices,
     UnknownPriceWarning,
-    _estimate_completion_tokens,
     count_tokens,
+    estimate_completion_tokens,
     estimate_prompt_tokens,
     is_local,
 )
 from cope_dspy.redact import redact
+from cope_dspy.role import ROLES
+from cope_dspy.usage import (  # noqa: F401  (re-exported: `from cope_dspy.costs import Usage` keeps working)
+    CallRecord,
+    Usage,
+    format_summary,
+    group_usage,
+    summarize_records,
+)
 
-ROLES = ("goal_planner", "guideline_planner", "small_executor", "large_executor", "judge", "other")
 # Completion tokens assumed by `Budget` when a call sets no max_tokens (the provider's limit is unknown).
 DEFAULT_COMPLETION_ESTIMATE = 1024
 # Float sums of per-call dollars may differ from the cap in the last bits; a billionth of a dollar is noise.
 _USD_EPSILON = 1e-9
-
-
-# ---------------------------------------------------------------------------------------------- usage
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Counts that add with `+` (and `sum()`): calls, billed tokens, dollars.
-
-    `prompt_tokens` includes `cached_prompt_tokens` (the provider's prompt-cache reads, billed at a
-    discount) and `cache_write_tokens`; `completion_tokens` includes `reasoning_tokens`. `cached_calls`
-    are DSPy cache hits (no provider call, $0)."""
-
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usd: float = 0.0
-    cached_calls: int = 0
-    estimated_calls: int = 0
-    unpriced_calls: int = 0
-    failed_calls: int = 0
-    cached_prompt_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-
-    def __add__(self, other: "Usage") -> "Usage":
-        if not isinstance(other, Usage):
-            return NotImplemented
-        return Usage(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
-
-    def __radd__(self, other: Any) -> "Usage":
-        if other == 0:  # sum() starts from 0
-            return self
-        return self.__add__(other)
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "total_tokens": self.total_tokens}
-
-    @classmethod
-    def from_records(cls, records: Iterable["CallRecord"]) -> "Usage":
-        return sum((r.usage() for r in records), cls())
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One LM call as billed: no prompt text, no keys, no headers."""
-
-    time: float
-    model: str
-    stage: int | None
-    role: str | None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usd: float = 0.0
-    cached: bool = False
-    estimated: bool = False
-    priced: bool = True
-    error: str | None = None
-    cached_prompt_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    sample: int | None = None  # which sample of its stage the call served (None: a plan, or untagged)
-    cut: bool = False  # the reply stopped at max_tokens (finish_reason "length"), cached replies included
-
-    def usage(self) -> Usage:
-        return Usage(
-            calls=1,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            usd=self.usd,
-            cached_calls=int(self.cached),
-            estimated_calls=int(self.estimated),
-            unpriced_calls=int(not self.priced),
-            failed_calls=int(self.error is not None),
-            cached_prompt_tokens=self.cached_prompt_tokens,
-            cache_write_tokens=self.cache_write_tokens,
-            reasoning_tokens=self.reasoning_tokens,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def group_usage(records: Iterable[CallRecord], key: str) -> dict[Any, Usage]:
-    """Usage per value of a record attribute ("model", "stage", "role"), in first-seen order."""
-    groups: dict[Any, Usage] = {}
-    for r in records:
-        k = getattr(r, key)
-        groups[k] = groups.get(k, Usage()) + r.usage()
-    return groups
 
 
 # ------------------------------------------------------------------------------------------------ tags
@@ -170,54 +87,7 @@ def tag(stage: int | None = None, role: str | None = None, sample: int | None = 
         current_tag.reset(token)
 
 
-# ------------------------------------------------------------------------------- reading DSPy history
-
-
-def _find_entry(instance: Any, outputs: Any) -> dict | None:
-    """The history entry DSPy wrote for this call: it is written before on_lm_end fires, and holds
-    the very `outputs` object the call returned (or, for an explicit Request, the Response)."""
-    if outputs is None:
-        return None
-    for entry in reversed(list(getattr(instance, "history", None) or [])):  # a snapshot: others append
-        if isinstance(entry, dict) and (entry.get("outputs") is outputs or entry.get("response") is outputs):
-            return entry
-    return None
-
-
-def _as_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _has_usage(response: Any) -> bool:
-    usage = response.get("usage") if isinstance(response, Mapping) else getattr(response, "usage", None)
-    if isinstance(usage, Mapping):
-        return bool(usage)
-    return any(getattr(usage, k, None) is not None for k in ("input_tokens", "output_tokens", "total_tokens"))
-
-
-def _is_cache_hit(entry: dict) -> bool:
-    """DSPy 3.4 serves a cached reply with usage {} in history; the reply it stored still carries the
-    original usage (native engine), or is stamped `cache_hit=True` (LiteLLM objects, TypeSafe entries)."""
-    if entry.get("cache_hit") is True:
-        return True
-    response = entry.get("response")
-    responses = response if isinstance(response, (tuple, list)) else (response,)
-    for r in responses:
-        if (r.get("cache_hit") if isinstance(r, Mapping) else getattr(r, "cache_hit", None)) is True:
-            return True
-    return not entry.get("usage") and any(_has_usage(r) for r in responses if r is not None)
-
-
-def _was_cut(entry: dict | None) -> bool:
-    """Whether the reply stopped at max_tokens: finish_reason "length" on the native engine's Response or
-    on any of LiteLLM's choices. A cut-off reply holds no final answer, even when a number can be read."""
-    response = (entry or {}).get("response")
-    for r in response if isinstance(response, (list, tuple)) else [response]:
-        reasons = [getattr(r, "finish_reason", None)]
-        reasons += [getattr(c, "finish_reason", None) for c in getattr(r, "choices", None) or []]
-        if "length" in reasons:
-            return True
-    return False
+# --------------------------------------------------------------------------------------------- tracker
 
 
 def _describe_error(exc: BaseException, instance: Any, call_kwargs: Mapping) -> str:
@@ -226,9 +96,6 @@ def _describe_error(exc: BaseException, instance: Any, call_kwargs: Mapping) -> 
     text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
     keys = [call_kwargs.get("api_key"), (getattr(instance, "kwargs", None) or {}).get("api_key")]
     return redact(text, keys)[:300]
-
-
-# --------------------------------------------------------------------------------------------- tracker
 
 
 @dataclass
@@ -251,18 +118,19 @@ class CostTracker(BaseCallback):
         print(tracker.report())
 
     Provider usage is read from the LM's history entry (DSPy's history must be on, the default);
-    cache hits are counted but not billed; calls without reported usage are counted with tiktoken
-    and marked estimated. With `ledger=` every call is also written to SQLite; with `budget=` every
-    call's spend is charged to the budget.
+    cache hits are counted but not billed; calls without reported usage are counted offline
+    (`litellm.token_counter`) and marked estimated. With `ledger=` (a `Ledger`, or the path of one) every
+    call is also written to SQLite; with `budget=` every call's spend is charged to the budget.
     """
 
     def __init__(
-        self, prices: "Prices | Mapping | None" = None, ledger: Any = None, budget: "Budget | None" = None
+        self,
+        prices: "Prices | Mapping | None" = None,
+        ledger: "Ledger | str | os.PathLike | None" = None,
+        budget: "Budget | None" = None,
     ):
         self.prices = prices if isinstance(prices, Prices) else Prices(prices)
         if ledger is not None and not hasattr(ledger, "write"):
-            from cope_dspy.ledger import Ledger
-
             ledger = Ledger(ledger)
         self.ledger = ledger
         if budget is not None and not isinstance(budget, Budget):
@@ -309,10 +177,10 @@ class CostTracker(BaseCallback):
 
     def _measure(self, p: _Pending, outputs: Any, exception: BaseException | None) -> tuple[CallRecord, int]:
         tag_ = p.tag or Tag()
-        entry = _find_entry(p.instance, outputs)
+        entry = history_entry(p.instance, outputs)
         base = dict(time=time.time(), model=p.model, stage=tag_.stage, role=tag_.role, sample=tag_.sample,
-                    cut=_was_cut(entry))
-        if entry is not None and _is_cache_hit(entry):
+                    cut=was_cut(entry))
+        if entry is not None and is_cache_hit(entry):
             return CallRecord(**base, cached=True), 0
         prompt, completion, split = read_usage(entry.get("usage") if entry else None)
         error = _describe_error(exception, p.instance, p.kwargs) if exception is not None else None
@@ -324,7 +192,7 @@ class CostTracker(BaseCallback):
                 text = messages if messages is not None else (entry or {}).get("prompt", p.prompt)
                 prompt = estimate_prompt_tokens(text if isinstance(text, (str, list)) else None, p.model)
             if completion is None:
-                completion = _estimate_completion_tokens((entry or {}).get("outputs", outputs), p.model)
+                completion = estimate_completion_tokens((entry or {}).get("outputs", outputs), p.model)
         prompt, completion = prompt or 0, completion or 0
         rate = self.prices.rate(p.model, p.api_base)
         priced = rate is not None or prompt + completion == 0
@@ -395,106 +263,6 @@ class CostTracker(BaseCallback):
             raise CopeInputError(f"report(fmt=...) must be 'table' or 'json', got {fmt!r}")
         summary = summarize_records(self.records)
         return json.dumps(summary, indent=2) if fmt == "json" else format_summary(summary)
-
-
-# ----------------------------------------------------------------------------------------- summaries
-
-
-def _stage_key(stage: Any) -> str:
-    return "untagged" if stage is None else str(stage)
-
-
-def summarize_records(records: list[CallRecord]) -> dict[str, Any]:
-    """Totals and breakdowns as plain JSON-ready data (the shape `format_summary` prints)."""
-    pairs = [
-        CallRecord(**{**r.to_dict(), "role": f"{_stage_key(r.stage)}/{r.role or 'untagged'}"})
-        for r in records
-    ]
-    return {
-        "usage": Usage.from_records(records).to_dict(),
-        "by_model": {m: u.to_dict() for m, u in group_usage(records, "model").items()},
-        "by_stage": {_stage_key(s): u.to_dict() for s, u in group_usage(records, "stage").items()},
-        "by_role": {(r or "untagged"): u.to_dict() for r, u in group_usage(records, "role").items()},
-        "by_stage_role": {k: u.to_dict() for k, u in group_usage(pairs, "role").items()},
-        "unpriced_models": sorted({r.model for r in records if not r.priced}),
-    }
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    """Text columns left-aligned, figures right-aligned; a rule above a final "total" row."""
-    text_columns = {i for i, h in enumerate(headers) if h in ("model", "stage", "role")}
-    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
-
-    def line(row: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i in text_columns else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-
-    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
-    body = [line(r) for r in rows]
-    if rows and rows[-1][0] == "total":
-        body.insert(len(body) - 1, rule)
-    return "\n".join([line(headers), rule, *body])
-
-
-def _figures(u: Mapping[str, Any]) -> list[str]:
-    usd = f"${u['usd']:,.6f}"
-    if u["unpriced_calls"]:  # dollars are incomplete: say so rather than print a false figure
-        usd = "no price" if u["unpriced_calls"] == u["calls"] - u["cached_calls"] else f"{usd} + unpriced"
-    return [
-        f"{u['calls']:,}",
-        f"{u['cached_calls']:,}",
-        f"{u['estimated_calls']:,}",
-        f"{u['failed_calls']:,}",
-        f"{u['prompt_tokens']:,}",
-        f"{u.get('cached_prompt_tokens', 0):,}",
-        f"{u['completion_tokens']:,}",
-        f"{u.get('reasoning_tokens', 0):,}",
-        f"{u['total_tokens']:,}",
-        usd,
-    ]
-
-
-# "cached" calls are DSPy cache hits; "cache read" prompt tokens are the provider's cache (billed at a discount)
-_FIGURE_HEADERS = [
-    "calls",
-    "cached",
-    "estimated",
-    "failed",
-    "prompt",
-    "cache read",
-    "completion",
-    "reasoning",
-    "tokens",
-    "USD",
-]
-
-
-def format_summary(summary: Mapping[str, Any]) -> str:
-    """The text report of a summary from `CostTracker.to_dict()` / `summarize_ledger()`."""
-    total = summary["usage"]
-    out = [
-        f"{total['calls']:,} LM calls ({total['cached_calls']:,} cached, {total['estimated_calls']:,} estimated, "
-        f"{total['failed_calls']:,} failed), {total['total_tokens']:,} tokens, {_figures(total)[-1]}"
-    ]
-    if summary.get("unpriced_models"):
-        names = ", ".join(repr(m) for m in summary["unpriced_models"])
-        out.append(
-            f"WARNING: {total['unpriced_calls']:,} calls to {names} have no known price and count $0; "
-            "add prices with Prices({model: (input, output)}) or Prices.from_file(path)."
-        )
-    for run in summary.get("runs", []):
-        out.append(
-            f"run {run['run_id']}: {run['start']} .. {run['end']}, {run['calls']:,} calls, ${run['usd']:,.6f}"
-        )
-    out += ["", "By model"]
-    rows = [[m, *_figures(u)] for m, u in summary["by_model"].items()]
-    out.append(_table(["model", *_FIGURE_HEADERS], [*rows, ["total", *_figures(total)]]))
-    out += ["", "By stage and role"]
-    rows = [[*k.split("/", 1), *_figures(u)] for k, u in summary["by_stage_role"].items()]
-    out.append(_table(["stage", "role", *_FIGURE_HEADERS], [*rows, ["total", "", *_figures(total)]]))
-    return "\n".join(out)
 
 
 # ---------------------------------------------------------------------------------------------- budget

@@ -34,13 +34,12 @@ from dspy.utils.exceptions import (
 from .costs import Tag, current_tag
 from .errors import CopeError, CopeInputError, LargeModelError, SmallModelError, SmallModelFailing
 from .redact import redact
+from .role import LARGE_ROLES, SMALL_ROLES
 
 # Exception types, anywhere in the chain, that mean the server was never reached: a refused connection,
 # an unknown host. The native engine raises LMTransportError over ConnectError / ConnectionRefusedError;
 # LiteLLM's OpenAI route raises LMServerError(status=500) over openai.APIConnectionError.
 _UNREACHABLE = ("ConnectionRefusedError", "ConnectError", "APIConnectionError", "gaierror")
-SMALL_ROLES = ("goal_planner", "small_executor")
-LARGE_ROLES = ("guideline_planner", "large_executor")
 
 
 def classify(exc: BaseException, model: str = "") -> str:

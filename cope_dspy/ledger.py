@@ -16,8 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cope_dspy.costs import CallRecord, Usage, format_summary, summarize_records
 from cope_dspy.errors import CopeInputError
+from cope_dspy.usage import CallRecord, Usage, format_summary, summarize_records
 
 __all__ = ["Ledger", "summarize_ledger", "format_summary"]
 

@@ -14,7 +14,7 @@ from dspy.predict.parameter import Parameter
 
 from .errors import CopeInputError
 from .plain import check_formats
-from .tasks import ROLES
+from .role import ROLES
 
 
 @dataclass(frozen=True)

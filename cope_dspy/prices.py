@@ -1,4 +1,4 @@
-"""Prices (USD per million tokens, as data) and offline token counting with tiktoken.
+"""Prices (USD per million tokens, as data) and offline token counting with `litellm.token_counter`.
 
 `Prices` prices a call with litellm's own cost calculation from its bundled map (offline), or with your
 overrides; local models cost 0 unless you price them; an unknown paid model warns instead of costing $0.
@@ -6,7 +6,6 @@ overrides; local models cost 0 unless you price them; an unknown paid model warn
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -249,88 +248,36 @@ def _warn_unknown(model: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- tokens
 
-_encodings: dict[str, Any] = {}
-_encodings_lock = threading.Lock()
 
+def _token_counter(**what: Any) -> int:
+    """`litellm.token_counter` (its chat framing, its tiktoken encoding for OpenAI models), offline: the
+    `openai_tokenizer` route never fetches a Hugging Face tokenizer, and images count litellm's default."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # the bundled map: no network
+    import litellm
 
-def _encoding(model: str | None):
-    """tiktoken encoding for `model`: its own where tiktoken knows it, else o200k_base. Never downloads."""
-    if "TIKTOKEN_CACHE_DIR" not in os.environ:
-        spec = importlib.util.find_spec("litellm")
-        if spec and spec.submodule_search_locations:
-            bundled = Path(spec.submodule_search_locations[0]) / "litellm_core_utils" / "tokenizers"
-            os.environ["TIKTOKEN_CACHE_DIR"] = str(bundled)  # litellm ships cl100k_base and o200k_base
-    import tiktoken
-
-    name = "o200k_base"
-    for candidate in _names(model) if model else []:
-        try:
-            # Only the two encodings litellm bundles: older ones map to cl100k_base, the closest.
-            name = (
-                "o200k_base" if tiktoken.encoding_name_for_model(candidate) == "o200k_base" else "cl100k_base"
-            )
-            break
-        except KeyError:
-            continue
-    with _encodings_lock:
-        if name not in _encodings:
-            _encodings[name] = tiktoken.get_encoding(name)
-        return _encodings[name]
+    # litellm picks an OpenAI model's own encoding; any other model is counted with cl100k_base.
+    tokenizer = {"type": "openai_tokenizer", "tokenizer": litellm.encoding}
+    return litellm.token_counter(custom_tokenizer=tokenizer, **what)
 
 
 def count_tokens(text: str, model: str | None = None) -> int:
-    """Tokens in `text` with tiktoken (offline), using the model's encoding where known."""
-    if not text:
-        return 0
-    return len(_encoding(model).encode(str(text), disallowed_special=()))
-
-
-# OpenAI's accounting for chat messages: a few tokens of framing per message and for the reply.
-_TOKENS_PER_MESSAGE = 3
-_TOKENS_FOR_REPLY = 3
-_TOKENS_PER_IMAGE = 85
-
-
-def _content_tokens(content: Any, model: str | None) -> int:
-    if content is None:
-        return 0
-    if isinstance(content, str):
-        return count_tokens(content, model)
-    if isinstance(content, list):
-        total = 0
-        for part in content:
-            if isinstance(part, str):
-                total += count_tokens(part, model)
-            elif isinstance(part, Mapping):
-                if part.get("type") in ("image_url", "image", "input_image"):
-                    total += _TOKENS_PER_IMAGE
-                else:
-                    total += count_tokens(str(part.get("text") or ""), model)
-        return total
-    return count_tokens(str(content), model)
+    """Tokens in `text` (offline), with the model's encoding where known, else cl100k_base."""
+    return _token_counter(model=model or "", text=str(text)) if text else 0
 
 
 def estimate_prompt_tokens(messages: Any, model: str | None = None) -> int:
-    """Prompt tokens of chat `messages` (list of {"role", "content"}) or of a plain prompt string."""
+    """Prompt tokens of chat `messages` (list of {"role", "content"}) or of a plain prompt string, framing
+    included, as `litellm.token_counter` counts them."""
     if messages is None:
         return 0
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
-    total = _TOKENS_FOR_REPLY
-    for message in messages:
-        if not isinstance(message, Mapping):
-            total += _TOKENS_PER_MESSAGE + count_tokens(str(message), model)
-            continue
-        total += _TOKENS_PER_MESSAGE + count_tokens(str(message.get("role") or ""), model)
-        total += _content_tokens(message.get("content"), model)
-        if message.get("name"):
-            total += 1 + count_tokens(str(message["name"]), model)
-        if message.get("tool_calls"):
-            total += count_tokens(json.dumps(message["tool_calls"], default=str), model)
-    return total
+    messages = [m if isinstance(m, Mapping) else {"role": "user", "content": str(m)} for m in messages]
+    return _token_counter(model=model or "", messages=messages, use_default_image_token_count=True)
 
 
-def _estimate_completion_tokens(outputs: Any, model: str | None) -> int:
+def estimate_completion_tokens(outputs: Any, model: str | None = None) -> int:
+    """Completion tokens of an LM's outputs (strings, or dicts with text, reasoning and tool calls)."""
     total = 0
     for out in outputs if isinstance(outputs, list) else []:
         if isinstance(out, str):

@@ -20,6 +20,11 @@ from .errors import CopeInputError
 
 logger = logging.getLogger(__name__)
 
+# The cascade's four roles, planners first; each pair is (small model's, large model's).
+ROLES = ("goal_planner", "guideline_planner", "small_executor", "large_executor")
+SMALL_ROLES = ROLES[0::2]  # goal_planner, small_executor
+LARGE_ROLES = ROLES[1::2]  # guideline_planner, large_executor
+
 
 class Role(dspy.Predict):
     """A `dspy.Predict` whose pinned LM survives `reset`, `deepcopy` and `load_state`."""

@@ -9,9 +9,9 @@ import dspy
 from .answers import answer_line, extract_math_answer, math_equal, normalize_text
 from .consensus import Consensus, Vote
 from .errors import CopeInputError
+from .role import ROLES
 from .signatures import Execute, PlanGoal, PlanGuideline
 
-ROLES = ("goal_planner", "guideline_planner", "small_executor", "large_executor")
 _BASE = {"goal_planner": PlanGoal, "guideline_planner": PlanGuideline, "small_executor": Execute, "large_executor": Execute}
 
 

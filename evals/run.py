@@ -91,7 +91,7 @@ def parse_role_caps(items: list[str]) -> dict[str, int]:
 def parse_formats(spec: str | None) -> dict[str, str]:
     """`--format plain` or `--format small_executor=plain,goal_planner=paragraph` -> the roles not in "chat"."""
     from cope_dspy.plain import check_formats
-    from cope_dspy.tasks import ROLES
+    from cope_dspy.role import ROLES
 
     spec = DEFAULT_FORMATS if spec is None else spec
     formats: str | dict[str, str] = spec.strip()

@@ -29,24 +29,18 @@ USERS = ("examples", "scripts")  # code that may import anything, but is held to
 # Lowest first. A module may import its own layer or a lower one. Every cope_dspy module must be listed.
 # fmt: off
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("leaves", ("errors", "redact", "prices", "costs", "ledger", "models", "local", "sandbox", "sandbox_child",
+    ("leaves", ("errors", "redact", "usage", "prices", "costs", "ledger", "models", "local", "sandbox", "sandbox_child",
                 "answers", "objective", "adapter", "plain", "role", "billing", "failures", "runner")),
     ("signatures", ("signatures",)),
-    # policy reads the tasks' ROLES (per-role formats)
     ("tasks/consensus", ("consensus", "tasks", "code", "text", "policy", "agent")),
     ("cascade", ("cascade", "records", "replay", "pair", "episode", "textworld")),
     ("calibrate/cli/evals", ("__init__", "calibrate", "cli", "server")),  # and every evals module
 ]
 # fmt: on
 
-# Today's violations, each to be removed by issue 15 (the redesign); the check fails on any other one.
-ALLOWED: dict[str, str] = {
-    # costs.CostTracker opens a Ledger lazily while ledger reads costs' records: issue 15 makes the
-    # record type a leaf both use.
-    "cycle: cope_dspy.costs, cope_dspy.ledger": "issue 15",
-    # issue 15: Budget's completion estimate becomes public in prices (or moves to costs).
-    "private: cope_dspy.costs uses cope_dspy.prices._estimate_completion_tokens": "issue 15",
-}
+# Known violations, each with the issue that removes it; the check fails on any other one and on an entry
+# that no longer happens. Issue 15 removed the last four; keep it empty.
+ALLOWED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

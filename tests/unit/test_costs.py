@@ -314,6 +314,21 @@ def test_count_tokens_works_with_no_network(tmp_path):
     assert count_tokens("") == 0
 
 
+@pytest.mark.parametrize("model", [PAID, "ollama_chat/qwen2.5:1.5b", "acme/large"])
+def test_prompt_estimate_of_chat_messages_is_what_litellm_token_counter_says(model):
+    import litellm
+
+    messages = [
+        {"role": "system", "content": "You solve math problems. Reply with `Answer: <number>`."},
+        {"role": "user", "content": "Q: naïve café — 東京 has 12 apples; 5 are eaten. How many are left?"},
+        {"role": "assistant", "content": "Answer: 7", "name": "tutor"},
+        {"role": "user", "content": [{"type": "text", "text": "Now double it."}]},
+    ]
+    expected = litellm.token_counter(model=model, messages=messages)
+    assert abs(estimate_prompt_tokens(messages, model) - expected) <= 3
+    assert estimate_prompt_tokens(messages, model) > estimate_prompt_tokens(messages[:1], model) > 0
+
+
 def test_failed_call_is_recorded_with_error_and_no_tokens():
     lm = scripted_lm(PAID, fail=ValueError(f"refused: key {SECRET} is wrong"))
     tracker = CostTracker(prices=PRICES)
