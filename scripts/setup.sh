@@ -15,7 +15,11 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+UV_VERSION="0.13.9"   # see step 0
+uv_home="${XDG_CACHE_HOME:-$HOME/.cache}/cope-dspy/tools/uv-$UV_VERSION"
+if [ -z "${COPE_NO_UV:-}" ] && [ -x "$uv_home/bin/uv" ]; then export COPE_UV="$uv_home/bin/uv"; fi
 PY="$(bash scripts/venv.sh)"
+unset COPE_UV
 PIP=("$PY" -m pip)
 MODELS="${COPE_MODELS:-smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b}"
 step() { printf '\n== %s\n' "$*"; }
@@ -27,11 +31,9 @@ have() { for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 && return 0; do
 #    it on (indexes, find-links, constraints, certificates, ...) and hands over to pip for any setting it
 #    cannot pass; any failure of uv falls back to pip too. uv itself is a pinned wheel from the package
 #    index, installed once per machine beside the llama.cpp wheels, not into the environment.
-#    COPE_NO_UV=1 installs with pip only.
-UV_VERSION="0.13.9"
+#    COPE_NO_UV=1 installs with pip only. A uv installed before also makes the environment (scripts/venv.sh).
 UV=""
 if [ -z "${COPE_NO_UV:-}" ]; then
-    uv_home="${XDG_CACHE_HOME:-$HOME/.cache}/cope-dspy/tools/uv-$UV_VERSION"
     if [ ! -x "$uv_home/bin/uv" ]; then
         step "uv $UV_VERSION: installing it into $uv_home (once per machine)"
         mkdir -p "$(dirname "$uv_home")"

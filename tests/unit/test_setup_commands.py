@@ -123,6 +123,18 @@ def test_makes_venv_with_the_first_python_new_enough(project):
     assert again.returncode == 0 and again.stdout == out.stdout and "reusing" in again.stderr
 
 
+def test_when_uv_cannot_make_the_environment_venv_and_ensurepip_do(project, tmp_path):
+    """$COPE_UV (setup.sh's uv, when installed before) only speeds up making .venv; any failure of it, here a
+    uv that fails and an interpreter without ensurepip's wheels, leaves the usual `python -m venv`."""
+    fake_python(project / "bin" / "python3", "3.11.2")
+    uv = tmp_path / "uv"
+    uv.write_text("#!/bin/sh\nexit 1\n")
+    uv.chmod(0o755)
+    out = venv_sh(project, COPE_UV=str(uv))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(project / ".venv" / "bin" / "python")
+    assert (project / ".venv" / "bin" / "python").is_file()
+
 def test_python_variable_is_the_only_candidate(project):
     fake_python(project / "bin" / "python3", "3.12.1")
     old = fake_python(project / "pythons" / "python3.10", "3.10.0")
