@@ -15,6 +15,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+unset PYTHONDONTWRITEBYTECODE  # set-up's own imports (dspy, ...) keep their bytecode in the environment: step 0
 UV_VERSION="0.13.9"   # see step 0
 uv_home="${XDG_CACHE_HOME:-$HOME/.cache}/cope-dspy/tools/uv-$UV_VERSION"
 if [ -z "${COPE_NO_UV:-}" ] && [ -x "$uv_home/bin/uv" ]; then export COPE_UV="$uv_home/bin/uv"; fi
@@ -25,9 +26,11 @@ MODELS="${COPE_MODELS:-smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b}"
 step() { printf '\n== %s\n' "$*"; }
 have() { for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 && return 0; done; return 1; }
 
-# 0. The installer: uv when it can be had, else pip. uv installs the ~150 dependencies into a new environment
-#    in seconds from its cache (pip took about 2 minutes here, half of it byte-compiling 13,000 files, which
-#    uv leaves to Python's first import). uv reads none of pip's configuration, so scripts/uv_pip.py passes
+# 0. The installer: uv when it can be had, else pip. uv installs the ~110 dependencies into a new environment
+#    in seconds from its cache (pip took about 2 minutes here, half of it byte-compiling 13,000 files; uv
+#    leaves compiling to the first import of each module, about 4,000 of them for the suite, and
+#    scripts/test.sh caches that bytecode even under PYTHONDONTWRITEBYTECODE; UV_COMPILE_BYTECODE=1 compiles
+#    everything here instead, as pip did). uv reads none of pip's configuration, so scripts/uv_pip.py passes
 #    it on (indexes, find-links, constraints, certificates, ...) and hands over to pip for any setting it
 #    cannot pass; any failure of uv falls back to pip too. uv itself is a pinned wheel from the package
 #    index, installed once per machine beside the llama.cpp wheels, not into the environment.
