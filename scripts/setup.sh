@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh checkout to a working cope-dspy with its embedded local models, in a virtual
 # environment: the active one ($VIRTUAL_ENV) as is, else .venv in the project, made with the first
-# Python >= 3.11 found ($PYTHON, python3, python; see scripts/venv.sh). Nothing is installed outside it.
+# Python >= 3.11 found ($PYTHON, python3, python; see scripts/venv.sh). Nothing is installed outside it but
+# uv (step 0), which installs with the machine's pip configuration; COPE_NO_UV=1 installs with pip only.
 #
 #   bash scripts/setup.sh            # everything: llama.cpp server, the project, the three models, PostgreSQL
 #   bash scripts/test.sh             # then the suite, in that environment (arguments go to pytest)
@@ -10,8 +11,8 @@
 #   PYTHON=python3.12 bash scripts/setup.sh             # make .venv with this interpreter
 #
 # Idempotent: a second run only checks. A second clone on the same machine reuses the llama.cpp server built
-# by the first (a wheel kept in ~/.cache/cope-dspy/wheels/, one per set of build flags) and the models it
-# assembled (~/.cache/cope-dspy/models/). Measured times: README, "Set-up time".
+# by the first (a wheel kept in ~/.cache/cope-dspy/wheels/, one per set of build flags), the models it
+# assembled (~/.cache/cope-dspy/models/) and uv's download cache. Measured times: README, "Set-up time".
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
