@@ -210,19 +210,22 @@ def test_resuming_with_other_settings_is_refused_before_any_server_starts(tmp_pa
     monkeypatch.setattr(pair, "open_models", lambda *a, **k: (_ for _ in ()).throw(ServersWouldStart()))
     folder = str(_recorded_folder(tmp_path))
     with pytest.raises(SystemExit, match=r"made with n=4; this run asks n=8.*give --out a new folder"):
-        main(["gsm8k", "--limit", "2", "--n", "8", "--format", "chat", "--out", folder])
+        main(["gsm8k", "--limit", "2", "--n", "8", "--max-tokens", "320", "--format", "chat", "--out", folder])
     with pytest.raises(SystemExit, match=r"max_tokens=320, role_max_tokens=\{\}; this run asks max_tokens=512, "
                                          r"role_max_tokens=\{'guideline_planner': 128\}"):
         main(["gsm8k", "--max-tokens", "512", "--role-max-tokens", "guideline_planner=128", "--format", "chat",
               "--out", folder])
     with pytest.raises(SystemExit, match="large='qwen2.5-coder-1.5b'; this run asks large='openai/gpt-4o-mini'"):
-        main(["gsm8k", "--large", "openai/gpt-4o-mini", "--format", "chat", "--out", folder])
+        main(["gsm8k", "--large", "openai/gpt-4o-mini", "--max-tokens", "320", "--format", "chat", "--out", folder])
     # a folder recorded before formats existed was asked in the chat format; today's default is plain text
     with pytest.raises(SystemExit, match=r"formats=\{\}; this run asks formats=\{'goal_planner': 'plain'"):
-        main(["gsm8k", "--limit", "2", "--out", folder])
-    # the other defaults are the recorded local-pair settings (n = 4, 320 tokens on GSM8K): the run resumes
-    with pytest.raises(ServersWouldStart):
+        main(["gsm8k", "--limit", "2", "--max-tokens", "320", "--out", folder])
+    # GSM8K's default cap is 768 tokens since plain text became the default format: a folder recorded at 320
+    # resumes only when asked for 320 again (n = 4 is still the default)
+    with pytest.raises(SystemExit, match=r"made with max_tokens=320; this run asks max_tokens=768"):
         main(["gsm8k", "--limit", "2", "--format", "chat", "--out", folder])
+    with pytest.raises(ServersWouldStart):
+        main(["gsm8k", "--limit", "2", "--format", "chat", "--max-tokens", "320", "--out", folder])
     # and a folder without records takes any settings
     (tmp_path / "records.jsonl").write_text("")
     with pytest.raises(ServersWouldStart):
