@@ -45,7 +45,12 @@ def postgres_url():
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
         os.chown(root, user.pw_uid, user.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
+        # runuser lives in /usr/sbin, which a plain user's PATH (and `env -i PATH=/usr/bin:/bin`) leaves out
+        runuser = shutil.which("runuser", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+        if runuser is None:
+            pytest.fail("runuser (util-linux) is needed to run PostgreSQL as its own user when testing as root",
+                        pytrace=False)
+        as_user = [runuser, "-u", "postgres", "--"]
     data, port = os.path.join(root, "data"), _free_port()
 
     def run(*args: str) -> None:
