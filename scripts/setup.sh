@@ -125,6 +125,13 @@ step "models: $MODELS"
 # shellcheck disable=SC2086
 "$PY" -m cope_dspy.local ensure $MODELS
 
+apt_install() {  # Debian packages, with sudo unless root
+    local sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "$@"
+}
+
 # 5. PostgreSQL binaries for the calibration tests that share an Optuna study (optional; about 1 minute).
 if [ -n "${COPE_SKIP_POSTGRES:-}" ]; then
     step "PostgreSQL: skipped (COPE_SKIP_POSTGRES)"
@@ -132,10 +139,7 @@ elif command -v pg_ctl >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/
     step "PostgreSQL: binaries present"
 elif command -v apt-get >/dev/null 2>&1; then
     step "PostgreSQL: installing Debian's postgresql (binaries only; no service is started)"
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends postgresql
+    apt_install postgresql
 else
     step "PostgreSQL: not found and no apt-get; the tests marked 'postgres' will be skipped"
 fi
@@ -146,10 +150,7 @@ if command -v java >/dev/null 2>&1; then
     step "Java: present ($(java -version 2>&1 | head -n 1))"
 elif command -v apt-get >/dev/null 2>&1; then
     step "Java: installing Debian's default-jre-headless (TextWorld-Express runs on it)"
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends default-jre-headless
+    apt_install default-jre-headless
 else
     step "Java: not found and no apt-get; install a Java runtime for the agent tests (TextWorld-Express)"
 fi
