@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("benchmark", choices=["gsm8k", "math500", "mbpp", "humaneval", "mtbench"])
     p.add_argument("--split", default="test", choices=["test", "dev", "all"])
     p.add_argument("--limit", type=int, default=None, help="first N problems of the split")
+    p.add_argument("--offset", type=int, default=0,
+                   help="skip the split's first K problems (two recordings of one benchmark on disjoint problems; "
+                        "their records.jsonl files join by concatenation, since records are keyed by problem)")
     p.add_argument("--small", default="qwen2.5-coder-0.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
     p.add_argument("--large", default="qwen2.5-coder-1.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
     p.add_argument("--judge", default=None, help="mtbench: the pairwise judge, any name --large takes "
@@ -139,12 +142,18 @@ def main(argv: list[str] | None = None) -> int:
                         ("--concurrency", args.concurrency)):
         if value is not None and value < 1:
             raise SystemExit(f"cope eval: {flag} must be >= 1, got {value}")
+    if args.offset < 0:
+        raise SystemExit(f"cope eval: --offset must be >= 0, got {args.offset}")
     parse_prices(args.price)  # bad prices fail here, before any server starts
     role_caps = parse_role_caps(args.role_max_tokens)
     formats = parse_formats(args.format)
     bench = get(args.benchmark)
     acceptance = args.acceptance if args.benchmark in CODE else None
-    examples = load(args.benchmark, split=args.split, limit=args.limit, acceptance=args.acceptance)
+    end = None if args.limit is None else args.offset + args.limit
+    examples = load(args.benchmark, split=args.split, limit=end, acceptance=args.acceptance)[args.offset:]
+    if not examples:
+        raise SystemExit(f"cope eval: --offset {args.offset} skips every problem of {args.benchmark}'s "
+                         f"{args.split} split; give a smaller --offset.")
     folder = out_dir(args)
     folder.mkdir(parents=True, exist_ok=True)
     meta_path = folder / "run.json"
@@ -157,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             # no DSPy cache: a reply replayed from the cache would be billed $0 and timed ~0 s in the records
             small, large, prices = open_models(stack, args.small, args.large, parse_prices(args.price), cache=False,
                                                max_tokens=args.max_tokens)
-            meta = {"benchmark": args.benchmark, "split": args.split, "limit": args.limit, "small": args.small,
+            meta = {"benchmark": args.benchmark, "split": args.split, "limit": args.limit, "offset": args.offset,
+                    "small": args.small,
                     "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
                     "acceptance": acceptance, "formats": formats, "price_note": large.price_note,
                     "prices": {m: list(r) for m, r in prices.overrides.items()} if hasattr(prices, "overrides") else {},
