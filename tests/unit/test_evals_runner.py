@@ -262,6 +262,33 @@ def test_default_reply_cap_follows_the_benchmark(tmp_path, monkeypatch):
     assert seen["max_tokens"] == 200
 
 
+def test_offset_records_the_problems_after_it(tmp_path, monkeypatch):
+    import cope_dspy.pair as pair
+    import evals.benchmarks as benchmarks
+    from evals.loaders import load
+    from evals.run import main
+
+    recorded = {}
+
+    def fake_record_all(cascade, examples, correct, path, **kw):
+        recorded["ids"] = [ex.id for ex in examples]
+        raise KeyboardInterrupt  # stop as Ctrl-C does, before any model call
+
+    class Opened:
+        lm, price_note = None, "scripted"
+
+    monkeypatch.setattr(pair, "open_models", lambda *a, **k: (Opened(), Opened(), Prices({})))
+    monkeypatch.setattr(benchmarks, "record_all", fake_record_all)
+    first = [ex.id for ex in load("gsm8k", limit=5)]
+    assert main(["gsm8k", "--offset", "3", "--limit", "2", "--out", str(tmp_path / "b")]) == 130
+    assert recorded["ids"] == first[3:5]
+    assert json.loads((tmp_path / "b" / "run.json").read_text())["offset"] == 3
+    with pytest.raises(SystemExit, match="--offset must be >= 0"):
+        main(["gsm8k", "--offset", "-1", "--out", str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match="skips every problem"):
+        main(["gsm8k", "--offset", "100000", "--out", str(tmp_path / "d")])
+
+
 def _interrupting_cascade(signals: int):
     """A cascade whose small model, on problem p2's first call, sends this process SIGINT (as Ctrl-C does)
     `signals` times, then answers; every problem it starts is noted. With 2 problems at once, p2 starts
