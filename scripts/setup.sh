@@ -171,7 +171,8 @@ if [ -n "$build_pid" ]; then
     step "llama.cpp server: waiting for the build ($((SECONDS - build_started)) s so far)"
     if ! wait "$build_pid"; then
         build_pid=""
-        echo "error: building llama.cpp failed; the end of its log ($build_log):" >&2
+        cp "$build_log" "$wheels/$key/failed-build.log"  # $tmp goes on exit; the whole log stays here
+        echo "error: building llama.cpp failed; the end of its log (all of it: $wheels/$key/failed-build.log):" >&2
         tail -n 40 "$build_log" >&2
         exit 1
     fi
