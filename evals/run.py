@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from cope_dspy import Cascade
     from cope_dspy.pair import open_models, parse_prices
 
-    from .benchmarks import get, record_all
+    from .benchmarks import folder_records, get, record_all
     from .loaders import load
 
     argv = list(os.sys.argv[1:] if argv is None else argv)
@@ -162,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
                     "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
                     "acceptance": acceptance, "formats": formats}
         check_same_settings(folder, settings, keys=tuple(settings))  # before any server starts
+        recorded = {r["id"] for r in folder_records(folder).items if r["variant"] == "default"}
+        if not args.price and all(ex.id in recorded for ex in examples):  # (prices given: checked with servers)
+            print(f"all {len(examples)} problems asked for are recorded in {folder}: no server started")
+            args.report_only = True
+    if not args.report_only:
         with contextlib.ExitStack() as stack:
             # no DSPy cache: a reply replayed from the cache would be billed $0 and timed ~0 s in the records
             small, large, prices = open_models(stack, args.small, args.large, parse_prices(args.price), cache=False,

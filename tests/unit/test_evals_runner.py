@@ -198,8 +198,9 @@ class ServersWouldStart(Exception):
 def _recorded_folder(tmp_path, **settings):
     meta = {"benchmark": "gsm8k", "split": "test", "small": "qwen2.5-coder-0.5b", "large": "qwen2.5-coder-1.5b",
             "n": 4, "max_tokens": 320, "command": "python -m evals.run gsm8k --n 4"} | settings
+    cascade, _, _ = make(tmp_path)
+    record_all(cascade, examples(1), get("gsm8k").correct, tmp_path / "records.jsonl", progress=False)
     (tmp_path / "run.json").write_text(json.dumps(meta))
-    (tmp_path / "records.jsonl").write_text('{"id": "gsm8k-0"}\n')
     return tmp_path
 
 
@@ -287,6 +288,30 @@ def test_offset_records_the_problems_after_it(tmp_path, monkeypatch):
         main(["gsm8k", "--offset", "-1", "--out", str(tmp_path / "c")])
     with pytest.raises(SystemExit, match="skips every problem"):
         main(["gsm8k", "--offset", "100000", "--out", str(tmp_path / "d")])
+
+
+def test_a_folder_holding_every_problem_reports_without_starting_a_server(tmp_path, monkeypatch):
+    import cope_dspy.pair as pair
+    import evals.loaders as loaders
+    from evals.run import main, parse_formats
+
+    cascade, _, _ = make(tmp_path)
+    record_all(cascade, examples(2), get("gsm8k").correct, tmp_path / "records.jsonl", progress=False)
+    (tmp_path / "run.json").write_text(json.dumps({
+        "benchmark": "gsm8k", "split": "test", "small": "scripted/small", "large": "scripted/large", "n": 4,
+        "max_tokens": 768, "role_max_tokens": {}, "acceptance": None, "formats": parse_formats(None),
+        "prices": {}, "command": "test"}))
+    monkeypatch.setattr(loaders, "load", lambda name, split, limit, acceptance: examples(3)[:limit])
+    monkeypatch.setattr(pair, "open_models", lambda *a, **k: (_ for _ in ()).throw(ServersWouldStart()))
+    before = (tmp_path / "records.jsonl").read_text()
+    args = ["gsm8k", "--small", "scripted/small", "--large", "scripted/large", "--out", str(tmp_path)]
+    assert main([*args, "--limit", "2"]) == 0
+    assert (tmp_path / "records.jsonl").read_text() == before
+    assert json.loads((tmp_path / "summary.json").read_text())["problems"] == 2
+    with pytest.raises(ServersWouldStart):  # a problem not recorded yet needs the servers
+        main([*args, "--limit", "3"])
+    with pytest.raises(SystemExit, match="made with n=4; this run asks n=8"):  # other settings: still refused
+        main([*args, "--limit", "2", "--n", "8"])
 
 
 def _interrupting_cascade(signals: int):
