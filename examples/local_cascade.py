@@ -21,11 +21,12 @@ parser.add_argument("--limit", type=int, default=5)
 parser.add_argument("--n", type=int, default=4)
 parser.add_argument("--small", default="qwen2.5-coder-0.5b")
 parser.add_argument("--large", default="qwen2.5-coder-1.5b")
+parser.add_argument("--max-tokens", type=int, default=400, help="reply cap of every call")
 args = parser.parse_args()
 
 problems = load("gsm8k", split="dev", limit=args.limit)
 with contextlib.ExitStack() as stack:
-    small, large, prices = open_models(stack, args.small, args.large, {}, max_tokens=400)
+    small, large, prices = open_models(stack, args.small, args.large, {}, max_tokens=args.max_tokens)
     cascade = Cascade(small=small.lm, large=large.lm, task=Math(), n=args.n, prices=prices)
     with CostTracker(prices=prices) as tracker:
         for ex in problems:

@@ -16,13 +16,14 @@ from cope_dspy.pair import open_models
 parser = argparse.ArgumentParser()
 parser.add_argument("--small", default="qwen2.5-coder-0.5b")
 parser.add_argument("--large", default="qwen2.5-coder-1.5b")
+parser.add_argument("--max-tokens", type=int, default=400, help="reply cap of every call")
 parser.add_argument("--n", type=int, default=4)
 parser.add_argument("--question", default="A baker sells 12 muffins in the morning and twice as many in the "
                     "afternoon. Each muffin costs $3. How much money does the baker make?")
 args = parser.parse_args()
 
 with contextlib.ExitStack() as stack:
-    small, large, prices = open_models(stack, args.small, args.large, {}, max_tokens=400)
+    small, large, prices = open_models(stack, args.small, args.large, {}, max_tokens=args.max_tokens)
     cascade = Cascade(small=small.lm, large=large.lm, task=Math(), n=args.n, prices=prices)
     pred = cascade(question=args.question)
 

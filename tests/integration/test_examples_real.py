@@ -9,10 +9,11 @@ from fixtures.run_example import run_example
 pytestmark = pytest.mark.integration
 
 MODEL = "smollm2-135m"
+CAP = ["--max-tokens", "96"]  # the plumbing needs no long replies (the examples' 400 made these the slowest tests)
 
 
 def test_quickstart_answers_with_stage_cost_and_stand_in_price_note(tmp_path):
-    done = run_example("quickstart.py", "--small", MODEL, "--large", MODEL, "--n", "2", cwd=tmp_path)
+    done = run_example("quickstart.py", "--small", MODEL, "--large", MODEL, "--n", "2", *CAP, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     assert re.search(r"^stage: +[123] ", out, re.M), out
@@ -22,7 +23,7 @@ def test_quickstart_answers_with_stage_cost_and_stand_in_price_note(tmp_path):
 
 def test_local_cascade_scores_each_problem_and_reports_costs(tmp_path):
     done = run_example("local_cascade.py", "--small", MODEL, "--large", MODEL, "--n", "2", "--limit", "2",
-                       cwd=tmp_path)
+                       *CAP, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     # a problem whose large-model call failed is reported as such and the run goes on
     rows = re.findall(r"^gsm8k-\S+ +(?:stage [123] .* (?:right|wrong) +\$\d|error +the large model failed in its)",
