@@ -10,8 +10,9 @@
 #   second   clone 2, the caches clone 1 filled: `bash scripts/setup.sh`
 #   suite    `bash scripts/test.sh` in clone 2, else clone 1 (with LITELLM_LOCAL_MODEL_COST_MAP=True, as .ci/run)
 #
-# Each line gives wall seconds and the CPU seconds (user + system) the command and its children used: on a
-# machine shared with other work, wall > CPU / cores says how much the others took. The load average over
+# Each line gives wall seconds and the CPU seconds (user + system, by /usr/bin/time where Debian's `time`
+# package is installed) the command and its children used: on a machine shared with other work,
+# wall > CPU / cores says how much the others took. The load average over
 # the run is sampled too. Logs: $WORK/<phase>.log. WORK defaults to /tmp/cope-setup-times; NICE to 10.
 set -euo pipefail
 
@@ -38,28 +39,27 @@ measure() {  # measure PHASE DIR COMMAND...: run it, append the line
     local loads="$work/$phase.loadavg" sampler rc
     (while sleep 15; do cut -d' ' -f1 /proc/loadavg; done) >"$loads" &
     sampler=$!
-    local start cpu0 cpu1
-    cpu0="$(children_cpu)"
+    local start cpu
     start="$(date +%s)"
     set +e
-    (cd "$dir" && stock "$@") >"$work/$phase.log" 2>&1
+    # /usr/bin/time reports the user + system seconds of the command and every descendant it waited for
+    local timer=()
+    rm -f "$work/$phase.cpu"
+    if [ -x /usr/bin/time ]; then timer=(/usr/bin/time -o "$work/$phase.cpu" -f "%U %S"); fi
+    (cd "$dir" && stock "${timer[@]}" "$@") >"$work/$phase.log" 2>&1
     rc=$?
     set -e
     local wall=$(($(date +%s) - start))
-    cpu1="$(children_cpu)"
+    cpu="$(awk 'NF == 2 {printf "%.0f", $1 + $2}' "$work/$phase.cpu" 2>/dev/null)"
     kill "$sampler" 2>/dev/null || true
     local load
     load="$(awk '{s += $1; n++} END {if (n) printf "%.1f", s / n; else print "n/a"}' "$loads")"
     local line
     line="$(date -u +%FT%TZ) $(git -C "$dir" rev-parse --short HEAD) $phase: '$*' exit $rc, wall ${wall} s,"
-    line+=" CPU $(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN {printf "%.0f", b - a}') s on $(nproc) cores,"
+    line+=" CPU ${cpu:-n/a} s on $(nproc) cores,"
     line+=" load average ${load}, nice $niceness: $(grep -E '^== done in|passed|failed|error' "$work/$phase.log" \
         | tail -1 | cut -c1-120)"
     echo "$line" | tee -a "$results"
-}
-
-children_cpu() {  # user + system seconds of this shell's finished children
-    times | tail -1 | awk '{split($1, u, "m"); split($2, s, "m"); print u[1] * 60 + u[2] + s[1] * 60 + s[2]}'
 }
 
 mkdir -p "$work"
