@@ -1,0 +1,61 @@
+"""`python -m evals.join SRC DST`: add to result folder DST the records of SRC it does not hold yet.
+
+Two recordings of one benchmark can run at once on disjoint problems (`evals.run ... --offset K`), each in its
+own folder (two processes never append to one file). Joining them gives one table:
+
+    python -m evals.join evals/results/gsm8k-...-from51 evals/results/gsm8k-...
+    python -m evals.run gsm8k --limit 100 --report-only --out evals/results/gsm8k-...
+
+Only folders recorded with the same settings join (`evals.folders.check_same_settings`: models, n, caps,
+formats, acceptance, prices); a record is added when DST has none with its id and variant, so joining again
+after both recordings went on adds only what is new. SRC is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cope_dspy.records import Writer, read_lines
+
+from .folders import CODE, SETTINGS, check_same_settings
+
+
+def join(src: Path, dst: Path) -> int:
+    """Append SRC's records that DST lacks (by variant and id); returns how many were added."""
+    src, dst = Path(src), Path(dst)
+    for folder in (src, dst):
+        if not (folder / "run.json").exists() or not (folder / "records.jsonl").exists():
+            raise SystemExit(f"cope eval join: {folder} is not a result folder (no run.json or records.jsonl)")
+    # SRC's settings as check_same_settings reads a folder's (runs of before a setting existed lacked it)
+    meta = {"role_max_tokens": {}, "prices": {}, **json.loads((src / "run.json").read_text())}
+    meta.setdefault("acceptance", "grading" if meta.get("benchmark") in CODE else None)
+    missing = [k for k in SETTINGS if k not in meta]
+    if missing:
+        raise SystemExit(f"cope eval join: {src / 'run.json'} does not name {', '.join(missing)}")
+    check_same_settings(dst, meta)
+    writer = Writer(dst / "records.jsonl")  # also cuts a torn last line of DST
+    held = {(r.get("variant", "default"), r["id"]) for r in read_lines(dst / "records.jsonl")}
+    added = 0
+    for record in read_lines(src / "records.jsonl"):
+        key = (record.get("variant", "default"), record["id"])
+        if key not in held:
+            writer.write(record)
+            held.add(key)
+            added += 1
+    return added
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evals.join", description=__doc__.split("\n")[0])
+    p.add_argument("src", type=Path, help="the folder whose records are added")
+    p.add_argument("dst", type=Path, help="the folder that receives them")
+    args = p.parse_args(argv)
+    added = join(args.src, args.dst)
+    print(f"{added} records of {args.src} added to {args.dst / 'records.jsonl'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
