@@ -99,7 +99,9 @@ def demos(k: int) -> list[dspy.Example]:
             break
         solution = worked_solution(ex)
         if len(solution) <= DEMO_MAX_CHARS:
-            out.append(dspy.Example(id=ex.id, question=ex.question, solution=solution).with_inputs("question"))
+            out.append(
+                dspy.Example(id=ex.id, question=ex.question, solution=solution).with_inputs("question")
+            )
     return out
 
 
