@@ -35,8 +35,15 @@ from .loaders import load
 from .metrics import gsm8k_match
 
 QWEN_MATH = "Please reason step by step, and put your final answer within \\boxed{}."
-# name -> (format, instructions or None for the task's own)
-EXECUTORS = {"chat": ("chat", None), "plain": ("plain", None), "plain-qwen": ("plain", QWEN_MATH)}
+# name -> (format, instructions or None for the task's own, number of few-shot demos from the dev split)
+EXECUTORS = {
+    "chat": ("chat", None, 0),
+    "plain": ("plain", None, 0),
+    "plain-qwen": ("plain", QWEN_MATH, 0),
+    "plain-4shot": ("plain", None, 4),
+}
+DEMO_MAX_CHARS = 200  # a demo is a dev problem whose worked solution, annotations removed, is this short
+_CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations: "48/2 = <<48/2=24>>24"
 PLANNERS = {
     "chat-today": ("chat", None),
     "plain-today": ("plain", PlanGuideline.instructions),
@@ -46,8 +53,8 @@ PLANNERS = {
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def _cascade(lm, role: str, variant: tuple[str, str | None]) -> Cascade:
-    fmt, instructions = variant
+def _cascade(lm, role: str, variant: tuple) -> Cascade:
+    fmt, instructions = variant[:2]
     task = Math(instructions={role: instructions} if instructions else None)
     return Cascade(small=lm, large=lm, task=task, n=1, formats={role: fmt})
 
@@ -74,6 +81,36 @@ def _guideline(cascade: Cascade, question: str) -> dict:
         "usage": tracker.usage().to_dict(),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def worked_solution(example) -> str:
+    """A GSM8K reference solution as the executor is asked to write one: the steps without the calculator
+    annotations, ending with the answer in \\boxed{}."""
+    steps = _CALCULATOR.sub("", example.solution.split("####")[0]).strip()
+    return f"{steps}\nThe answer is \\boxed{{{example.answer}}}."
+
+
+def demos(k: int) -> list[dspy.Example]:
+    """The first k GSM8K dev problems (the benchmark's order) whose worked solution is at most DEMO_MAX_CHARS
+    long, as (question, solution) demos. Dev only: the split is disjoint from the test problems scored here."""
+    out = []
+    for ex in load("gsm8k", split="dev"):
+        if len(out) == k:
+            break
+        solution = worked_solution(ex)
+        if len(solution) <= DEMO_MAX_CHARS:
+            out.append(
+                dspy.Example(id=ex.id, question=ex.question, solution=solution).with_inputs("question")
+            )
+    return out
+
+
+def _executor(cascade: Cascade, shots: int):
+    """The executor alone (its signature without plans), with `shots` dev demos."""
+    predictor = dspy.Predict(cascade.small_executor.signature.delete("plans"))
+    # the adapter renders only the signature's fields (a demo's id is never shown)
+    predictor.demos = demos(shots) if shots else []
+    return predictor
 
 
 def states_answer(text: str | None, gold: str) -> bool:
@@ -127,7 +164,7 @@ def record(args, examples) -> None:
                 solvers = {}
                 for name in args.executors:
                     cascade = _cascade(lm, "small_executor", EXECUTORS[name])
-                    solvers[name] = (cascade, dspy.Predict(cascade.small_executor.signature.delete("plans")))
+                    solvers[name] = (cascade, _executor(cascade, EXECUTORS[name][2]))
                     solvers[name][1].set_lm(lm)
                 # problem by problem, every variant in turn: a run cut short still compares them on the same problems
                 for i, ex in enumerate(examples[: args.limit]):
@@ -153,7 +190,10 @@ def _solve(cascade: Cascade, predictor, ex) -> dict:
     candidate["correct"] = bool(
         candidate["answer"] is not None and gsm8k_match(candidate["answer"], ex.answer)
     )
-    return {"candidate": candidate}
+    out = {"candidate": candidate}
+    if predictor.demos:
+        out["demos"] = [d.id for d in predictor.demos]
+    return out
 
 
 def _plan(cascade: Cascade, ex) -> dict:
@@ -198,6 +238,9 @@ def summarize(path: Path, executors_shown=tuple(EXECUTORS), planners_shown=tuple
                 "mean_completion_tokens": round(
                     statistics.mean(c["usage"]["completion_tokens"] for c in cands), 1
                 )
+                if cands
+                else None,
+                "mean_prompt_tokens": round(statistics.mean(c["usage"]["prompt_tokens"] for c in cands), 1)
                 if cands
                 else None,
             }
@@ -256,13 +299,13 @@ def main(argv: list[str] | None = None) -> int:
 def table(summary: dict) -> str:
     lines = [
         "executor alone, greedy: model, variant, correct / problems, cut off at the cap, no answer, "
-        "mean completion tokens"
+        "mean completion tokens, mean prompt tokens"
     ]
     for e in sorted(summary["executors"], key=lambda e: (e["model"], e["variant"])):
         lines.append(
             f"  {e['model']:20s} {e['variant']:12s} {e['correct']:3d}/{e['problems']:<3d} "
             f"({e['accuracy']:.0%})  cut {e['cut_off']:2d}  none {e['no_answer']:2d}  "
-            f"tokens {e['mean_completion_tokens']:.0f}"
+            f"tokens {e['mean_completion_tokens']:.0f}  prompt {e.get('mean_prompt_tokens') or 0:.0f}"
         )
     lines.append(
         "guideline (T=0.8): model, variant, mean / max completion tokens, share of the same model's "

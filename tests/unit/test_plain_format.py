@@ -1,0 +1,120 @@
+"""`python -m evals.plain_format`'s few-shot executor: dev demos, annotations removed, sent in the prompt."""
+
+import json
+import re
+
+import pytest
+from dspy.utils.callback import BaseCallback
+from fakes import ScriptedLM
+
+from evals import plain_format
+from evals.loaders import load
+
+
+class Messages(BaseCallback):
+    """The whole message list each LM call is sent (assistant turns too: the demos' solutions)."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_lm_start(self, call_id, instance, inputs):
+        self.seen.append(list(inputs.get("messages") or []))
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """`record` against a scripted model in place of a llama.cpp server; every reply boxes 18."""
+    small = ScriptedLM("scripted/small", lambda call: "16 - 3 - 4 = 9 eggs, 9 * 2 = 18 dollars. \\boxed{18}")
+    messages = Messages()
+    small.lm.callbacks.append(messages)
+
+    class Server:
+        def __init__(self, model, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def lm(self, **kwargs):
+            return small.lm
+
+    monkeypatch.setattr(plain_format, "LocalServer", Server)
+    return small, messages
+
+
+def test_demos_are_short_dev_problems_without_calculator_annotations():
+    demos = plain_format.demos(4)
+    dev = {ex.id: ex for ex in load("gsm8k", split="dev")}
+    test_ids = {ex.id for ex in load("gsm8k", split="test")}
+    assert len(demos) == 4 and len({d.id for d in demos}) == 4
+    assert all(d.id in dev and d.id not in test_ids for d in demos)  # dev only, never a scored problem
+    assert [d.id for d in demos] == [d.id for d in plain_format.demos(4)]  # the same demos on every run
+    assert sum("<<" in dev[d.id].solution for d in demos) >= 3  # the data has annotations to strip
+    for d in demos:
+        assert "<<" not in d.solution and ">>" not in d.solution and "####" not in d.solution
+        assert d.solution.endswith(f"\\boxed{{{dev[d.id].answer}}}.")
+        assert len(d.solution) <= plain_format.DEMO_MAX_CHARS
+        assert set(d.inputs().keys()) == {"question"}
+    # the first of them, whole: the steps of the reference with the calculator's <<a*b=c>> removed
+    assert demos[0].id == "gsm8k-22"
+    assert demos[0].solution == (
+        "His first 3 customers buy 3 * 1 = 3 DVDs.\nHis next 2 buy 2 * 2 = 4 DVDs.\n"
+        "He sells a total of 3 + 4 + 0 = 7 DVDs.\nThe answer is \\boxed{7}."
+    )
+
+
+def test_few_shot_variant_sends_the_demos_and_the_plain_one_does_not(scripted, tmp_path):
+    small, messages = scripted
+    out = tmp_path / "run"
+    argv = [
+        "--models",
+        "m",
+        "--executors",
+        "plain",
+        "plain-4shot",
+        "--planners",
+        "--limit",
+        "2",
+        "--out",
+        str(out),
+    ]
+    assert plain_format.main(argv) == 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert {r["part"] for r in records} == {"executor"}  # `--planners` with no names: no guideline calls
+    assert sorted((r["variant"], r["id"]) for r in records) == [
+        ("plain", "gsm8k-0"),
+        ("plain", "gsm8k-1"),
+        ("plain-4shot", "gsm8k-0"),
+        ("plain-4shot", "gsm8k-1"),
+    ]
+    demos = plain_format.demos(4)
+    assert all(r["demos"] == [d.id for d in demos] for r in records if r["variant"] == "plain-4shot")
+    assert all("demos" not in r for r in records if r["variant"] == "plain")
+
+    assert len(messages.seen) == 4
+    few_shot = [m for m in messages.seen if len(m) > 2]
+    zero_shot = [m for m in messages.seen if len(m) == 2]
+    assert len(few_shot) == 2 and len(zero_shot) == 2
+    test_questions = {ex.question for ex in load("gsm8k", split="test", limit=2)}
+    for sent in few_shot:
+        assert [m["role"] for m in sent] == ["system"] + ["user", "assistant"] * 4 + ["user"]
+        for i, d in enumerate(demos):
+            assert sent[1 + 2 * i]["content"] == d.question.strip()  # the demo's question, as plain text
+            assert sent[2 + 2 * i]["content"] == d.solution  # its worked solution, the whole reply
+        text = "\n".join(m["content"] for m in sent[1:])  # past the instructions (which say "\boxed{}")
+        assert re.findall(r"\\boxed\{([^}]*)\}", text) == ["7", "26", "25", "70"]  # the demos' answers
+        assert (
+            "<<" not in text and "####" not in text and "[[" not in text and "This is an example" not in text
+        )
+        assert sent[-1]["content"] in test_questions  # the scored question comes last
+    for sent in zero_shot:
+        assert [m["role"] for m in sent] == ["system", "user"]
+        assert "\\boxed{7}" not in sent[1]["content"]
+    # the reply is read as before: both variants score the scripted 18 (gsm8k-0's answer)
+    assert {r["candidate"]["answer"] for r in records} == {"18"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert {e["variant"] for e in summary["executors"]} == {"plain", "plain-4shot"}
+    assert all(e["problems"] == 2 and e["mean_prompt_tokens"] == 100 for e in summary["executors"])
