@@ -52,6 +52,13 @@ if [ -z "${COPE_NO_UV:-}" ]; then
     fi
     if [ -x "$uv_home/bin/uv" ]; then UV="$uv_home/bin/uv"; fi
 fi
+stop_tree() {  # stop_tree PID: SIGTERM to PID and every process under it (pgrep from procps, where present)
+    local child
+    if command -v pgrep >/dev/null 2>&1; then
+        for child in $(pgrep -P "$1"); do stop_tree "$child"; done
+    fi
+    kill "$1" 2>/dev/null || true
+}
 pkg_install() {  # pip install ARGS..., by uv with pip's configuration when it works, else by pip
     if [ -n "$UV" ]; then
         if "$PY" scripts/uv_pip.py "$UV" "$PY" "$@"; then return 0; fi
@@ -103,8 +110,9 @@ else
             >"$build_log" 2>&1 &
         build_pid=$!
         build_started=$SECONDS
-        # a failed or interrupted set-up stops the build and leaves no half-built wheel behind
-        trap '[ -n "$build_pid" ] && kill "$build_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
+        # a failed or interrupted set-up stops the build (pip and the cmake/make/compilers under it) and
+        # leaves no half-built wheel behind
+        trap '[ -n "$build_pid" ] && stop_tree "$build_pid"; wait 2>/dev/null; rm -rf "$tmp"' EXIT
     else
         step "llama.cpp server: reusing the wheel built before with the same flags"
         llama_wheel="${built[0]}"
