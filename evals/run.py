@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["test", "dev", "all"])
     p.add_argument("--limit", type=int, default=None, help="first N problems of the split")
     p.add_argument("--offset", type=int, default=0,
-                   help="skip the split's first K problems (two recordings of one benchmark on disjoint problems; "
-                        "their records.jsonl files join by concatenation, since records are keyed by problem)")
+                   help="skip the split's first K problems (two recordings of one benchmark on disjoint problems, "
+                        "each into its own --out folder; `python -m evals.join` then joins them)")
     p.add_argument("--small", default="qwen2.5-coder-0.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
     p.add_argument("--large", default="qwen2.5-coder-1.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
     p.add_argument("--judge", default=None, help="mtbench: the pairwise judge, any name --large takes "
