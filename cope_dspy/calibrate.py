@@ -110,6 +110,7 @@ class _Space:
     stages: list[int]
     early_stop: bool
     fingerprint: str
+    stage3_plans: list[bool] = field(default_factory=lambda: [True])  # spaces stored before it: the paper's
 
     def suggest(self, trial) -> dict[str, Any]:
         params = {
@@ -119,12 +120,15 @@ class _Space:
         }
         params["variant"] = (trial.suggest_categorical("variant", self.variants) if len(self.variants) > 1
                              else self.variants[0])
+        params["stage3_plans"] = (trial.suggest_categorical("stage3_plans", self.stage3_plans)
+                                  if len(self.stage3_plans) > 1 else self.stage3_plans[0])
         return params
 
     def params(self, trial) -> dict[str, Any]:
         p = trial.params
         return {"tau1": p.get("tau1", PAPER_DEFAULT["tau1"]), "tau2": p.get("tau2", PAPER_DEFAULT["tau2"]),
-                "n": p.get("n", self.n_max), "variant": p.get("variant", self.variants[0])}
+                "n": p.get("n", self.n_max), "variant": p.get("variant", self.variants[0]),
+                "stage3_plans": p.get("stage3_plans", self.stage3_plans[0])}
 
     def enqueue_form(self, params: dict[str, Any]) -> dict[str, Any]:
         out = {}
@@ -136,6 +140,8 @@ class _Space:
             out["n"] = params["n"]
         if len(self.variants) > 1:
             out["variant"] = params["variant"]
+        if len(self.stage3_plans) > 1:
+            out["stage3_plans"] = params["stage3_plans"]
         return out
 
 
@@ -145,7 +151,8 @@ class _Objective:
 
     def evaluate(self, params: dict[str, Any]) -> ReplayResult:
         return replay(self.records, params["tau1"], params["tau2"], params["n"], tuple(self.space.stages),
-                      self.space.early_stop, variant=params["variant"], same=self.same)
+                      self.space.early_stop, variant=params["variant"], same=self.same,
+                      stage3_plans=params["stage3_plans"])
 
     def __call__(self, trial) -> tuple[float, float]:
         r = self.evaluate(self.space.suggest(trial))
@@ -204,7 +211,8 @@ def _create_study(**kwargs):
             time.sleep(0.1 * (attempt + 1) + random.random() * 0.2)
 
 
-def _space(records: Records, variants, include_n: bool, stages, early_stop: bool) -> _Space:
+def _space(records: Records, variants, include_n: bool, stages, early_stop: bool,
+           stage3_plans=(True,)) -> _Space:
     variants = list(records.variants if variants is None else variants)
     if not variants or any(v not in records.variants for v in variants):
         raise CopeInputError(f"variants must be a non-empty subset of the recorded ones {records.variants}, "
@@ -214,9 +222,17 @@ def _space(records: Records, variants, include_n: bool, stages, early_stop: bool
     for v, rec in zip(variants, recorded, strict=True):
         if not set(stages) <= set(rec):
             raise CopeInputError(f"stages {stages}: variant {v!r} was recorded with stages {rec}")
+    options = list(dict.fromkeys(stage3_plans)) if isinstance(stage3_plans, (tuple, list)) else []
+    if not options or any(not isinstance(o, bool) for o in options):
+        raise CopeInputError(f"stage3_plans must be a non-empty tuple of True (the paper's stage 3) and/or False "
+                             f"(the large model alone), e.g. (True, False), got {stage3_plans!r}")
+    if False in options and not all(it.get("baselines") for it in records.items if it["variant"] in variants):
+        raise CopeInputError("stage3_plans=False replays stage 3 from the records' large-alone baseline, and some "
+                             "of these records have none: record with baselines=True, or calibrate "
+                             "stage3_plans=(True,)")
     return _Space(variants=variants, n_max=min(records.policies[v]["n"] for v in variants),
                   include_n=bool(include_n), stages=list(stages), early_stop=bool(early_stop),
-                  fingerprint=records.fingerprint())
+                  fingerprint=records.fingerprint(), stage3_plans=options)
 
 
 def default_storage(records: Records) -> str:
@@ -278,11 +294,12 @@ class Calibration:
     storage: str | None = None
 
     def apply(self, cascade) -> None:
-        """Set the chosen tau1, tau2 and n on `cascade` (kept by `cascade.save`)."""
+        """Set the chosen tau1, tau2, n and stage3_plans on `cascade` (kept by `cascade.save`)."""
         if list(cascade.stages) != list(self.params["stages"]):
             warnings.warn(f"calibrated for stages {tuple(self.params['stages'])}, but the cascade runs "
                           f"{tuple(cascade.stages)}", UserWarning, stacklevel=2)
         cascade.n, cascade.tau1, cascade.tau2 = self.params["n"], self.params["tau1"], self.params["tau2"]
+        cascade.stage3_plans = self.params.get("stage3_plans", True)
 
     def to_dict(self) -> dict[str, Any]:
         return {"params": self.params, "result": self.result.to_dict(), "constraint": self.constraint,
@@ -296,12 +313,12 @@ class Calibration:
     def summary(self) -> str:
         r, d, big = self.result, self.default, self.large_alone
         p = self.params
-        return (f"chosen: tau1={p['tau1']:.3g} tau2={p['tau2']:.3g} n={p['n']} variant={p['variant']}: accuracy "
+        alone = "" if p.get("stage3_plans", True) else " stage3_plans=False"
+        return (f"chosen: tau1={p['tau1']:.3g} tau2={p['tau2']:.3g} n={p['n']} variant={p['variant']}{alone}: accuracy "
                 f"{r.accuracy:.1%}, ${r.usd_per_1k:.4g} per 1k queries, exits {r.exits} ({self.constraint}"
                 f"{'' if self.constraint_met else ': NOT MET, most accurate point instead'})\n"
                 f"paper default (0.75, 0.5, n={d.params['n']}): accuracy {d.accuracy:.1%}, ${d.usd_per_1k:.4g} per 1k\n"
-                f"large alone: accuracy {big['accuracy']:.1%}, ${big['usd_per_1k']:.4g} per 1k "
-                f"(its final call only; its prompt held the guideline)\n"
+                f"large alone: accuracy {big['accuracy']:.1%}, ${big['usd_per_1k']:.4g} per 1k ({big['source']})\n"
                 f"{len(self.trials)} trials, {len(self.pareto)} on the Pareto front")
 
     def plot(self, path: str | os.PathLike) -> Path:
@@ -347,7 +364,8 @@ def load_calibration(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(params, dict) or not {"n", "tau1", "tau2"} <= set(params):
         raise CopeInputError(f"{str(path)!r} is not a calibration: it has no params with n, tau1 and tau2 (write one "
                              "with `cope calibrate run --json FILE`; a saved cascade is loaded with --load)")
-    Policy(n=params["n"], tau1=params["tau1"], tau2=params["tau2"], stages=tuple(params.get("stages", (1, 2, 3))))
+    Policy(n=params["n"], tau1=params["tau1"], tau2=params["tau2"], stages=tuple(params.get("stages", (1, 2, 3))),
+           stage3_plans=params.get("stage3_plans", True))
     return params
 
 
@@ -355,7 +373,7 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
               study_name: str | None = None, objective: str = "pareto", constraint: Constraint | None = None,
               seed: int | None = 0, include_n: bool = True, variants: list[str] | None = None,
               stages: tuple[int, ...] | None = None, early_stop: bool = True, sampler="tpe",
-              same=None, task=None) -> Calibration:
+              same=None, task=None, stage3_plans: tuple[bool, ...] = (True,)) -> Calibration:
     """Search tau1, tau2, n (and the prompt variant) with Optuna, every trial a replay of the records:
     no LM call. Two objectives (accuracy up, USD per 1k queries down) give a Pareto front; `constraint`
     picks one point (default: the cheapest within 1 point of the large model alone).
@@ -365,7 +383,8 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
     until the study holds `n_trials` complete ones. Workers may add trials to the same study at once
     (`run_worker`). `sampler` (seeded with `seed`): "tpe" (multi-objective TPE), "nsga2", "grid" (every
     distinct setting, see `grid_settings`: exact, ~380 trials for n = 8; `n_trials` is then ignored) or
-    an optuna sampler.
+    an optuna sampler. `stage3_plans=(True, False)` lets the study also choose stage 3 without plans (the
+    large model alone, `Cascade(stage3_plans=False)`), read from the records' large-alone baseline.
     """
     import optuna
 
@@ -383,7 +402,7 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
     if not len(records):
         raise CopeInputError("no records to calibrate on: record a devset first with record(...)")
     same = resolve_same(records, same, task)
-    space = _space(records, variants, include_n, stages, early_stop)
+    space = _space(records, variants, include_n, stages, early_stop, stage3_plans)
     storage = default_storage(records) if storage is None else storage
     study_name = study_name or default_study_name(records)
     restore = _quiet_optuna()
@@ -395,7 +414,8 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
         else:
             if not study.trials:  # the paper default, evaluated first
                 for v in space.variants:
-                    study.enqueue_trial(space.enqueue_form({**PAPER_DEFAULT, "n": space.n_max, "variant": v}))
+                    study.enqueue_trial(space.enqueue_form({**PAPER_DEFAULT, "n": space.n_max, "variant": v,
+                                                            "stage3_plans": space.stage3_plans[0]}))
             done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
             todo = max(0, n_trials - done)
         if todo:
@@ -414,10 +434,11 @@ def _enqueue_missing(study, space: _Space, grid: list[dict[str, Any]]) -> int:
     have |= {tuple(sorted(t.system_attrs.get("fixed_params", {}).items()))
              for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
     for v in space.variants:
-        for params in grid:
-            form = space.enqueue_form({**params, "variant": v})
-            if tuple(sorted(form.items())) not in have:
-                study.enqueue_trial(form)
+        for plans in space.stage3_plans:
+            for params in grid:
+                form = space.enqueue_form({**params, "variant": v, "stage3_plans": plans})
+                if tuple(sorted(form.items())) not in have:
+                    study.enqueue_trial(form)
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
 
 
@@ -433,17 +454,18 @@ def _summarize(study, space: _Space, run: _Objective, records: Records, constrai
     pareto = sorted((point(space.params(t), t.values, t.number) for t in study.best_trials) if complete else [],
                     key=lambda p: p["usd_per_1k"])
     defaults = {}
-    for v in space.variants:
-        params = {**PAPER_DEFAULT, "n": space.n_max, "variant": v}
+    for v in space.variants:  # the paper's setting, stage 3 included
+        params = {**PAPER_DEFAULT, "n": space.n_max, "variant": v, "stage3_plans": True}
         r = run.evaluate(params)
         defaults[v] = (r, point(params, (r.accuracy, r.usd_per_1k), None))
     larges = {v: large_alone(records, v) for v in space.variants}
     # several variants: compare against the best large-alone accuracy among them (the stricter bar)
     big = max(larges.values(), key=lambda x: (x["accuracy"], -x["usd_per_1k"]))
-    candidates = trials + [p for _, p in defaults.values()]
+    # the paper default is a candidate where the space holds it (stage 3 with plans)
+    candidates = trials + ([p for _, p in defaults.values()] if True in space.stage3_plans else [])
     feasible = [p for p in candidates if constraint.feasible(p, big["accuracy"])]
     best = constraint.best(feasible) if feasible else min(candidates, key=lambda p: (-p["accuracy"], p["usd_per_1k"]))
-    params = {k: best[k] for k in ("tau1", "tau2", "n", "variant")}
+    params = {k: best[k] for k in ("tau1", "tau2", "n", "variant", "stage3_plans")}
     result = run.evaluate(params)
     return Calibration(
         params={**params, "stages": space.stages, "early_stop": space.early_stop}, result=result, pareto=pareto,
@@ -456,7 +478,8 @@ def _summarize(study, space: _Space, run: _Objective, records: Records, constrai
 
 def run_worker(records: Records | str | os.PathLike, storage: str, study_name: str, n_trials: int, *,
                seed: int | None = None, sampler="tpe", same=None, task=None, include_n: bool = True,
-               stages: tuple[int, ...] | None = None, early_stop: bool = True) -> int:
+               stages: tuple[int, ...] | None = None, early_stop: bool = True,
+               stage3_plans: tuple[bool, ...] = (True,)) -> int:
     """Add `n_trials` trials to a shared study (creating it if needed); returns the trials it ran. Run
     several at once, on one machine or many, against the same RDB storage and records file."""
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
@@ -467,7 +490,7 @@ def run_worker(records: Records | str | os.PathLike, storage: str, study_name: s
     restore = _quiet_optuna()
     try:
         study, space = _open_study(records, storage, study_name, _sampler(sampler, seed),
-                                   _space(records, None, include_n, stages, early_stop))
+                                   _space(records, None, include_n, stages, early_stop, stage3_plans))
         study.optimize(_Objective(records, space, same), n_trials=n_trials)
         return n_trials
     finally:
@@ -484,6 +507,12 @@ def _load_task(spec: str | None):
         raise CopeInputError(f"--task {spec!r}: expected module:TaskClass, e.g. cope_dspy.tasks:Math ({exc})") from exc
 
 
+STAGE3_CHOICES = {"planned": (True,), "alone": (False,), "choose": (True, False)}
+STAGE3_HELP = ("stage 3: 'planned' (the paper: the large model executes its guideline), 'alone' (it answers alone: "
+               "Cascade(stage3_plans=False)) or 'choose' (the study picks); 'alone' and 'choose' need records with "
+               "baselines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cope_dspy.calibrate", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -495,6 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--seed", type=int, default=None, help="sampler seed (default: random, so workers differ)")
     w.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"])
     w.add_argument("--task", default=None, help="task for answer equality, module:Class (default: recorded task)")
+    w.add_argument("--stage3", default="planned", choices=sorted(STAGE3_CHOICES), help=STAGE3_HELP)
     r = sub.add_parser("run", help="calibrate: run the study, pick a point, print it")
     r.add_argument("--records", required=True)
     r.add_argument("--trials", type=int, default=200)
@@ -503,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2", "grid"])
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--task", default=None)
+    r.add_argument("--stage3", default="planned", choices=sorted(STAGE3_CHOICES), help=STAGE3_HELP)
     pick = r.add_mutually_exclusive_group()
     pick.add_argument("--within-points", type=float, default=None, help="cheapest within X points of large alone")
     pick.add_argument("--max-usd-per-1k", type=float, default=None, help="most accurate under $Y per 1k queries")
@@ -517,13 +548,14 @@ def main(argv: list[str] | None = None) -> int:
         task = _load_task(args.task)
         if args.command == "worker":
             run_worker(args.records, args.storage, args.study, args.trials, seed=args.seed, sampler=args.sampler,
-                       task=task)
+                       task=task, stage3_plans=STAGE3_CHOICES[args.stage3])
             print(f"worker: ran {args.trials} trials on study {args.study!r}")
             return 0
         constraint = (max_usd_per_1k(args.max_usd_per_1k) if args.max_usd_per_1k is not None
                       else within_points_of_large(1.0 if args.within_points is None else args.within_points))
         cal = calibrate(args.records, n_trials=args.trials, storage=args.storage, study_name=args.study,
-                        constraint=constraint, seed=args.seed, sampler=args.sampler, task=task)
+                        constraint=constraint, seed=args.seed, sampler=args.sampler, task=task,
+                        stage3_plans=STAGE3_CHOICES[args.stage3])
         print(cal.summary())
         if args.json:
             cal.to_json(args.json)

@@ -25,7 +25,7 @@ from .failures import (
 from .plain import adapter_for
 from .policy import Policy, Temperatures, check_role_max_tokens
 from .redact import redact
-from .role import LARGE_ROLES, ROLES, SMALL_ROLES, Role
+from .role import LARGE_ROLES, ROLES, SMALL_ROLES, Role, unplanned
 from .signatures import format_plans
 from .tasks import Math, Task
 
@@ -39,7 +39,8 @@ class Cascade(dspy.Module):
     | 2     | large writes one guideline | small, n solutions (g_S, g_L) | agreement >= tau2      |
     | 3     | large reuses its guideline | large, one greedy solution    | always                 |
 
-    Only plans cross stages, never answers. Example::
+    Only plans cross stages, never answers. `stage3_plans=False` departs from the paper: stage 3 is the large
+    model answering the question alone, as a MoT-style cascade escalates. Example::
 
         import dspy
         from cope_dspy import Cascade, Math
@@ -74,6 +75,11 @@ class Cascade(dspy.Module):
             block, the paper's prompt style, which small models follow far better) or "paragraph" (plain,
             and the reply ends at its first blank line: for planners). One name for every role, or a dict,
             e.g. `{"small_executor": "plain", "goal_planner": "plain"}`. Saved with the program (in `policy`).
+        stage3_plans: True (the paper): stage 3's large executor gets the large model's guideline. False: it
+            answers the question alone, the same call as the large model alone (no goal, no guideline; with
+            stages (1, 3) no guideline is written at all). For pairs where the plans make the large model
+            worse (measured in evals/README.md); `calibrate(..., stage3_plans=(True, False))` chooses it from
+            records. Saved with the program (in `policy`).
     """
 
     def __init__(
@@ -95,6 +101,7 @@ class Cascade(dspy.Module):
         max_tokens: dict[str, int] | None = None,
         guard: FailureGuard | bool = True,
         formats: str | dict[str, str] | None = None,
+        stage3_plans: bool = True,
     ):
         super().__init__()
         for name, lm in (("small", small), ("large", large)):
@@ -118,7 +125,7 @@ class Cascade(dspy.Module):
         self.task = task or Math()
         self.task.check_lms(small, large)
         self.policy = Policy(n=n, tau1=tau1, tau2=tau2, stages=stages, temperatures=temperatures or Temperatures(),
-                             formats=formats)
+                             formats=formats, stage3_plans=stage3_plans)
         f = self.policy.format
         for role in ROLES:  # goal_planner, guideline_planner, small_executor, large_executor
             setattr(self, role, Role(self.task.signature(role, f(role))))
@@ -137,6 +144,7 @@ class Cascade(dspy.Module):
     tau1 = property(lambda self: self.policy.tau1, lambda self, v: self._set_policy(tau1=v))
     tau2 = property(lambda self: self.policy.tau2, lambda self, v: self._set_policy(tau2=v))
     stages = property(lambda self: self.policy.stages, lambda self, v: self._set_policy(stages=v))
+    stage3_plans = property(lambda self: self.policy.stage3_plans, lambda self, v: self._set_policy(stage3_plans=v))
 
     @property
     def formats(self) -> dict[str, str]:
@@ -195,7 +203,7 @@ class Cascade(dspy.Module):
 
     def _begin(self, inputs: dict[str, Any]) -> CostTracker:
         self.task.check_inputs(inputs)
-        for role in _roles(self.policy.stages):
+        for role in _roles(self.policy.stages, self.policy.stage3_plans):
             getattr(self, role).require_lm(role, "small" if role in SMALL_ROLES else "large")
         return CostTracker(prices=self.prices, budget=self.budget)
 
@@ -239,7 +247,7 @@ class Cascade(dspy.Module):
                     result = _prediction(last, 1, trace, goal)
                     if not full or p.stages[-1] == 1:
                         return result
-            if 2 in p.stages or 3 in p.stages:
+            if 2 in p.stages or (3 in p.stages and p.stage3_plans):
                 stage = 2 if 2 in p.stages else 3
                 ((guideline, usage, seconds),) = yield [self._metered(self._guideline(question, stage), tracker,
                                                                       stage=stage, role="guideline_planner")]
@@ -315,8 +323,11 @@ class Cascade(dspy.Module):
         return (yield self._ask("guideline_planner", stage, None, t, rollout=1, question=question)).guideline
 
     def _stage3(self, question: str, guideline: str | None) -> runner.Job:
-        out = yield self._ask("large_executor", 3, 0, self.policy.temperatures.large_executor, rollout=None,
-                              question=question, plans=format_plans(guideline=guideline))
+        t = self.policy.temperatures.large_executor
+        if not self.policy.stage3_plans:  # the large model alone (`_prepare` drops the plans input)
+            return self._candidate(0, (yield self._ask("large_executor", 3, 0, t, rollout=None, question=question)))
+        out = yield self._ask("large_executor", 3, 0, t, rollout=None, question=question,
+                              plans=format_plans(guideline=guideline))
         return self._candidate(0, out, guideline=guideline)
 
     def _abstaining(self, job: runner.Job, i: int) -> runner.Job:
@@ -357,6 +368,8 @@ class Cascade(dspy.Module):
         """What `runner` needs to make a call: the role's predictor, its arguments, and the context it runs
         in (stage/role/sample tags for the tracker, the role's adapter, the budget, large-model errors)."""
         predictor = getattr(self, call.role)
+        if call.role == "large_executor" and "plans" not in call.inputs:  # stage 3 without plans: the large model alone
+            predictor = unplanned(predictor)
         config: dict[str, Any] = {**self.task.lm_config(call.role), "temperature": call.temperature}
         if call.role in self.role_max_tokens:
             config["max_tokens"] = self.role_max_tokens[call.role]
@@ -393,10 +406,10 @@ class Cascade(dspy.Module):
 _EXECUTORS = ("small_executor", "large_executor")
 
 
-def _roles(stages: tuple[int, ...]) -> list[str]:
+def _roles(stages: tuple[int, ...], stage3_plans: bool = True) -> list[str]:
     """The predictors the given stages call, in the order they are first called."""
     per_stage = {1: ("goal_planner", "small_executor"), 2: ("guideline_planner", "small_executor"),
-                 3: ("guideline_planner", "large_executor")}
+                 3: ("guideline_planner", "large_executor") if stage3_plans else ("large_executor",)}
     return list(dict.fromkeys(role for s in stages for role in per_stage[s]))
 
 

@@ -232,6 +232,8 @@ def cascade_from_args(args: argparse.Namespace, small=None, large=None, prices=N
         value = getattr(args, key) if getattr(args, key) is not None else calibrated.get(key)
         if value is not None:
             setattr(cascade, key, value)
+    if "stage3_plans" in calibrated:  # a calibration that chose stage 3 with or without plans
+        cascade.stage3_plans = calibrated["stage3_plans"]
     return cascade
 
 

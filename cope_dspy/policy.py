@@ -1,5 +1,5 @@
-"""The settings that decide when a cascade escalates: n, tau1, tau2, stages and temperatures; and the
-format each role is asked in.
+"""The settings that decide when a cascade escalates: n, tau1, tau2, stages and temperatures; the format
+each role is asked in; and whether stage 3 passes the plans to the large model.
 
 A `Policy` is a DSPy `Parameter`, so `Cascade.save` / `load` keep it, also when the cascade sits
 inside a larger program.
@@ -66,6 +66,7 @@ class Policy(Parameter):
     stages: tuple[int, ...] = (1, 2, 3)
     temperatures: Temperatures = field(default_factory=Temperatures)
     formats: dict[str, str] = field(default_factory=dict)  # role -> "plain" / "paragraph"; others "chat"
+    stage3_plans: bool = True  # False: stage 3 is the large model answering alone (not the paper's)
 
     def __post_init__(self):
         self.n = check_n(self.n)
@@ -75,6 +76,9 @@ class Policy(Parameter):
         if not isinstance(self.temperatures, Temperatures):
             raise CopeInputError(f"temperatures must be a cope_dspy.Temperatures, got {self.temperatures!r}")
         self.formats = check_formats(self.formats, ROLES)
+        if not isinstance(self.stage3_plans, bool):
+            raise CopeInputError(f"stage3_plans must be True (the paper's stage 3: the large model executes its "
+                                 f"own guideline) or False (it answers alone), got {self.stage3_plans!r}")
 
     def format(self, role: str) -> str:
         return self.formats.get(role, "chat")
@@ -91,6 +95,7 @@ class Policy(Parameter):
             "stages": list(self.stages),
             "temperatures": asdict(self.temperatures),
             "formats": dict(self.formats),
+            "stage3_plans": self.stage3_plans,
         }
 
     def load_state(self, state: dict) -> Policy:
@@ -101,6 +106,7 @@ class Policy(Parameter):
             stages=tuple(state["stages"]),
             temperatures=Temperatures(**state.get("temperatures", {})),
             formats=state.get("formats", {}),  # programs saved before formats existed: every role "chat"
+            stage3_plans=state.get("stage3_plans", True),  # and before this option: the paper's stage 3
         )
         self.__dict__.update(loaded.__dict__)
         return self

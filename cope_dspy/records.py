@@ -174,12 +174,9 @@ def candidates(line: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def unplanned_samples(cascade, question: str) -> dict[str, Any]:
     """The baselines' samples: the executors' own signatures (their format, and any instructions an optimizer
     set) without the plan: small greedy, n small samples at the stage-2 temperature, large greedy."""
-    import dspy
+    from .role import unplanned  # dspy: only when recording
 
-    small = dspy.Predict(cascade.small_executor.signature.delete("plans"))
-    large = dspy.Predict(cascade.large_executor.signature.delete("plans"))
-    small.set_lm(cascade.small_executor.lm)
-    large.set_lm(cascade.large_executor.lm)
+    small, large = unplanned(cascade.small_executor), unplanned(cascade.large_executor)
     t = cascade.policy.temperatures
     jobs = [("small_greedy", small, "small_executor", 0.0, None)]
     jobs += [("small_samples", small, "small_executor", t.stage2_executor, i) for i in range(cascade.n)]
@@ -201,7 +198,9 @@ def solve_unplanned(cascade, predictor, role: str, question: str, temperature: f
     import dspy
 
     tracker = CostTracker(prices=cascade.prices)
-    config = {"temperature": temperature, **({"rollout_id": rollout} if rollout is not None and temperature else {})}
+    config = {**cascade.task.lm_config(role), "temperature": temperature,
+              **({"max_tokens": cascade.role_max_tokens[role]} if role in cascade.role_max_tokens else {}),
+              **({"rollout_id": rollout} if rollout is not None and temperature else {})}
     started = time.perf_counter()
     with dspy.context(adapter=cascade.adapter_for(role), callbacks=[*dspy.settings.callbacks, tracker]), \
             tag(stage=0, role=role):

@@ -49,12 +49,10 @@ class _Prepared:
         self.answers: dict[int, list[list[str | None]]] = {}
         self.cum_usd, self.cum_calls, self.correct = {}, {}, {}
         self.guide_usd, self.guide_calls = np.zeros(self.size), np.zeros(self.size, dtype=np.int64)
-        self.final_usd, self.final_calls = np.zeros(self.size), np.zeros(self.size, dtype=np.int64)
-        self.final_correct = np.zeros(self.size)
         # wall-clock seconds of each recorded job (NaN where the records predate timing)
         self.seconds: dict[int, np.ndarray] = {}
-        self.guide_seconds, self.final_seconds = np.full(self.size, np.nan), np.full(self.size, np.nan)
-        self.final_answer: list[str | None] = [None] * self.size
+        self.guide_seconds = np.full(self.size, np.nan)
+        finals: list[dict[str, Any] | None] = [None] * self.size
         for stage in _VOTE_STAGES:
             if stage in self.stages:
                 self.labels[stage], self.answers[stage] = [], []
@@ -70,10 +68,11 @@ class _Prepared:
                     self.guide_usd[e], self.guide_calls[e] = _usd(entry.get("usage")), _calls(entry.get("usage"))
                     self.guide_seconds[e] = entry.get("seconds", np.nan)
                 elif entry["kind"] == "final":
-                    (c,) = entry["candidates"]
-                    self.final_usd[e], self.final_calls[e] = _usd(c.get("usage")), _calls(c.get("usage"))
-                    self.final_correct[e], self.final_answer[e] = c.get("correct", 0.0), c["answer"]
-                    self.final_seconds[e] = _seconds(c)
+                    (finals[e],) = entry["candidates"]
+        # stage 3 as recorded (the large executor with its guideline), and the large model alone (the
+        # records' large-alone baseline: stage 3 with `stage3_plans=False`, the same call); None if missing
+        self.finals = {True: _Final.of(finals),
+                       False: _Final.of([(i.get("baselines") or {}).get("large_greedy") for i in items])}
         self._tables: dict[tuple[int, int, int, bool], _Ballots] = {}
         self.rows = np.arange(self.size)
         self.everyone, self.no_one = np.ones(self.size, dtype=bool), np.zeros(self.size, dtype=bool)
@@ -94,6 +93,16 @@ class _Prepared:
         self.cum_calls[stage][e, 1:] = np.cumsum([_calls(c.get("usage")) for c in cands])
         self.correct[stage][e] = [c.get("correct", 0.0) for c in cands]
         self.seconds[stage][e] = [_seconds(c) for c in cands]
+
+    def final(self, stage3_plans: bool) -> _Final:
+        f = self.finals[stage3_plans]
+        if f is None:
+            raise CopeInputError(
+                "stage3_plans=False replays stage 3 as the large model alone, read from the records' large-alone "
+                "baseline, and these records have none: record with baselines (evals' `cope eval` does; "
+                "records.record(..., baselines=True)), or replay stage3_plans=True" if not stage3_plans else
+                "these records have no stage-3 answer: record with cascade.record (every stage in full)")
+        return f
 
     def vote(self, stage: int, n: int, need: int, early_stop: bool) -> _Ballots:
         """What the cascade's ballot does on every example with n samples needing `need` votes. It reads
@@ -124,6 +133,27 @@ class _Prepared:
                 usd=self.cum_usd[stage][self.rows, drawn], calls=self.cum_calls[stage][self.rows, drawn],
                 seconds=seconds)
         return self._tables[key]
+
+
+@dataclass(frozen=True)
+class _Final:
+    """Per example, one recorded stage-3 call: its cost, calls, score, answer and seconds."""
+
+    usd: np.ndarray
+    calls: np.ndarray
+    correct: np.ndarray
+    answer: list[str | None]
+    seconds: np.ndarray
+
+    @classmethod
+    def of(cls, candidates: list[dict[str, Any] | None]) -> _Final | None:
+        """From one candidate per example; None unless every example has one."""
+        if not candidates or any(c is None for c in candidates):
+            return None
+        return cls(usd=np.array([_usd(c.get("usage")) for c in candidates]),
+                   calls=np.array([_calls(c.get("usage")) for c in candidates], dtype=np.int64),
+                   correct=np.array([c.get("correct", 0.0) for c in candidates], dtype=float),
+                   answer=[c.get("answer") for c in candidates], seconds=np.array([_seconds(c) for c in candidates]))
 
 
 @dataclass(frozen=True)
@@ -177,7 +207,7 @@ class ReplayResult:
     @cached_property
     def per_example(self) -> list[dict[str, Any]]:
         p, exits = self._detail
-        stages = self.params["stages"]
+        stages, plans = self.params["stages"], self.params.get("stage3_plans", True)
         rows = []
         for e in range(p.size):
             s = next(s for s in (1, 2, 3) if s in exits and exits[s][0][e])
@@ -186,16 +216,17 @@ class ReplayResult:
                 b = exits[1][1]
                 usd, calls, seconds = usd + b.usd[e], calls + b.calls[e], seconds + b.seconds[e]
             if s > 1 or 1 not in stages:
-                if 2 in stages or 3 in stages:
+                if 2 in stages or (3 in stages and plans):
                     usd, calls = usd + p.guide_usd[e], calls + p.guide_calls[e]
                     seconds += p.guide_seconds[e]
                 if 2 in stages:
                     b = exits[2][1]
                     usd, calls, seconds = usd + b.usd[e], calls + b.calls[e], seconds + b.seconds[e]
             if s == 3:
-                answer, score = p.final_answer[e], p.final_correct[e]
-                usd, calls = usd + p.final_usd[e], calls + p.final_calls[e]
-                seconds += p.final_seconds[e]
+                f = p.final(plans)
+                answer, score = f.answer[e], f.correct[e]
+                usd, calls = usd + f.usd[e], calls + f.calls[e]
+                seconds += f.seconds[e]
             else:
                 b = exits[s][1]
                 answer, score = p.answers[s][e][b.chosen[e]], b.chosen_correct[e]
@@ -238,7 +269,7 @@ def resolve_same(records: Records, same=None, task=None) -> Callable[[str, str],
 
 def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float = 0.5, n: int | None = None,
            stages: tuple[int, ...] | None = None, early_stop: bool = True, *, variant: str | None = None,
-           same: Callable[[str, str], bool] | None = None, task=None) -> ReplayResult:
+           same: Callable[[str, str], bool] | None = None, task=None, stage3_plans: bool = True) -> ReplayResult:
     """What the cascade with these settings decides and spends on the recorded examples, with no LM call.
 
     Each example's first `n` recorded samples go through the cascade's own ballot (`Vote`, with early
@@ -249,6 +280,9 @@ def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float
     One approximation: stage-2 samples were recorded with g_S, the goal behind the majority of all
     recorded stage-1 samples. With a smaller n, with early decision, or with stage 1 skipped, a live run
     may pass on another goal (or none), so stage-2 figures are then estimates. Everything else is exact.
+
+    `stage3_plans=False` replays `Cascade(stage3_plans=False)`: stage 3 is the recorded large-alone answer (the
+    same call), and with stages (1, 3) no guideline is paid for.
     """
     if not isinstance(records, Records):
         records = Records.load(records)
@@ -264,12 +298,14 @@ def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float
     if n > recorded_n:
         raise CopeInputError(f"n={n} is more samples than were recorded (n={recorded_n}); replay any n <= "
                              f"{recorded_n}, or record again with a larger n")
+    if not isinstance(stage3_plans, bool):
+        raise CopeInputError(f"stage3_plans must be True or False, got {stage3_plans!r}")
     p = prepared(records, variant, resolve_same(records, same, task))
-    return _replay(p, tau1, tau2, n, stages, bool(early_stop), variant)
+    return _replay(p, tau1, tau2, n, stages, bool(early_stop), variant, stage3_plans)
 
 
 def _replay(p: _Prepared, tau1: float, tau2: float, n: int, stages: tuple[int, ...], early_stop: bool,
-            variant: str) -> ReplayResult:
+            variant: str, stage3_plans: bool = True) -> ReplayResult:
     # Totals as dot products with "still escalating" masks: the hot path of every Optuna trial.
     last, open_ = stages[-1], p.everyone
     usd = score = 0.0
@@ -294,24 +330,32 @@ def _replay(p: _Prepared, tau1: float, tau2: float, n: int, stages: tuple[int, .
         exits[s] = (done, b)
         open_ = open_ & ~done
     if 3 in stages:
-        if 2 not in stages:
+        if 2 not in stages and stage3_plans:
             usd += p.guide_usd @ open_
             calls += p.guide_calls @ open_
-        usd += p.final_usd @ open_
-        calls += p.final_calls @ open_
-        score += p.final_correct @ open_
+        f = p.final(stage3_plans)
+        usd += f.usd @ open_
+        calls += f.calls @ open_
+        score += f.correct @ open_
         exits[3] = (open_, None)
-    params = {"tau1": tau1, "tau2": tau2, "n": n, "stages": list(stages), "early_stop": early_stop, "variant": variant}
+    params = {"tau1": tau1, "tau2": tau2, "n": n, "stages": list(stages), "early_stop": early_stop, "variant": variant,
+              "stage3_plans": stage3_plans}
     return ReplayResult(params, p, exits, float(score), float(usd), int(calls))
 
 
 def large_alone(records: Records, variant: str | None = None) -> dict[str, Any]:
-    """The large model answering alone, read from the records: the stage-3 answer's score on every example
-    and the cost of that one call. Its prompt held the large model's guideline, which the paper's
-    large-alone baseline lacks; the guideline call itself is not counted."""
+    """The large model answering alone, read from the records: its recorded large-alone baseline where every
+    example has one (`record(..., baselines=True)`); else the stage-3 answer, whose prompt held the large
+    model's guideline (the guideline call itself not counted). `source` says which."""
     v = records.check_variant(variant)
     items = [i for i in records.items if i["variant"] == v]
-    finals = [next(e for e in i["trace"] if e["kind"] == "final")["candidates"][0] for i in items]
+    alone = [(i.get("baselines") or {}).get("large_greedy") for i in items]
+    if all(alone):
+        finals, source = alone, "its recorded answer alone"
+    else:
+        finals = [next(e for e in i["trace"] if e["kind"] == "final")["candidates"][0] for i in items]
+        source = "the stage-3 call only; its prompt held the guideline (no large-alone baseline recorded)"
     usd = sum(_usd(c.get("usage")) for c in finals)
     return {"variant": v, "accuracy": float(np.mean([c.get("correct", 0.0) for c in finals])),
-            "usd_per_1k": 1000.0 * usd / len(finals), "calls": sum(_calls(c.get("usage")) for c in finals)}
+            "usd_per_1k": 1000.0 * usd / len(finals), "calls": sum(_calls(c.get("usage")) for c in finals),
+            "source": source}

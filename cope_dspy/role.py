@@ -26,6 +26,16 @@ SMALL_ROLES = ROLES[0::2]  # goal_planner, small_executor
 LARGE_ROLES = ROLES[1::2]  # guideline_planner, large_executor
 
 
+def unplanned(predictor: dspy.Predict) -> dspy.Predict:
+    """An executor without its `plans` input: the same instructions, format and LM, its demos without their
+    plans. The large model answering alone: the large-alone baseline, and stage 3 with `stage3_plans=False`
+    (one builder, so both make the same call)."""
+    alone = dspy.Predict(predictor.signature.delete("plans"))
+    alone.lm = predictor.lm
+    alone.demos = [{k: v for k, v in dict(d).items() if k != "plans"} for d in predictor.demos]
+    return alone
+
+
 class Role(dspy.Predict):
     """A `dspy.Predict` whose pinned LM survives `reset`, `deepcopy` and `load_state`."""
 

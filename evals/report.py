@@ -105,12 +105,14 @@ def choose(drawn: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
     return (programs[0] if programs else None), False
 
 
-def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3)) -> tuple[list[dict[str, Any]], dict]:
+def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3),
+              stage3_plans: bool = True) -> tuple[list[dict[str, Any]], dict]:
     """COPE on code, replayed: a stage accepts when one of its samples passes its acceptance tests (under the
     user rule those are not the grading tests, so the accepted program may still be wrong). With early
     decision the cascade draws waves of ceil(n/2) samples and stops at the first wave with a pass, so only
     those samples are paid for; a problem with no acceptance test draws one sample a stage (it can never
-    accept). The last stage run answers with the program its ballot returns."""
+    accept). The last stage run answers with the program its ballot returns. `stage3_plans=False`: stage 3 is
+    the recorded large-alone answer (`Cascade(stage3_plans=False)` makes the same call)."""
     rows, exits = [], {1: 0, 2: 0, 3: 0}
     for r in records:
         trace = r["trace"]
@@ -125,11 +127,11 @@ def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3)) -> tuple[
         for stage in (1, 2, 3):
             if stage not in stages:
                 continue
-            if stage == 2 or (stage == 3 and 2 not in stages):  # the large model writes its guideline first
+            if stage == 2 or (stage == 3 and 2 not in stages and stage3_plans):  # the guideline comes first
                 usd, calls = usd + _usd(guideline), calls + _calls(guideline)
                 seconds += float(guideline.get("seconds", np.nan))
             if stage == 3:
-                final = by[("final", 3)]["candidates"][0]
+                final = by[("final", 3)]["candidates"][0] if stage3_plans else r["baselines"]["large_greedy"]
                 usd, calls, seconds = usd + _usd(final), calls + _calls(final), seconds + _sec(final)
                 row = {"correct": bool(final.get("correct")), "stage": 3}
                 break
@@ -186,13 +188,15 @@ def code_baseline_rows(records: list[dict[str, Any]], acceptance: str = "grading
 CODE_SETTINGS = [(n, stages) for stages in ((1, 2, 3), (1, 2), (2, 3), (1, 3)) for n in (1, 2, 3, 4, 6, 8)]
 
 
-def code_cross_fitted(records: list[dict[str, Any]], run_n: int, large_rows: list[dict[str, Any]]):
+def code_cross_fitted(records: list[dict[str, Any]], run_n: int, large_rows: list[dict[str, Any]],
+                      stage3_plans=(True,)):
     """COPE calibrated on code without scoring a problem with a setting chosen on it: with test-pass
     confidence tau only decides "accept on a pass" (any tau in (0, 1)), so the choice is n and the stages.
     Per fold: the cheapest setting within 1 point of large alone on the other folds (else the most
-    accurate), replayed on the held-out fold."""
-    settings = [(n, st) for n, st in CODE_SETTINGS if n <= run_n]
-    table = {key: code_rows(records, key[0], key[1]) for key in settings}
+    accurate), replayed on the held-out fold. `stage3_plans=(True, False)` also chooses stage 3 alone."""
+    settings = [(n, st, plans) for n, st in CODE_SETTINGS if n <= run_n for plans in stage3_plans
+                if plans or 3 in st]
+    table = {key: code_rows(records, *key) for key in settings}
     rows: list[dict[str, Any]] = [{}] * len(records)
     exits = {1: 0, 2: 0, 3: 0}
     chosen = []
@@ -204,7 +208,8 @@ def code_cross_fitted(records: list[dict[str, Any]], run_n: int, large_rows: lis
         usd = {k: np.mean([table[k][0][i]["usd"] for i in train]) for k in settings}
         ok = [k for k in settings if acc[k] >= large_acc - 0.01]
         best = min(ok, key=lambda k: (usd[k], -acc[k])) if ok else max(settings, key=acc.get)
-        chosen.append({"n": best[0], "stages": list(best[1])})
+        chosen.append({"n": best[0], "stages": list(best[1]),
+                       **({"stage3_plans": best[2]} if len(stage3_plans) > 1 else {})})
         for i in range(len(records)):
             if i % FOLDS == fold:
                 rows[i] = table[best][0][i]
@@ -222,11 +227,15 @@ def cope_rows(records: Records, same, **settings) -> tuple[list[dict[str, Any]],
 FOLDS = 5
 
 
-def cross_fitted(recs: Records, same) -> tuple[list[dict[str, Any]], dict[int, int], list[dict[str, Any]]]:
+def cross_fitted(recs: Records, same, stage3_plans=(True,), stage_sets=(None,)
+                 ) -> tuple[list[dict[str, Any]], dict[int, int], list[dict[str, Any]]]:
     """COPE calibrated without touching the problems it is scored on: each fold is replayed with the
     setting `calibrate` chose on the other folds (no separate dev recording needed). Records of several
     variants (prompt formats or wordings, each recorded on the same problems) are one study: each fold's
-    setting names its variant too, and the fold is replayed from that variant's records. Rows follow the
+    setting names its variant too, and the fold is replayed from that variant's records. With
+    `stage3_plans=(True, False)` the study also chooses stage 3 alone; with several `stage_sets` (e.g.
+    (1, 2, 3), (1, 2), (1, 3)) one study runs per set and the fold takes the cheapest setting that meets the
+    constraint among them (else the most accurate), as the code calibration does. Rows follow the
     problems' first-recorded order."""
     from cope_dspy.calibrate import calibrate, within_points_of_large
 
@@ -244,13 +253,19 @@ def cross_fitted(recs: Records, same) -> tuple[list[dict[str, Any]], dict[int, i
     chosen = []
     for fold in range(FOLDS):
         train = Records([it for it in recs if fold_of[it["id"]] != fold])
-        cal = calibrate(train, storage="memory", sampler="grid", same=same, constraint=within_points_of_large(1.0))
+        cals = [calibrate(train, storage="memory", sampler="grid", same=same, stages=stages,
+                          constraint=within_points_of_large(1.0), stage3_plans=stage3_plans) for stages in stage_sets]
+        met = [c for c in cals if c.constraint_met]
+        cal = (min(met, key=lambda c: (c.result.usd_per_1k, -c.result.accuracy)) if met
+               else max(cals, key=lambda c: (c.result.accuracy, -c.result.usd_per_1k)))
         p = cal.params
-        keys = ("tau1", "tau2", "n", "variant") if several else ("tau1", "tau2", "n")
+        keys = ("tau1", "tau2", "n", *(("stages",) if len(stage_sets) > 1 else ()), *(("variant",) if several else ()),
+                *(("stage3_plans",) if len(stage3_plans) > 1 else ()))
         chosen.append({k: (round(p[k], 3) if isinstance(p[k], float) else p[k]) for k in keys})
         held = [it for it in recs if fold_of[it["id"]] == fold and it["variant"] == p["variant"]]
         fold_rows, fold_exits = cope_rows(Records(held), same, tau1=p["tau1"], tau2=p["tau2"], n=p["n"],
-                                          variant=p["variant"])
+                                          stages=tuple(p["stages"]), variant=p["variant"],
+                                          stage3_plans=p["stage3_plans"])
         for it, row in zip(held, fold_rows, strict=True):
             rows[position[it["id"]]] = row
         for s in exits:
@@ -321,6 +336,7 @@ def write_report(folder: Path, examples=None, judge=None, judge_name: str | None
         ("COPE stop after stage 2", {"tau1": 0.75, "tau2": 0.5, "stages": (1, 2)}, "ablation"),
         ("COPE skip stage 1", {"tau1": 0.75, "tau2": 0.5, "stages": (2, 3)},
          "ablation; estimate: stage-2 samples were recorded with a stage-1 goal"),
+        (STAGE3_ALONE + " (0.75 / 0.5)", {"tau1": 0.75, "tau2": 0.5, "stage3_plans": False}, STAGE3_ALONE_NOTE),
     ]:
         rows, exits = cope_rows(recs, same, **settings)
         if name.startswith("COPE (0.75"):
@@ -334,9 +350,20 @@ def write_report(folder: Path, examples=None, judge=None, judge_name: str | None
         methods.append(("COPE calibrated (cross-fitted)", rows, exits,
                         f"{FOLDS}-fold: thresholds chosen on the other folds' records (cheapest within 1 point of "
                         f"large alone), applied to the held-out fold; settings: {chosen}"))
+        rows, exits, chosen = cross_fitted(recs, same, stage3_plans=(True, False),
+                                           stage_sets=((1, 2, 3), (1, 2), (1, 3)))
+        methods.append((CALIBRATED_CHOOSING, rows, exits,
+                        f"{FOLDS}-fold, as above, the study also choosing the stages ((1, 2, 3), (1, 2) or (1, 3), as "
+                        f"on code) and stage 3 with or without plans; settings: {chosen}"))
     _same_timed_problems(records, [rows for _, rows, _, _ in methods])
     table = [summarize(name, rows, large_usd, exits=exits, note=note) for name, rows, exits, note in methods]
     return _write(folder, run, records, table)
+
+
+STAGE3_ALONE = "COPE, stage 3 alone"
+STAGE3_ALONE_NOTE = ("not the paper's: stage 3 is the large model answering alone (Cascade(stage3_plans=False)), "
+                     "read from the recorded large-alone answer, the same call")
+CALIBRATED_CHOOSING = "COPE calibrated, stage 3 chosen (cross-fitted)"
 
 
 CODE_BENCHMARKS = ("mbpp", "humaneval")
@@ -370,11 +397,17 @@ def code_report(records: list[dict[str, Any]], run: dict[str, Any]) -> list[dict
                                ("COPE skip stage 1", (2, 3), "ablation; estimate: stage-2 samples had a goal")]:
         rows, exits = code_rows(records, run["n"], stages)
         methods.append((name, rows, exits, note))
+    rows, exits = code_rows(records, run["n"], (1, 2, 3), stage3_plans=False)
+    methods.append((STAGE3_ALONE, rows, exits, STAGE3_ALONE_NOTE))
     if len(records) >= 2 * FOLDS:
         rows, exits, chosen = code_cross_fitted(records, run["n"], base["large alone"])
         methods.append(("COPE calibrated (cross-fitted)", rows, exits,
                         f"{FOLDS}-fold: n and stages chosen on the other folds' records (cheapest within 1 point of "
                         f"large alone), applied to the held-out fold; settings: {chosen}"))
+        rows, exits, chosen = code_cross_fitted(records, run["n"], base["large alone"], stage3_plans=(True, False))
+        methods.append((CALIBRATED_CHOOSING, rows, exits,
+                        f"{FOLDS}-fold, as above, the study also choosing stage 3 with or without plans; "
+                        f"settings: {chosen}"))
     _same_timed_problems(records, [rows for _, rows, _, _ in methods])
     return [summarize(name, rows, large_usd, exits=exits, note=note) for name, rows, exits, note in methods]
 

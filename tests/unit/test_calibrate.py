@@ -382,3 +382,70 @@ def test_only_vote_based_tasks_are_recorded_for_replay(recorded, tmp_path):
         record(cascade, devset(["q-unanimous"]), metric, tmp_path / "a.jsonl", progress=False)
     with pytest.raises(CopeInputError, match="vote-based"):
         replay(recorded[0], task=Code())
+
+
+# ------------------------------------------------------------------------------ stage 3 without plans
+
+
+def _plans_hurt_cascade(**kwargs):
+    """The large model answers right alone ("7") and wrong when handed its guideline ("5")."""
+    def small_answers(call):
+        stage1, stage2, _ = SCRIPT[call.question]
+        return (stage2 if "Guideline:" in call.plans else stage1)[call.rollout_id]
+
+    small = math_model("scripted/small", small_answers)
+    large = math_model("scripted/large", lambda call: "5" if "Guideline:" in call.plans
+                       else "1/2" if "q-equivalent" in call.question else "7")
+    return Cascade(small=small.lm, large=large.lm, task=Math(), prices=PRICES, **kwargs), small, large
+
+
+@pytest.fixture(scope="module")
+def recorded_with_baselines(tmp_path_factory):
+    path = tmp_path_factory.mktemp("records") / "dev.jsonl"
+    return record(_plans_hurt_cascade()[0], devset(), metric, path, progress=False, baselines=True)
+
+
+@pytest.mark.parametrize("tau1, tau2, n, stages, early_stop", [
+    (0.75, 0.5, 8, (1, 2, 3), False), (1.0, 1.0, 8, (1, 2, 3), False), (0.75, 0.5, 8, (1, 3), False),
+    (0.75, 0.5, 8, (1, 2, 3), True), (0.5, 0.75, 6, (2, 3), True),
+])
+def test_stage3_alone_replays_the_live_cascade(recorded_with_baselines, tau1, tau2, n, stages, early_stop):
+    cascade, small, large = _plans_hurt_cascade(tau1=tau1, tau2=tau2, n=n, stages=stages, early_stop=early_stop,
+                                                stage3_plans=False)
+    live = [cascade(**ex.inputs()) for ex in devset()]
+    result = replay(recorded_with_baselines, tau1, tau2, n, stages, early_stop, stage3_plans=False)
+    assert [(r["answer"], r["stage"]) for r in result.per_example] == [(p.answer, p.stage) for p in live]
+    assert [r["usd"] for r in result.per_example] == pytest.approx([p.cost.usd for p in live], rel=1e-9)
+    assert result.calls == lm_calls(small, large)
+    assert result.accuracy == pytest.approx(sum(metric(ex, p) for ex, p in zip(devset(), live, strict=True)) / len(live))
+    assert result.params["stage3_plans"] is False
+
+
+def test_calibration_chooses_stage3_alone_when_the_plans_hurt(recorded_with_baselines, recorded):
+    records = recorded_with_baselines
+    planned = calibrate(records, sampler="grid", storage="memory")
+    either = calibrate(records, sampler="grid", storage="memory", stage3_plans=(True, False))
+    # large alone is read from its recorded baseline (right on all 7), not from stage 3 (handed the guideline)
+    assert either.large_alone["accuracy"] == 1.0 and "alone" in either.large_alone["source"]
+    assert either.params["stage3_plans"] is False and either.constraint_met
+    assert either.result.accuracy == 1.0 and not planned.constraint_met
+    cascade, _, _ = _plans_hurt_cascade()
+    either.apply(cascade)
+    assert cascade.stage3_plans is False
+    # records without the large-alone baseline cannot replay it, and say how to fix that
+    with pytest.raises(CopeInputError, match="baselines=True"):
+        calibrate(recorded[0], sampler="grid", storage="memory", stage3_plans=(True, False))
+    with pytest.raises(CopeInputError, match="has none|baseline"):
+        replay(recorded[0], stage3_plans=False)
+    with pytest.raises(CopeInputError, match="stage3_plans must be"):
+        calibrate(records, storage="memory", stage3_plans=())
+
+
+def test_cli_lets_the_study_choose_stage3(recorded_with_baselines, recorded, tmp_path, capsys):
+    out = tmp_path / "cal.json"
+    assert main(["run", "--records", str(recorded_with_baselines.path), "--sampler", "grid", "--storage", "memory",
+                 "--stage3", "choose", "--json", str(out)]) == 0
+    assert "stage3_plans=False" in capsys.readouterr().out
+    assert json.loads(out.read_text())["params"]["stage3_plans"] is False
+    assert main(["run", "--records", str(recorded[0].path), "--storage", "memory", "--stage3", "alone"]) == 2
+    assert "baselines=True" in capsys.readouterr().err

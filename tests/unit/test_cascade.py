@@ -436,3 +436,43 @@ def test_each_samples_cost_comes_from_the_runs_tracker_by_stage_and_sample(drive
     assert sum(u["prompt_tokens"] for u in per_job) == pred.cost.prompt_tokens == 12 * 10 + 2 * 40
     stage1 = [c["usage"] for c in pred.trace[0]["candidates"]]
     assert [u["calls"] for u in stage1] == [2] * 4  # a stage-1 sample: its goal and its execution
+
+
+def test_stage3_without_plans_is_the_large_model_alone():
+    cascade, small, large = make(list("12345678"), list("12345678"), large_answer="7", stage3_plans=False)
+    pred = cascade(question=Q)
+    assert (pred.answer, pred.stage) == ("7", 3)
+    assert [c.role for c in large.calls] == ["guideline", "execute"]  # the guideline still serves stage 2
+    (alone,) = large.by_role("execute")
+    assert "[[ ## plans ## ]]" not in alone.user and "Count all apples" not in alone.user
+    assert alone.temperature == 0.0
+    # the very call the large-alone baseline makes (one builder for both): same system and user message
+    from cope_dspy.records import unplanned_samples
+
+    unplanned_samples(cascade, Q)
+    baseline = large.by_role("execute")[-1]
+    assert (baseline.system, baseline.user) == (alone.system, alone.user)
+
+
+def test_stage3_without_plans_and_without_stage2_writes_no_guideline():
+    cascade, small, large = make(list("12345678"), stages=(1, 3), stage3_plans=False)
+    pred = cascade(question=Q)
+    assert pred.stage == 3 and "guideline" not in pred.plans
+    assert [c.role for c in large.calls] == ["execute"]
+    with_plans, _, large2 = make(list("12345678"), stages=(1, 3))
+    with_plans(question=Q)
+    assert [c.role for c in large2.calls] == ["guideline", "execute"]
+
+
+def test_stage3_plans_is_saved_and_checked(tmp_path):
+    cascade = Cascade(small=dspy.LM("ollama_chat/qwen2.5:1.5b"), large=dspy.LM("openai/gpt-4o-mini"),
+                      stage3_plans=False)
+    cascade.save(str(tmp_path / "c.json"))
+    loaded = Cascade(task=Math())
+    assert loaded.stage3_plans is True  # the paper's stage 3 by default
+    loaded.load(str(tmp_path / "c.json"))
+    assert loaded.stage3_plans is False
+    with pytest.raises(ValueError, match="stage3_plans must be True"):
+        Cascade(stage3_plans="no")
+    with pytest.raises(ValueError, match="stage3_plans must be True"):
+        loaded.stage3_plans = 0

@@ -247,6 +247,19 @@ def test_old_grading_records_replay_as_before_and_a_missing_stage_three_is_refus
         code_rows([old], n=4)
 
 
+def test_stage3_alone_answers_with_the_recorded_large_alone_program():
+    nothing = [cand(i, False, False) for i in range(4)]
+    r = rec(nothing, nothing, final_correct=False)  # the planned stage 3 is wrong, the large model alone right
+    (planned,), _ = code_rows([r], n=4)
+    (alone,), _ = code_rows([r], n=4, stage3_plans=False)
+    assert (planned["stage"], planned["correct"]) == (3, False) and (alone["stage"], alone["correct"]) == (3, True)
+    r["baselines"]["large_greedy"]["usage"]["usd"] = 2.5
+    (alone,), _ = code_rows([r], n=4, stage3_plans=False)
+    assert alone["usd"] == 1.0 + 2.5  # the guideline for stage 2, then the large-alone call
+    (skip2,), _ = code_rows([r], n=4, stages=(1, 3), stage3_plans=False)
+    assert skip2["usd"] == 2.5 and skip2["calls"] == 4 + 1  # no guideline without stage 2: a MoT-style cascade
+
+
 def test_mot_style_keeps_the_first_sample_passing_its_user_tests():
     samples = [cand(0, False, False), cand(1, False, True), cand(2, True, True), cand(3, True, False)]
     rows = code_baseline_rows([rec([], [], samples=samples)], "user")

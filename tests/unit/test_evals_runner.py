@@ -75,6 +75,10 @@ def test_records_resume_and_report_every_method(tmp_path):
     assert cope["accuracy"] == pytest.approx(2 / 3)
     assert cope["usd_per_1k"] == pytest.approx(1000 * 2 * CALL_USD / 3)
     assert "| COPE (0.75 / 0.5) |" in md and (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    # stage 3 alone: p2 pays the guideline (stage 2) and the large-alone answer, as planned COPE pays its own
+    alone = methods["COPE, stage 3 alone (0.75 / 0.5)"]
+    assert (alone["accuracy"], alone["usd_per_1k"]) == pytest.approx((cope["accuracy"], cope["usd_per_1k"]))
+    assert "not the paper's" in alone["note"]
 
 
 def test_code_benchmark_records_and_report(tmp_path):

@@ -345,7 +345,10 @@ def test_a_calibration_or_saved_program_sets_the_thresholds_and_flags_override(t
         return cascade_from_args(args, small.lm, large.lm)
 
     cascade = build("--calibration", str(cal))
-    assert (cascade.n, cascade.tau1, cascade.tau2) == (4, 0.6, 0.9)
+    assert (cascade.n, cascade.tau1, cascade.tau2, cascade.stage3_plans) == (4, 0.6, 0.9, True)
+    alone = tmp_path / "alone.json"
+    alone.write_text(json.dumps({"params": {"n": 4, "tau1": 0.6, "tau2": 0.9, "stage3_plans": False}}))
+    assert build("--calibration", str(alone)).stage3_plans is False
     assert (
         build("--calibration", str(cal), "--tau2", "0.1").tau2,
         build("--load", str(tmp_path / "program.json")).n,
