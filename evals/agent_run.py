@@ -30,7 +30,7 @@ import numpy as np
 from cope_dspy.records import Writer, read_lines
 
 from .agent_methods import METHODS
-from .folders import AGENT_GAMES, RESULTS, check_same_settings, sigterm_as_interrupt
+from .folders import AGENT_GAMES, AGENT_SETTINGS, RESULTS, check_same_settings, sigterm_as_interrupt
 from .metrics import bootstrap_mean_ci, wilson_interval
 from .report import plot
 
@@ -39,18 +39,7 @@ def load_episodes(path: Path) -> dict[str, dict[str, Any]]:
     """Recorded episodes by id (`method/seed`); a torn last line (a run killed mid-write) is played again."""
     return {line["id"]: line for line in read_lines(path)}
 
-SETTINGS = (
-    "benchmark",
-    "params",
-    "fold",
-    "small",
-    "large",
-    "n",
-    "max_tokens",
-    "max_steps",
-    "history",
-    "prices",
-)
+SETTINGS = AGENT_SETTINGS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,11 +113,13 @@ def record(args, methods: list[str], folder: Path, argv: list[str]) -> int:
         small, large, prices = open_models(
             stack, args.small, args.large, parse_prices(args.price), cache=False, max_tokens=args.max_tokens
         )
+        old = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
         meta = {
             **settings,
-            "limit": args.limit,
-            "methods": methods,
-            "seeds": seeds,
+            "limit": max(args.limit, old.get("limit", 0)),
+            # a run of some methods (or fewer seeds) into a folder keeps those recorded before in its table
+            "methods": [m for m in METHODS if m in {*methods, *old.get("methods", ())}],
+            "seeds": seeds if len(seeds) >= len(old.get("seeds", ())) else old["seeds"],
             "price_note": large.price_note,
             "prices": {m: list(r) for m, r in prices.overrides.items()}
             if hasattr(prices, "overrides")

@@ -9,6 +9,13 @@ own folder (two processes never append to one file). Joining them gives one tabl
 Only folders recorded with the same settings join (`evals.folders.check_same_settings`: models, n, caps,
 formats, acceptance, prices); a record is added when DST has none with its id and variant, so joining again
 after both recordings went on adds only what is new. SRC is left as it is.
+
+Text games (`cope eval twc`) join too: two recordings of other methods (`--methods`) or seeds, each into its
+own folder, with the same game settings (`evals.folders.AGENT_SETTINGS`); DST's run.json then lists every
+method and the longer seed list, so its table covers both:
+
+    python -m evals.run twc ... --methods COPE --out evals/results/twc-...-cope
+    python -m evals.join evals/results/twc-...-cope evals/results/twc-...
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 
 from cope_dspy.records import Writer, read_lines
 
-from .folders import CODE, SETTINGS, check_same_settings
+from .folders import AGENT_GAMES, AGENT_SETTINGS, CODE, SETTINGS, check_same_settings
 
 
 def join(src: Path, dst: Path) -> int:
@@ -31,10 +38,12 @@ def join(src: Path, dst: Path) -> int:
     # SRC's settings as check_same_settings reads a folder's (runs of before a setting existed lacked it)
     meta = {"role_max_tokens": {}, "prices": {}, **json.loads((src / "run.json").read_text())}
     meta.setdefault("acceptance", "grading" if meta.get("benchmark") in CODE else None)
-    missing = [k for k in SETTINGS if k not in meta]
+    game = meta.get("benchmark") in AGENT_GAMES
+    keys = AGENT_SETTINGS if game else SETTINGS
+    missing = [k for k in keys if k not in meta]
     if missing:
         raise SystemExit(f"cope eval join: {src / 'run.json'} does not name {', '.join(missing)}")
-    check_same_settings(dst, meta)
+    check_same_settings(dst, meta, keys=keys)
     writer = Writer(dst / "records.jsonl")  # also cuts a torn last line of DST
     held = {(r.get("variant", "default"), r["id"]) for r in read_lines(dst / "records.jsonl")}
     added = 0
@@ -44,6 +53,14 @@ def join(src: Path, dst: Path) -> int:
             writer.write(record)
             held.add(key)
             added += 1
+    if game:  # DST's table covers the methods and seeds SRC played too
+        from .agent_methods import METHODS
+
+        run = json.loads((dst / "run.json").read_text())
+        run["methods"] = [m for m in METHODS if m in {*meta["methods"], *run["methods"]}]
+        if len(meta.get("seeds", ())) > len(run.get("seeds", ())):
+            run["seeds"], run["limit"] = meta["seeds"], meta["limit"]
+        (dst / "run.json").write_text(json.dumps(run, indent=2))
     return added
 
 

@@ -361,3 +361,30 @@ def test_in_a_plain_format_the_whole_reply_is_the_action():
     assert list(act.signature("small_executor", "chat").output_fields) == ["answer"]
     assert act.parse("take apple\n(the task says to put it away)", "") == "take apple"
     assert act.parse("", "") is None
+
+
+def test_two_recordings_of_different_methods_join_into_one_table(tmp_path):
+    from evals.agent_methods import METHODS, policy
+    from evals.agent_run import play_all, write_report
+    from evals.join import join
+
+    cascade, _, _ = make(lambda c: SOLUTION[step_of(c)])
+    policies = {m: policy(m, cascade) for m in METHODS}
+    envs = queue.Queue()
+    envs.put(Game())
+    args = Namespace(max_steps=5, history=5, concurrency=1)
+    run = {"benchmark": "twc", "params": "", "fold": "test", "small": "scripted/small", "large": "scripted/large",
+           "n": 4, "max_tokens": 64, "max_steps": 5, "history": 5, "prices": {}, "limit": 1, "seeds": [1],
+           "command": "test"}
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, methods in ((first, ["small alone", "large alone"]), (second, ["small majority", "MoT-style", "COPE"])):
+        folder.mkdir()
+        play_all([(1, m) for m in methods], policies, envs, folder / "records.jsonl", args)
+        (folder / "run.json").write_text(json.dumps({**run, "methods": methods}))
+    assert join(second, first) == 3 and join(second, first) == 0
+    assert json.loads((first / "run.json").read_text())["methods"] == list(METHODS)
+    write_report(first)
+    assert [m["method"] for m in json.loads((first / "summary.json").read_text())["methods"]] == list(METHODS)
+    (second / "run.json").write_text(json.dumps({**run, "methods": ["COPE"], "max_steps": 9}))
+    with pytest.raises(SystemExit, match="max_steps"):
+        join(second, first)
