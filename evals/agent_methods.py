@@ -14,6 +14,7 @@ from cope_dspy import Cascade, LargeModelError
 from cope_dspy.consensus import Candidate
 from cope_dspy.costs import CostTracker, Usage, tag
 from cope_dspy.redact import redact
+from cope_dspy.role import unplanned
 
 from .report import MOT_TAU
 
@@ -26,11 +27,8 @@ class Proposals:
 
     def __init__(self, cascade: Cascade):
         self.cascade = cascade
-        self.solvers = {}
-        for role in ("small_executor", "large_executor"):
-            solver = dspy.Predict(cascade.task.signature(role).delete("plans"))
-            solver.set_lm(getattr(cascade, role).lm)
-            self.solvers[role] = solver
+        # the executors without their plans: the calls the records' baselines and Cascade(stage3_plans=False) make
+        self.solvers = {role: unplanned(getattr(cascade, role)) for role in ("small_executor", "large_executor")}
 
     def one(self, role: str, question: str, temperature: float, index: int | None = None) -> Candidate:
         tracker = CostTracker(prices=self.cascade.prices)
@@ -40,7 +38,7 @@ class Proposals:
         }
         started = time.perf_counter()
         with (
-            dspy.context(adapter=self.cascade.adapter, callbacks=[*dspy.settings.callbacks, tracker]),
+            dspy.context(adapter=self.cascade.adapter_for(role), callbacks=[*dspy.settings.callbacks, tracker]),
             tag(stage=0, role=role),
         ):
             try:
