@@ -226,7 +226,11 @@ def _space(records: Records, variants, include_n: bool, stages, early_stop: bool
     if not options or any(not isinstance(o, bool) for o in options):
         raise CopeInputError(f"stage3_plans must be a non-empty tuple of True (the paper's stage 3) and/or False "
                              f"(the large model alone), e.g. (True, False), got {stage3_plans!r}")
-    if False in options and not all(it.get("baselines") for it in records.items if it["variant"] in variants):
+    planned = all(records.policies[v].get("stage3_plans", True) for v in variants)
+    if True in options and not planned:
+        raise CopeInputError("these records were made with Cascade(stage3_plans=False), so their stage 3 had no "
+                             "plans: calibrate stage3_plans=(False,) (CLI --stage3 alone)")
+    if False in options and planned and not all(it.get("baselines") for it in records if it["variant"] in variants):
         raise CopeInputError("stage3_plans=False replays stage 3 from the records' large-alone baseline, and some "
                              "of these records have none: record with baselines=True, or calibrate "
                              "stage3_plans=(True,)")
@@ -455,7 +459,7 @@ def _summarize(study, space: _Space, run: _Objective, records: Records, constrai
                     key=lambda p: p["usd_per_1k"])
     defaults = {}
     for v in space.variants:  # the paper's setting, stage 3 included
-        params = {**PAPER_DEFAULT, "n": space.n_max, "variant": v, "stage3_plans": True}
+        params = {**PAPER_DEFAULT, "n": space.n_max, "variant": v, "stage3_plans": True in space.stage3_plans}
         r = run.evaluate(params)
         defaults[v] = (r, point(params, (r.accuracy, r.usd_per_1k), None))
     larges = {v: large_alone(records, v) for v in space.variants}

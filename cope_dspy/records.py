@@ -96,11 +96,12 @@ def record_each(cascade, jobs: Sequence[tuple[str, Any]], one: Callable[[Any], d
     done = set()
     for item in Records.load(path, task=task).items:
         old = item["policy"]
-        if item["variant"] == variant and (old["n"], old["stages"], old["task"]) != (p.n, list(p.stages), task):
+        if item["variant"] == variant and _key(old) != _key(policy_of(cascade)):
             raise CopeInputError(
                 f"{path} holds variant {variant!r} recorded with n={old['n']}, stages={old['stages']}, "
-                f"task={old['task']!r}, but this cascade has n={p.n}, stages={list(p.stages)}, task={task!r}; "
-                "record it under another variant= label or into another file")
+                f"task={old['task']!r}, stage3_plans={old.get('stage3_plans', True)}, but this cascade has n={p.n}, "
+                f"stages={list(p.stages)}, task={task!r}, stage3_plans={p.stage3_plans}; record it under another "
+                "variant= label or into another file")
         if item["variant"] == variant:
             done.add(item["id"])
     todo = [job for job in jobs if job[0] not in done]
@@ -148,8 +149,7 @@ def record_line(cascade, example, eid: str, variant: str = "default", *, baselin
     """One example's record, not yet scored: the cascade's full trace (`cascade.record`) and, with `baselines`,
     the unplanned baselines' samples."""
     inputs = _inputs(example, eid)
-    p = cascade.policy
-    policy = {"n": p.n, "stages": list(p.stages), "task": cascade.task.name, "variant": variant}
+    policy = {**policy_of(cascade), "variant": variant}
     started = time.perf_counter()
     pred = cascade.record(**inputs)
     line = {"format": FORMAT, "id": eid, "variant": variant, "policy": policy, "inputs": inputs,
@@ -158,6 +158,18 @@ def record_line(cascade, example, eid: str, variant: str = "default", *, baselin
     if baselines:
         line["baselines"] = _plain(unplanned_samples(cascade, inputs[cascade.task.input_field]))
     return line
+
+
+def policy_of(cascade) -> dict[str, Any]:
+    """What a record says of the cascade that made it: n, stages, task, and stage3_plans when not the paper's
+    (so records of the default policy read as before)."""
+    p = cascade.policy
+    return {"n": p.n, "stages": list(p.stages), "task": cascade.task.name,
+            **({} if p.stage3_plans else {"stage3_plans": False})}
+
+
+def _key(policy: dict[str, Any]) -> tuple:
+    return policy["n"], list(policy["stages"]), policy["task"], policy.get("stage3_plans", True)
 
 
 def candidates(line: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -351,8 +363,7 @@ class Records:
         self.policies: dict[str, dict[str, Any]] = {}
         for item in items:
             pol = self.policies.setdefault(item["variant"], item["policy"])
-            if (pol["n"], pol["stages"], pol["task"]) != (item["policy"]["n"], item["policy"]["stages"],
-                                                          item["policy"]["task"]):
+            if _key(pol) != _key(item["policy"]):
                 raise CopeInputError(f"variant {item['variant']!r} mixes records of different policies "
                                      f"({pol} and {item['policy']}); record each policy as its own variant")
 

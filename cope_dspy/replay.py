@@ -71,8 +71,11 @@ class _Prepared:
                     (finals[e],) = entry["candidates"]
         # stage 3 as recorded (the large executor with its guideline), and the large model alone (the
         # records' large-alone baseline: stage 3 with `stage3_plans=False`, the same call); None if missing
-        self.finals = {True: _Final.of(finals),
-                       False: _Final.of([(i.get("baselines") or {}).get("large_greedy") for i in items])}
+        alone = _Final.of([(i.get("baselines") or {}).get("large_greedy") for i in items])
+        if items[0]["policy"].get("stage3_plans", True):
+            self.finals = {True: _Final.of(finals), False: alone}
+        else:  # recorded with Cascade(stage3_plans=False): its stage 3 was the large model alone
+            self.finals = {True: None, False: _Final.of(finals)}
         self._tables: dict[tuple[int, int, int, bool], _Ballots] = {}
         self.rows = np.arange(self.size)
         self.everyone, self.no_one = np.ones(self.size, dtype=bool), np.zeros(self.size, dtype=bool)
@@ -101,7 +104,8 @@ class _Prepared:
                 "stage3_plans=False replays stage 3 as the large model alone, read from the records' large-alone "
                 "baseline, and these records have none: record with baselines (evals' `cope eval` does; "
                 "records.record(..., baselines=True)), or replay stage3_plans=True" if not stage3_plans else
-                "these records have no stage-3 answer: record with cascade.record (every stage in full)")
+                "these records' stage 3 was recorded without plans (Cascade(stage3_plans=False)): replay "
+                "stage3_plans=False, or record with the paper's stage 3 to replay it")
         return f
 
     def vote(self, stage: int, n: int, need: int, early_stop: bool) -> _Ballots:
@@ -354,7 +358,8 @@ def large_alone(records: Records, variant: str | None = None) -> dict[str, Any]:
         finals, source = alone, "its recorded answer alone"
     else:
         finals = [next(e for e in i["trace"] if e["kind"] == "final")["candidates"][0] for i in items]
-        source = "the stage-3 call only; its prompt held the guideline (no large-alone baseline recorded)"
+        source = ("the stage-3 call only; its prompt held the guideline (no large-alone baseline recorded)"
+                  if records.policies[v].get("stage3_plans", True) else "the stage-3 call: the large model alone")
     usd = sum(_usd(c.get("usage")) for c in finals)
     return {"variant": v, "accuracy": float(np.mean([c.get("correct", 0.0) for c in finals])),
             "usd_per_1k": 1000.0 * usd / len(finals), "calls": sum(_calls(c.get("usage")) for c in finals),

@@ -449,3 +449,20 @@ def test_cli_lets_the_study_choose_stage3(recorded_with_baselines, recorded, tmp
     assert json.loads(out.read_text())["params"]["stage3_plans"] is False
     assert main(["run", "--records", str(recorded[0].path), "--storage", "memory", "--stage3", "alone"]) == 2
     assert "baselines=True" in capsys.readouterr().err
+
+
+def test_records_made_without_plans_at_stage3_replay_as_such(tmp_path):
+    cascade, small, large = _plans_hurt_cascade(stage3_plans=False)
+    records = record(cascade, devset(), metric, tmp_path / "alone.jsonl", progress=False)  # no baselines needed
+    assert records.policies["default"]["stage3_plans"] is False
+    live = [cascade(**ex.inputs()) for ex in devset()]
+    result = replay(records, stage3_plans=False, early_stop=True)
+    assert [(r["answer"], r["stage"]) for r in result.per_example] == [(p.answer, p.stage) for p in live]
+    with pytest.raises(CopeInputError, match="recorded without plans"):
+        replay(records)  # the paper's stage 3 was never recorded here
+    with pytest.raises(CopeInputError, match="stage3_plans=False"):
+        calibrate(records, storage="memory")
+    cal = calibrate(records, sampler="grid", storage="memory", stage3_plans=(False,))
+    assert cal.params["stage3_plans"] is False and "alone" in cal.large_alone["source"]
+    with pytest.raises(CopeInputError, match="stage3_plans=False"):  # one file, one policy per variant
+        record(_plans_hurt_cascade()[0], devset(), metric, tmp_path / "alone.jsonl", progress=False)
