@@ -3,11 +3,14 @@
     python -m evals.calibrate_variants chat=evals/results/gsm8k-...-n4 plain=evals/results/gsm8k-...-plain \\
         --out evals/results/variants-gsm8k
 
-Each LABEL=FOLDER is a benchmark recording (`evals.run`) of one variant (format, wording) with the same
-models, n and reply cap; the problems every folder holds are compared. Printed and written to
+Each LABEL=FOLDER is a benchmark recording (`evals.run`) of one variant (format, wording, reply cap) with the
+same models; the problems every folder holds are compared. Math: Optuna chooses tau1, tau2 and n per fold
+(`cross_fitted`); code (MBPP, HumanEval; every folder under one acceptance rule): n and the stages
+(`code_cross_fitted`). `--stage3 choose` lets the study also choose stage 3 without plans. Printed and written to
 <out>/variants.json: each variant calibrated alone and all variants in one study, both cross-fitted
 (thresholds and variant chosen on the other folds, scored on the held-out fold), large alone per variant,
 which variant each fold chose, and what each variant cost to record (LM calls and recorded seconds).
+The joint study is held to, and costed against, the first variant's large alone.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from cope_dspy.records import Records
 from cope_dspy.tasks import Math
 
 from .benchmarks import folder_records
-from .report import FOLDS, baseline_rows, cross_fitted, summarize
+from .folders import CODE
+from .report import FOLDS, baseline_rows, code_baseline_rows, code_cross_fitted, cross_fitted, summarize
 
 
 def _recording_cost(records: list[dict]) -> dict:
@@ -36,9 +40,21 @@ def _recording_cost(records: list[dict]) -> dict:
     return {"lm_calls": int(calls), "job_seconds": round(sum(timed)) if timed else None}
 
 
+def _acceptance(runs: dict[str, dict]) -> str:
+    """The one code acceptance rule every folder was scored under (a study cannot mix them)."""
+    rules = {label: run.get("acceptance") or "grading" for label, run in runs.items()}
+    if len(set(rules.values())) > 1:
+        raise SystemExit(f"calibrate_variants: the folders accept code under different rules {rules}; compare "
+                         "folders of one rule (`python -m evals.rescore FOLDER --acceptance user` re-derives one)")
+    return next(iter(rules.values()))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.calibrate_variants", description=__doc__.split("\n")[0])
     p.add_argument("variants", nargs="+", metavar="LABEL=FOLDER")
+    p.add_argument("--stage3", choices=["planned", "choose"], default="planned",
+                   help="stage 3 as the paper's (the large model with the plans), or let the study also choose "
+                        "stage 3 without them (`Cascade(stage3_plans=False)`)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     folders = {}
@@ -49,41 +65,44 @@ def main(argv: list[str] | None = None) -> int:
         folders[label] = Path(folder)
     raw = {label: folder_records(folder).by_id() for label, folder in folders.items()}
     runs = {label: json.loads((folder / "run.json").read_text()) for label, folder in folders.items()}
+    benchmarks = {run["benchmark"] for run in runs.values()}
+    if len(benchmarks) > 1:
+        raise SystemExit(f"calibrate_variants: the folders hold different benchmarks {sorted(benchmarks)}")
     common = [pid for pid in raw[next(iter(raw))] if all(pid in r for r in raw.values())]
     if len(common) < 2 * FOLDS:
         raise SystemExit(
             f"calibrate_variants: only {len(common)} problems are in every folder; need {2 * FOLDS}"
         )
-    same = Math().same
-    items = [  # each folder's records as one variant of one study
-        {**raw[label][pid], "variant": label, "policy": {**raw[label][pid]["policy"], "variant": label}}
-        for label in folders
-        for pid in common
-    ]
-    out: dict = {"problems": len(common), "folds": FOLDS, "variants": {}}
+    stage3_plans = (True, False) if args.stage3 == "choose" else (True,)
+    recs = {label: [raw[label][pid] for pid in common] for label in folders}
+    code = benchmarks <= set(CODE)
+    study = _code_study(recs, runs, stage3_plans) if code else _math_study(recs, stage3_plans)
+    out: dict = {"benchmark": next(iter(benchmarks)), "problems": len(common), "folds": FOLDS,
+                 "stage3": args.stage3, "variants": {}}
+    if code:
+        out["acceptance"] = _acceptance(runs)
+    reference = next(iter(folders))  # the joint study is held to, and costed against, the first variant's large alone
+    large_usd = study["large"][reference]["usd"]
     for label in folders:
-        alone = Records([it for it in items if it["variant"] == label])
-        rows, exits, chosen = cross_fitted(alone, same)
-        large = baseline_rows([raw[label][pid] for pid in common], same)["large alone"]
-        large_usd = sum(r["usd"] for r in large) / len(large)
+        rows, exits, chosen = study["alone"][label]
+        own = study["large"][label]
         out["variants"][label] = {
             "folder": str(folders[label]),
             "formats": runs[label].get("formats", {}),
-            "cross_fitted": summarize(f"COPE calibrated ({label})", rows, large_usd, exits=exits),
+            "max_tokens": runs[label].get("max_tokens"),
+            "cross_fitted": summarize(f"COPE calibrated ({label})", rows, own["usd"], exits=exits),
             "chosen": chosen,
-            "large_alone": summarize(f"large alone ({label})", large, large_usd),
-            "recording": _recording_cost([raw[label][pid] for pid in common]),
+            "large_alone": summarize(f"large alone ({label})", own["rows"], own["usd"]),
+            "recording": _recording_cost(recs[label]),
         }
-    rows, exits, chosen = cross_fitted(Records(items), same)
-    reference = next(iter(folders))  # costs are compared with the first variant's large alone
-    large_usd = out["variants"][reference]["large_alone"]["usd_per_1k"] / 1000
+    rows, exits, chosen = study["joint"]
     out["joint"] = {
         "cross_fitted": summarize(
             "COPE calibrated (variant chosen too)",
             rows,
             large_usd,
             exits=exits,
-            note=f"cost_vs_large against large alone in {reference!r}",
+            note=f"held to and costed against large alone in {reference!r}",
         ),
         "chosen": chosen,
     }
@@ -91,6 +110,39 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "variants.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     print(json.dumps(out, indent=2, default=str))
     return 0
+
+
+def _large(rows: list[dict]) -> dict:
+    return {"rows": rows, "usd": sum(r["usd"] for r in rows) / len(rows)}
+
+
+def _math_study(recs: dict[str, list[dict]], stage3_plans) -> dict:
+    """Math: each variant's records replayed by `cross_fitted` (Optuna's calibration per fold), alone and as
+    one study of all variants."""
+    same = Math().same
+    items = [  # each folder's records as one variant of one study
+        {**r, "variant": label, "policy": {**r["policy"], "variant": label}}
+        for label, records in recs.items()
+        for r in records
+    ]
+    alone = {label: cross_fitted(Records([it for it in items if it["variant"] == label]), same,
+                                 stage3_plans=stage3_plans) for label in recs}
+    large = {label: _large(baseline_rows(records, same)["large alone"]) for label, records in recs.items()}
+    joint = cross_fitted(Records(items), same, stage3_plans=stage3_plans)
+    return {"alone": alone, "large": large, "joint": joint}
+
+
+def _code_study(recs: dict[str, list[dict]], runs: dict[str, dict], stage3_plans) -> dict:
+    """Code: n and the stages (tau only decides "accept on a pass"), each fold held to large alone on the
+    other folds, per variant and jointly (`code_cross_fitted`)."""
+    acceptance = _acceptance(runs)
+    run_n = min(int(run["n"]) for run in runs.values())
+    large = {label: _large(code_baseline_rows(records, acceptance)["large alone"]) for label, records in recs.items()}
+    alone = {label: code_cross_fitted(records, run_n, large[label]["rows"], stage3_plans=stage3_plans)
+             for label, records in recs.items()}
+    reference = next(iter(recs))
+    joint = code_cross_fitted(recs, run_n, large[reference]["rows"], stage3_plans=stage3_plans)
+    return {"alone": alone, "large": large, "joint": joint}
 
 
 if __name__ == "__main__":

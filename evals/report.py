@@ -188,29 +188,38 @@ def code_baseline_rows(records: list[dict[str, Any]], acceptance: str = "grading
 CODE_SETTINGS = [(n, stages) for stages in ((1, 2, 3), (1, 2), (2, 3), (1, 3)) for n in (1, 2, 3, 4, 6, 8)]
 
 
-def code_cross_fitted(records: list[dict[str, Any]], run_n: int, large_rows: list[dict[str, Any]],
-                      stage3_plans=(True,)):
+def code_cross_fitted(records: list[dict[str, Any]] | dict[str, list[dict[str, Any]]], run_n: int,
+                      large_rows: list[dict[str, Any]], stage3_plans=(True,)):
     """COPE calibrated on code without scoring a problem with a setting chosen on it: with test-pass
     confidence tau only decides "accept on a pass" (any tau in (0, 1)), so the choice is n and the stages.
-    Per fold: the cheapest setting within 1 point of large alone on the other folds (else the most
-    accurate), replayed on the held-out fold. `stage3_plans=(True, False)` also chooses stage 3 alone."""
-    settings = [(n, st, plans) for n, st in CODE_SETTINGS if n <= run_n for plans in stage3_plans
-                if plans or 3 in st]
-    table = {key: code_rows(records, *key) for key in settings}
-    rows: list[dict[str, Any]] = [{}] * len(records)
+    Per fold: the cheapest setting within 1 point of large alone (`large_rows`) on the other folds (else the
+    most accurate), replayed on the held-out fold. `stage3_plans=(True, False)` also chooses stage 3 alone.
+    `records` may map variant labels (prompt formats or wordings) to each variant's records of the same
+    problems in the same order: the study then chooses the variant too, and the fold is replayed from that
+    variant's records."""
+    variants = records if isinstance(records, dict) else {None: records}
+    first = next(iter(variants.values()))
+    for label, recs in variants.items():
+        if [r["id"] for r in recs] != [r["id"] for r in first]:
+            raise ValueError(f"variant {label!r}: a variant study needs every variant's records of the same "
+                             "problems in the same order (keep only the common ones)")
+    settings = [(v, n, st, plans) for v in variants for n, st in CODE_SETTINGS if n <= run_n
+                for plans in stage3_plans if plans or 3 in st]
+    table = {key: code_rows(variants[key[0]], *key[1:]) for key in settings}
+    rows: list[dict[str, Any]] = [{}] * len(first)
     exits = {1: 0, 2: 0, 3: 0}
     chosen = []
     for fold in range(FOLDS):
-        train = [i for i in range(len(records)) if i % FOLDS != fold]
+        train = [i for i in range(len(first)) if i % FOLDS != fold]
         large_acc = np.mean([bool(large_rows[i]["correct"]) for i in train])
 
         acc = {k: np.mean([bool(table[k][0][i]["correct"]) for i in train]) for k in settings}
         usd = {k: np.mean([table[k][0][i]["usd"] for i in train]) for k in settings}
         ok = [k for k in settings if acc[k] >= large_acc - 0.01]
         best = min(ok, key=lambda k: (usd[k], -acc[k])) if ok else max(settings, key=acc.get)
-        chosen.append({"n": best[0], "stages": list(best[1]),
-                       **({"stage3_plans": best[2]} if len(stage3_plans) > 1 else {})})
-        for i in range(len(records)):
+        chosen.append({**({"variant": best[0]} if len(variants) > 1 else {}), "n": best[1],
+                       "stages": list(best[2]), **({"stage3_plans": best[3]} if len(stage3_plans) > 1 else {})})
+        for i in range(len(first)):
             if i % FOLDS == fold:
                 rows[i] = table[best][0][i]
                 exits[rows[i]["stage"]] += 1

@@ -108,3 +108,70 @@ def test_format_variants_are_recorded_and_replayed_as_live(tmp_path):
         live = [cascade(question=q) for q in questions]
         assert [r["stage"] for r in result.per_example] == [p.stage for p in live] == [1, 1, 3]
         assert [r["answer"] for r in result.per_example] == [p.answer for p in live]
+
+
+# ---------------------------------------------------------------- code: the variant chosen with n and the stages
+
+
+def code_records(p_pass: float, size: int = 30, seed: int = 0) -> list[dict]:
+    """Code records of one variant: each small sample passes its user tests (and is right) with probability
+    `p_pass`; the guideline, stage 3 and the large model alone cost 1.0 and are right. A strong variant settles
+    more problems at stage 1, for free."""
+    from test_code_acceptance import cand, rec
+
+    rng = random.Random(seed)
+    out = []
+    for e in range(size):
+        stage1 = [cand(i, ok, ok) for i in range(4) for ok in [rng.random() < p_pass]]
+        stage2 = [cand(i, ok, ok) for i in range(4) for ok in [rng.random() < p_pass]]
+        r = rec(stage1, stage2, final_correct=True)
+        r["id"] = f"e{e}"
+        out.append(r)
+    return out
+
+
+def test_a_code_study_chooses_the_variant_that_settles_more_problems_for_free():
+    from evals.report import code_baseline_rows, code_cross_fitted
+
+    variants = {"weak": code_records(0.1), "strong": code_records(0.7)}
+    large = code_baseline_rows(variants["weak"], "user")["large alone"]
+    rows, exits, chosen = code_cross_fitted(variants, 4, large)
+    assert len(chosen) == FOLDS and {c["variant"] for c in chosen} == {"strong"}
+    strong_rows, _, strong_chosen = code_cross_fitted(variants["strong"], 4, large)
+    assert rows == strong_rows and all("variant" not in c for c in strong_chosen)
+    assert sum(exits.values()) == 30 and all(
+        r["correct"] for r in rows
+    )  # held to large alone: every one right
+    with pytest.raises(ValueError, match="same problems in the same order"):
+        code_cross_fitted({"weak": variants["weak"], "strong": variants["strong"][::-1]}, 4, large)
+
+
+def test_calibrate_variants_runs_a_code_study_from_two_folders(tmp_path, capsys):
+    import json
+
+    from evals.calibrate_variants import main
+
+    folders = []
+    for label, p_pass in (("weak", 0.1), ("strong", 0.7)):
+        folder = tmp_path / label
+        folder.mkdir()
+        run = {"benchmark": "humaneval", "n": 4, "acceptance": "user", "max_tokens": 768}
+        (folder / "run.json").write_text(json.dumps(run))
+        (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in code_records(p_pass)))
+        folders.append(f"{label}={folder}")
+    assert main([*folders, "--stage3", "choose", "--out", str(tmp_path / "out")]) == 0
+    out = json.loads((tmp_path / "out" / "variants.json").read_text())
+    assert out["benchmark"] == "humaneval" and out["acceptance"] == "user" and out["problems"] == 30
+    assert {c["variant"] for c in out["joint"]["chosen"]} == {"strong"}
+    assert all("stage3_plans" in c for c in out["joint"]["chosen"])
+    strong, weak = out["variants"]["strong"]["cross_fitted"], out["variants"]["weak"]["cross_fitted"]
+    assert (
+        strong["usd_per_1k"] < weak["usd_per_1k"]
+        and out["joint"]["cross_fitted"]["usd_per_1k"] == strong["usd_per_1k"]
+    )
+    capsys.readouterr()
+    (tmp_path / "strong" / "run.json").write_text(
+        json.dumps({"benchmark": "humaneval", "n": 4, "acceptance": "grading"})
+    )
+    with pytest.raises(SystemExit, match="different rules"):
+        main([*folders, "--out", str(tmp_path / "out2")])
