@@ -11,7 +11,11 @@ Per benchmark:
   (the entry point), with a body;
 - the share of large-alone replies cut off at the run's reply cap (completion tokens at the cap, or marked
   cut off), and the smallest cap that keeps that share under 5%. When 5% or more are cut at the cap, their
-  true lengths are unknown (censored): the records only say the cap must be higher.
+  true lengths are unknown (censored): the records only say the cap must be higher;
+- code: how much of a large-alone reply comes after its code (the last complete fenced block, the one the
+  task reads), as a share of the replies' characters, and what large alone would have cost had its replies
+  stopped there (each reply's completion tokens scaled by its share of characters before that point, at the
+  run's completion price; an estimate, since tokens are not spread evenly over characters).
 """
 
 from __future__ import annotations
@@ -87,6 +91,33 @@ def code_states_answer(guideline: str, entry_point: str) -> dict[str, bool]:
     return flags
 
 
+_BLOCK = re.compile(r"```[^\n]*\n.*?```", re.S)  # a complete fenced block, as `cope_dspy.code.extract_code` reads
+
+
+def after_code(text: str) -> float | None:
+    """The share of a reply's characters after its last complete fenced code block; None without one."""
+    ends = [m.end() for m in _BLOCK.finditer(text or "")]
+    return (len(text) - ends[-1]) / len(text) if ends else None
+
+
+def large_after_code(records: Sequence[dict[str, Any]], out_price: float) -> dict[str, Any]:
+    """Over the large-alone replies that hold a complete code block: the share of their characters after it
+    (ratio of totals), and the estimated share of large alone's dollars that text cost (`out_price`: dollars
+    per million completion tokens)."""
+    large = [r["baselines"]["large_greedy"] for r in records]
+    usd = sum(float((c.get("usage") or {}).get("usd") or 0.0) for c in large)
+    rows = [(c, after_code(c.get("solution") or "")) for c in large]
+    rows = [(c, share) for c, share in rows if share is not None]
+    chars = sum(len(c.get("solution") or "") for c, _ in rows)
+    tail = sum(share * len(c.get("solution") or "") for c, share in rows)
+    tail_usd = sum(share * _tokens(c) for c, share in rows) * out_price / 1e6
+    return {
+        "replies": len(rows),
+        "share_of_chars": tail / chars if chars else None,
+        "share_of_usd_est": tail_usd / usd if usd else None,
+    }
+
+
 def cut_off(c: dict[str, Any], cap: int) -> bool:
     """A reply cut off at the cap: its completion tokens reached it, or it was marked cut off."""
     return _tokens(c) >= cap or "max_tokens" in str(c.get("error") or "")
@@ -139,7 +170,14 @@ def stats(folder: Path) -> dict[str, Any]:
         "large_cap_under_5pct": cap_under(tokens, cap),
         "large_tokens_p95": _percentile(tokens, 95),
         "small_cut_off": sum(cut_off(c, run["max_tokens"]) for c in small),
+        **({"large_after_code": large_after_code(records, _out_price(run))} if bench in ("mbpp", "humaneval") else {}),
     }
+
+
+def _out_price(run: dict[str, Any]) -> float:
+    """The large model's completion price (dollars per million tokens) the run priced it at."""
+    prices = [p for model, p in (run.get("prices") or {}).items() if model.endswith(run.get("large", "\0"))]
+    return float(prices[0][1]) if prices else 0.0
 
 
 def _same(bench: str) -> Callable[[str, str], bool]:
@@ -161,8 +199,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| benchmark | problems | guideline / large-alone answer tokens: mean, median (ratio of totals) | "
         "guideline tokens, answer tokens (mean) | guidelines stating an answer | large-alone cut off at the cap | "
-        "cap keeping cuts under 5% | small single cut off |",
-        "|---|---|---|---|---|---|---|---|",
+        "cap keeping cuts under 5% | small single cut off | large-alone reply after its code: characters "
+        "(est. share of its cost) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in rows:
         g, n, a = s["guideline_share"], s["problems"], s["states_answer"]
@@ -182,9 +221,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {s['benchmark']} | {n} | {100 * g['mean']:.0f}%, {100 * g['median']:.0f}% "
             f"({100 * g['ratio_of_totals']:.0f}%) | {g['guideline_tokens_mean']:.0f}, "
             f"{g['answer_tokens_mean']:.0f} | {says} | {pct(s['large_cut_off'], n)} at {s['cap']} | "
-            f"{under} | {pct(s['small_cut_off'], n)} |"
+            f"{under} | {pct(s['small_cut_off'], n)} | {_after(s.get('large_after_code'))} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _after(a: dict[str, Any] | None) -> str:
+    if not a or a["share_of_chars"] is None:
+        return "n/a"
+    usd = f"{100 * a['share_of_usd_est']:.0f}%" if a["share_of_usd_est"] is not None else "unpriced"
+    return f"{100 * a['share_of_chars']:.0f}% ({usd}; {a['replies']} replies with a code block)"
 
 
 def main(argv: list[str] | None = None) -> int:

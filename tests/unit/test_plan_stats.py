@@ -7,10 +7,12 @@ import pytest
 from cope_dspy.records import upgrade
 from evals.metrics import gsm8k_match
 from evals.plan_stats import (
+    after_code,
     cap_under,
     code_states_answer,
     cut_off,
     guideline_share,
+    large_after_code,
     main,
     markdown,
     math_states_answer,
@@ -98,3 +100,19 @@ def test_cli_writes_its_table(tmp_path):
     assert row["states_answer"] == {"boxed": 0, "gold": 1, "large_answer": 0, "any": 1}
     assert row["large_cut_off"] == 1 and row["large_cap_under_5pct"] is None
     assert (tmp_path / "out" / "plan_stats.md").read_text() == markdown([row])
+
+
+def test_the_large_alone_reply_after_its_code_and_what_that_text_cost():
+    code = "Use a set.\n```python\ndef uniq(xs):\n    return list(set(xs))\n```"
+    assert after_code(code) == 0.0
+    assert after_code(code + "x" * len(code)) == pytest.approx(0.5)
+    two = "```python\nprint(1)\n```\n" + code + "\nDone."  # the last block is the one read
+    assert after_code(two) == pytest.approx(len("\nDone.") / len(two))
+    assert after_code("no code here") is None and after_code("```python\ndef f(): cut") is None
+    chatty = {"solution": code + "y" * len(code), "usage": {"completion_tokens": 100, "usd": 0.0002}}
+    bare = {"solution": code, "usage": {"completion_tokens": 100, "usd": 0.0002}}
+    prose = {"solution": "I cannot.", "usage": {"completion_tokens": 100, "usd": 0.0002}}
+    rows = [record(p, 10, 100, large=c) for p, c in (("a", chatty), ("b", bare), ("c", prose))]
+    a = large_after_code(rows, out_price=1.0)  # $1 per million completion tokens
+    assert a["replies"] == 2 and a["share_of_chars"] == pytest.approx(len(code) / (3 * len(code)))
+    assert a["share_of_usd_est"] == pytest.approx(0.5 * 100 * 1e-6 / 0.0006)  # half of one reply's tokens
