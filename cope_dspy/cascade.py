@@ -72,8 +72,10 @@ class Cascade(dspy.Module):
             raises SmallModelError at its first call, guard or not (see `cope_dspy.failures`).
         formats: the format each role is asked in: "chat" (DSPy's field markers, a `solution` and an
             `answer` field: the default), "plain" (`PlainAdapter`: free text ending with `\\boxed{}` or a code
-            block, the paper's prompt style, which small models follow far better) or "paragraph" (plain,
-            and the reply ends at its first blank line: for planners). One name for every role, or a dict,
+            block, the paper's prompt style, which small models follow far better), "paragraph" (plain,
+            and the reply ends at its first blank line: for planners) or "block" (plain, and the reply ends
+            where its first code block closes: for code executors, whose task reads only the code). One name
+            for every role, or a dict,
             e.g. `{"small_executor": "plain", "goal_planner": "plain"}`. Saved with the program (in `policy`).
         stage3_plans: True (the paper): stage 3's large executor gets the large model's guideline. False: it
             answers the question alone, the same call as the large model alone (no goal, no guideline; with
@@ -148,7 +150,7 @@ class Cascade(dspy.Module):
 
     @property
     def formats(self) -> dict[str, str]:
-        """Each role's format ("chat", "plain" or "paragraph")."""
+        """Each role's format (one of `cope_dspy.plain.FORMATS`)."""
         return {role: self.policy.format(role) for role in ROLES}
 
     def adapter_for(self, role: str) -> dspy.Adapter:

@@ -65,7 +65,7 @@ class Policy(Parameter):
     tau2: float = 0.5
     stages: tuple[int, ...] = (1, 2, 3)
     temperatures: Temperatures = field(default_factory=Temperatures)
-    formats: dict[str, str] = field(default_factory=dict)  # role -> "plain" / "paragraph"; others "chat"
+    formats: dict[str, str] = field(default_factory=dict)  # role -> "plain" / "paragraph" / "block"; others "chat"
     stage3_plans: bool = True  # False: stage 3 is the large model answering alone (not the paper's)
 
     def __post_init__(self):

@@ -36,7 +36,7 @@ class Task:
         self.overrides = dict(instructions or {})  # the caller's wording wins in every format
 
     def signature(self, role: str, format: str = "chat") -> type[dspy.Signature]:
-        """The role's signature. In a plain format ("plain", "paragraph") an executor has one output,
+        """The role's signature. In a plain format (any but "chat") an executor has one output,
         `solution`, the whole reply, and `plain_instructions` (if the task has them) replace `instructions`."""
         sig = _BASE[role]
         plain = format != "chat"

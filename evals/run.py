@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "tests a user has, MBPP's first assert, HumanEval's docstring examples as doctests) or "
                         "'grading' (every grading test, the first recordings' rule); grading always uses all")
     p.add_argument("--format", default=None, metavar="NAME|ROLE=NAME,...",
-                   help="the format roles are asked in: chat, plain or paragraph, for every role or per role, e.g. "
+                   help="the format roles are asked in: chat, plain, paragraph or block, for every role or per role, e.g. "
                    f"small_executor=plain,goal_planner=plain (default: {DEFAULT_FORMATS})")
     p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
     p.add_argument("--out", type=Path, default=None, help="result folder (default: derived from the arguments)")

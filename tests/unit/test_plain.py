@@ -8,7 +8,7 @@ from fakes import ScriptedLM, reply
 
 from cope_dspy import Cascade, CopeInputError, ExactMatch, Math
 from cope_dspy.code import Code
-from cope_dspy.plain import PlainAdapter
+from cope_dspy.plain import BLOCK_END, FORMATS, PlainAdapter
 
 Q = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 
@@ -129,6 +129,24 @@ def test_paragraph_format_stops_at_the_first_blank_line():
         cascade(question=Q)
     stops = [k.get("stop") for k in seen.seen]
     assert stops.count(["\n\n"]) == 2 and stops.count(None) == 2  # two goals stopped, two solutions not
+
+
+def test_block_format_ends_a_code_reply_where_its_code_block_closes():
+    program = "def add(a, b):\n    return a + b"
+
+    def respond(call):  # what a server sends back for stop "\n```\n": the reply up to the closing fence
+        return "Write add." if "State the goal" in call.system else f"Add them.\n\n```python\n{program}"
+
+    small = ScriptedLM("scripted/small", respond)
+    seen = Kwargs()
+    cascade = Cascade(small=small.lm, large=small.lm, task=Code(), n=2, stages=(1,), early_stop=False,
+                      formats={"goal_planner": "plain", "small_executor": "block"})
+    with dspy.context(callbacks=[seen]):
+        pred = cascade(question="Write add(a, b).", tests=["assert add(1, 2) == 3"])
+    assert (pred.answer, pred.accepted) == (program, True)  # the open block is the program
+    stops = [k.get("stop") for k in seen.seen]
+    assert stops.count([BLOCK_END]) == 2 and stops.count(None) == 2  # two solutions stopped, two goals not
+    assert BLOCK_END == "\n```\n" and "block" in FORMATS
 
 
 def test_unknown_format_or_role_is_refused():
