@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 
 from cope_dspy.records import Writer, read_lines
+from cope_dspy.role import ROLES
 
 from .agent_methods import METHODS
 from .folders import AGENT_GAMES, AGENT_SETTINGS, RESULTS, check_same_settings, sigterm_as_interrupt
 from .metrics import bootstrap_mean_ci, wilson_interval
 from .report import plot
+from .run import parse_formats
 
 
 def load_episodes(path: Path) -> dict[str, dict[str, Any]]:
@@ -61,18 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=128, help="reply cap (an action, a goal or a guideline)")
     p.add_argument("--max-steps", type=int, default=20, help="actions per episode before it ends unsolved")
     p.add_argument("--history", type=int, default=5, help="past steps shown in a step's prompt")
+    p.add_argument("--format", default=None, metavar="NAME|ROLE=NAME,...",
+                   help="the format roles are asked in, as for the benchmarks (default: plain text for every role; "
+                        "folders recorded before the flag existed used chat: resume them with --format chat)")
     p.add_argument("--concurrency", type=int, default=2, help="episodes played at once")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--report-only", action="store_true")
     return p
 
 
-def out_dir(args) -> Path:
+def out_dir(args, formats: dict[str, str]) -> Path:
+    """The folder: --out, else one named by the game, its settings, the pair, the format (none for chat, the
+    first recordings') and n."""
     if args.out:
         return args.out
     short = lambda s: s.split("/")[-1].replace(":", "-")  # noqa: E731
     params = "-" + args.params.replace("=", "").replace(",", "-") if args.params else ""
-    return RESULTS / f"{args.benchmark}{params}-{short(args.small)}+{short(args.large)}-n{args.n}"
+    names = set(formats.values())
+    fmt = "" if not formats else f"-{names.pop()}" if len(names) == 1 and len(formats) == len(ROLES) else "-mixed"
+    return RESULTS / f"{args.benchmark}{params}-{short(args.small)}+{short(args.large)}{fmt}-n{args.n}"
 
 
 def main(argv: list[str]) -> int:
@@ -85,7 +94,8 @@ def main(argv: list[str]) -> int:
     for flag in ("limit", "n", "max_tokens", "max_steps", "concurrency"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"cope eval: --{flag.replace('_', '-')} must be >= 1")
-    folder = out_dir(args)
+    args.formats = parse_formats(args.format)
+    folder = out_dir(args, args.formats)
     folder.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         code = record(args, methods, folder, argv)
@@ -128,7 +138,7 @@ def record(args, methods: list[str], folder: Path, argv: list[str]) -> int:
         }
         check_same_settings(folder, meta, keys=SETTINGS)
         (folder / "run.json").write_text(json.dumps(meta, indent=2))
-        cascade = Cascade(small=small.lm, large=large.lm, task=Act(), n=args.n, prices=prices)
+        cascade = Cascade(small=small.lm, large=large.lm, task=Act(), n=args.n, prices=prices, formats=args.formats)
         policies = {m: policy(m, cascade) for m in methods}
         path = folder / "records.jsonl"
         done = load_episodes(path)
@@ -295,6 +305,16 @@ def write_report(folder: Path) -> str:
     return md
 
 
+def _formats(formats: dict[str, str]) -> str:
+    """"plain text" / "the two-field chat format" / each role's, for a table's header."""
+    names = {formats.get(role, "chat") for role in ROLES}
+    if names == {"chat"}:
+        return "the two-field chat format"
+    if len(names) == 1:
+        return f"{names.pop()} text" if "plain" in names else f"the {names.pop()} format"
+    return ", ".join(f"{role} {formats.get(role, 'chat')}" for role in ROLES)
+
+
 def markdown(summary: dict[str, Any]) -> str:
     run = summary["run"]
     params = run["params"] or "TextWorld-Express defaults"
@@ -306,7 +326,8 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         f"Each method plays its own episode on each seed, at most {run['max_steps']} actions, the last "
         f"{run['history']} steps shown in each step's prompt. The game's own solution takes "
-        f"{summary['gold_steps_mean']:.1f} actions on average on these seeds.",
+        f"{summary['gold_steps_mean']:.1f} actions on average on these seeds. Roles asked in: "
+        f"{_formats(run.get('formats') or {})}.",
         "",
     ]
     if run.get("price_note"):

@@ -24,7 +24,9 @@ SETTINGS = (
 CODE = ("mbpp", "humaneval")
 AGENT_GAMES = ("twc", "cookingworld")  # text games: evals/agent_run.py plays them
 # ... and what must match for a text game's episodes to join (the seeds and methods played may grow)
-AGENT_SETTINGS = ("benchmark", "params", "fold", "small", "large", "n", "max_tokens", "max_steps", "history", "prices")
+AGENT_SETTINGS = (
+    "benchmark", "params", "fold", "small", "large", "n", "max_tokens", "max_steps", "history", "formats", "prices",
+)
 
 
 def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:

@@ -36,7 +36,7 @@ def join(src: Path, dst: Path) -> int:
         if not (folder / "run.json").exists() or not (folder / "records.jsonl").exists():
             raise SystemExit(f"cope eval join: {folder} is not a result folder (no run.json or records.jsonl)")
     # SRC's settings as check_same_settings reads a folder's (runs of before a setting existed lacked it)
-    meta = {"role_max_tokens": {}, "prices": {}, **json.loads((src / "run.json").read_text())}
+    meta = {"role_max_tokens": {}, "prices": {}, "formats": {}, **json.loads((src / "run.json").read_text())}
     meta.setdefault("acceptance", "grading" if meta.get("benchmark") in CODE else None)
     game = meta.get("benchmark") in AGENT_GAMES
     keys = AGENT_SETTINGS if game else SETTINGS
