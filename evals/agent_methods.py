@@ -43,10 +43,12 @@ class Proposals:
         ):
             try:
                 out = self.solvers[role](question=question, config=config)
-                raw = getattr(out, "answer", "") or ""
+                # chat: the answer field; a plain format: the whole reply, in `solution`
+                solution, answer = getattr(out, "solution", "") or "", getattr(out, "answer", "") or ""
+                raw = answer or solution
                 c = Candidate(
                     index=index or 0,
-                    answer=self.cascade.task.parse("", raw),
+                    answer=self.cascade.task.parse(solution, answer),
                     extra={"raw_answer": raw} if raw else {},
                 )
             except Exception as exc:  # noqa: BLE001 - a failed proposal abstains, as a cascade sample does

@@ -363,6 +363,29 @@ def test_in_a_plain_format_the_whole_reply_is_the_action():
     assert act.parse("", "") is None
 
 
+def test_every_method_plays_in_plain_text_reading_the_whole_reply_as_the_action():
+    """The harness's proposals (small / large alone, majority, MoT-style) and COPE read a plain reply, whose
+    whole text is the action (`solution`), not an `answer` field."""
+    from evals.agent_methods import METHODS, policy
+
+    def plain_model(name):
+        def respond(call):
+            if "goal of the next step" in call.system:
+                return "Get the apple first."
+            if "how to make progress" in call.system:
+                return "Take it, open the fridge, put it in."
+            return SOLUTION[len(re.findall(r"^\d+\. > ", call.user, re.M))] + "\n"
+
+        return ScriptedLM(name, respond)
+
+    small, large = plain_model("scripted/small"), plain_model("scripted/large")
+    cascade = Cascade(small=small.lm, large=large.lm, task=Act(), n=4, formats="plain")
+    for method in METHODS:
+        result = play(policy(method, cascade), Game(), seed=1, max_steps=5, history=5)
+        assert result.success and [s.action for s in result.steps] == SOLUTION, method
+    assert all("[[ ##" not in c.system + c.user for c in small.calls + large.calls)
+
+
 def test_two_recordings_of_different_methods_join_into_one_table(tmp_path):
     from evals.agent_methods import METHODS, policy
     from evals.agent_run import play_all, write_report
