@@ -6,7 +6,8 @@
 Each LABEL=FOLDER is a benchmark recording (`evals.run`) of one variant (format, wording, reply cap) with the
 same models; the problems every folder holds are compared. Math: Optuna chooses tau1, tau2 and n per fold
 (`cross_fitted`); code (MBPP, HumanEval; every folder under one acceptance rule): n and the stages
-(`code_cross_fitted`). `--stage3 choose` lets the study also choose stage 3 without plans. Printed and written to
+(`code_cross_fitted`). `--stage3 choose` lets the study also choose stage 3 without plans. Printed and
+written to <out>/variants.md (every method of every variant on the common problems, side by side) and
 <out>/variants.json: each variant calibrated alone and all variants in one study, both cross-fitted
 (thresholds and variant chosen on the other folds, scored on the held-out fold), large alone per variant,
 which variant each fold chose, and what each variant cost to record (LM calls and recorded seconds).
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
 
 from cope_dspy.records import Records
@@ -24,7 +27,16 @@ from cope_dspy.tasks import Math
 
 from .benchmarks import folder_records
 from .folders import CODE
-from .report import FOLDS, baseline_rows, code_baseline_rows, code_cross_fitted, cross_fitted, summarize
+from .report import (
+    FOLDS,
+    baseline_rows,
+    code_baseline_rows,
+    code_cross_fitted,
+    code_report,
+    cross_fitted,
+    math_report,
+    summarize,
+)
 
 
 def _recording_cost(records: list[dict]) -> dict:
@@ -94,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             "chosen": chosen,
             "large_alone": summarize(f"large alone ({label})", own["rows"], own["usd"]),
             "recording": _recording_cost(recs[label]),
+            "methods": study["methods"][label],
         }
     rows, exits, chosen = study["joint"]
     out["joint"] = {
@@ -106,10 +119,41 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "chosen": chosen,
     }
+    out["command"] = "python -m evals.calibrate_variants " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "variants.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(json.dumps(out, indent=2, default=str))
+    md = markdown(out)
+    (args.out / "variants.md").write_text(md)
+    print(md)
     return 0
+
+
+def markdown(out: dict) -> str:
+    """Every method of every variant on the common problems, side by side, then the studies."""
+    labels = list(out["variants"])
+    cell = lambda m: (f"{100 * m['accuracy']:.1f} ({100 * m['accuracy_ci95'][0]:.0f}-{100 * m['accuracy_ci95'][1]:.0f}), "  # noqa: E731
+                      f"${m['usd_per_1k']:.4f}, {100 * m['cost_vs_large']:+.0f}%")
+    lines = [f"# Variants on {out['benchmark']}: {out['problems']} problems every folder holds", "",
+             f"Command: `{out['command']}`", "",
+             "Each cell: accuracy (95% CI), API $ per 1k problems, cost against that variant's large alone.", "",
+             "| method | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    names = list(dict.fromkeys(m["method"] for v in out["variants"].values() for m in v["methods"]))
+    for name in names:
+        row = [next((cell(m) for m in out["variants"][v]["methods"] if m["method"] == name), "") for v in labels]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    joint = out["joint"]["cross_fitted"]
+    reference = labels[0]
+    lines += ["", f"One study over all variants ({out['folds']}-fold cross-fitted, held to and costed against "
+              f"large alone in {reference!r}): {cell(joint)}; per fold: {out['joint']['chosen']}.", "",
+              "| variant | formats | reply cap | recording the cascade: LM calls, job seconds (summed over jobs that "
+              "ran at once: not wall time) |", "|---|---|---|---|"]
+    for label, v in out["variants"].items():
+        rec, formats = v["recording"], v["formats"]
+        names = set(formats.values())
+        shown = "chat" if not formats else names.pop() if len(formats) == 4 and len(names) == 1 else ", ".join(
+            f"{role}={name}" for role, name in formats.items())
+        lines.append(f"| {label} | {shown} | {v['max_tokens']} | {rec['lm_calls']}, {rec['job_seconds']} |")
+    return "\n".join(lines) + "\n"
 
 
 def _large(rows: list[dict]) -> dict:
@@ -129,7 +173,8 @@ def _math_study(recs: dict[str, list[dict]], stage3_plans) -> dict:
                                  stage3_plans=stage3_plans) for label in recs}
     large = {label: _large(baseline_rows(records, same)["large alone"]) for label, records in recs.items()}
     joint = cross_fitted(Records(items), same, stage3_plans=stage3_plans)
-    return {"alone": alone, "large": large, "joint": joint}
+    methods = {label: math_report(Records([it for it in items if it["variant"] == label])) for label in recs}
+    return {"alone": alone, "large": large, "joint": joint, "methods": methods}
 
 
 def _code_study(recs: dict[str, list[dict]], runs: dict[str, dict], stage3_plans) -> dict:
@@ -142,7 +187,8 @@ def _code_study(recs: dict[str, list[dict]], runs: dict[str, dict], stage3_plans
              for label, records in recs.items()}
     reference = next(iter(recs))
     joint = code_cross_fitted(recs, run_n, large[reference]["rows"], stage3_plans=stage3_plans)
-    return {"alone": alone, "large": large, "joint": joint}
+    methods = {label: code_report(records, runs[label]) for label, records in recs.items()}
+    return {"alone": alone, "large": large, "joint": joint, "methods": methods}
 
 
 if __name__ == "__main__":

@@ -335,6 +335,13 @@ def write_report(folder: Path, examples=None, judge=None, judge_name: str | None
         return _write(folder, run, records, table, extra)
     if run["benchmark"] in CODE_BENCHMARKS:
         return _write(folder, run, records, code_report(records, run))
+    return _write(folder, run, records, math_report(recs))
+
+
+def math_report(recs: Records) -> list[dict[str, Any]]:
+    """Every method on math records (GSM8K, MATH-500): the baselines, COPE and its ablations replayed, and
+    calibration cross-fitted."""
+    records = recs.items
     same = Math().same
     base = baseline_rows(records, same)
     large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
@@ -365,8 +372,7 @@ def write_report(folder: Path, examples=None, judge=None, judge_name: str | None
                         f"{FOLDS}-fold, as above, the study also choosing the stages ((1, 2, 3), (1, 2) or (1, 3), as "
                         f"on code) and stage 3 with or without plans; settings: {chosen}"))
     _same_timed_problems(records, [rows for _, rows, _, _ in methods])
-    table = [summarize(name, rows, large_usd, exits=exits, note=note) for name, rows, exits, note in methods]
-    return _write(folder, run, records, table)
+    return [summarize(name, rows, large_usd, exits=exits, note=note) for name, rows, exits, note in methods]
 
 
 STAGE3_ALONE = "COPE, stage 3 alone"

@@ -169,6 +169,10 @@ def test_calibrate_variants_runs_a_code_study_from_two_folders(tmp_path, capsys)
         strong["usd_per_1k"] < weak["usd_per_1k"]
         and out["joint"]["cross_fitted"]["usd_per_1k"] == strong["usd_per_1k"]
     )
+    md = (tmp_path / "out" / "variants.md").read_text()
+    assert "| method | weak | strong |" in md and md.count("| COPE |") == 1  # one row, a cell per variant
+    assert [m["method"] for m in out["variants"]["weak"]["methods"]][:3] == [
+        "small single", "small n, the one its user tests pick", "large alone"]
     capsys.readouterr()
     (tmp_path / "strong" / "run.json").write_text(
         json.dumps({"benchmark": "humaneval", "n": 4, "acceptance": "grading"})
