@@ -413,13 +413,14 @@ def test_two_recordings_of_different_methods_join_into_one_table(tmp_path):
         join(second, first)
 
 
-def test_agent_runs_default_to_plain_text_in_their_own_folder_and_keep_chat_folders_apart(tmp_path):
-    from evals.agent_run import out_dir
+def test_agent_runs_name_their_format_in_the_folder_and_keep_chat_folders_apart(tmp_path):
+    from evals.agent_run import build_parser, out_dir
     from evals.folders import AGENT_SETTINGS, check_same_settings
     from evals.run import parse_formats
 
+    assert build_parser().parse_args(["twc"]).format == "chat"  # the recorded folders' format
     args = Namespace(out=None, benchmark="twc", params="numLocations=1", small="org/a", large="b:1", n=4)
-    assert out_dir(args, parse_formats(None)).name == "twc-numLocations1-a+b-1-plain-n4"
+    assert out_dir(args, parse_formats("plain")).name == "twc-numLocations1-a+b-1-plain-n4"
     assert out_dir(args, parse_formats("chat")).name == "twc-numLocations1-a+b-1-n4"  # the first recordings' name
     assert out_dir(args, parse_formats("small_executor=plain")).name == "twc-numLocations1-a+b-1-mixed-n4"
     # a folder recorded before the flag existed (no "formats": chat) takes chat episodes, refuses plain ones
@@ -429,4 +430,4 @@ def test_agent_runs_default_to_plain_text_in_their_own_folder_and_keep_chat_fold
     (tmp_path / "records.jsonl").write_text('{"id": "COPE/1"}\n')
     check_same_settings(tmp_path, {**run, "formats": parse_formats("chat")}, keys=AGENT_SETTINGS)
     with pytest.raises(SystemExit, match="formats"):
-        check_same_settings(tmp_path, {**run, "formats": parse_formats(None)}, keys=AGENT_SETTINGS)
+        check_same_settings(tmp_path, {**run, "formats": parse_formats("plain")}, keys=AGENT_SETTINGS)
