@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     benchmarks = {run["benchmark"] for run in runs.values()}
     if len(benchmarks) > 1:
         raise SystemExit(f"calibrate_variants: the folders hold different benchmarks {sorted(benchmarks)}")
+    if not benchmarks <= {*CODE, "gsm8k", "math500"}:
+        raise SystemExit(f"calibrate_variants: {sorted(benchmarks)[0]} has no variant study (math and code only)")
     common = [pid for pid in raw[next(iter(raw))] if all(pid in r for r in raw.values())]
     if len(common) < 2 * FOLDS:
         raise SystemExit(
