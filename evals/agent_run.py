@@ -31,10 +31,16 @@ from cope_dspy.records import Writer, read_lines
 from cope_dspy.role import ROLES
 
 from .agent_methods import METHODS
-from .folders import AGENT_GAMES, AGENT_SETTINGS, RESULTS, check_same_settings, sigterm_as_interrupt
+from .folders import (
+    AGENT_GAMES,
+    AGENT_SETTINGS,
+    RESULTS,
+    check_same_settings,
+    parse_formats,
+    sigterm_as_interrupt,
+)
 from .metrics import bootstrap_mean_ci, wilson_interval
 from .report import plot
-from .run import parse_formats
 
 
 def load_episodes(path: Path) -> dict[str, dict[str, Any]]:

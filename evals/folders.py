@@ -1,4 +1,5 @@
-"""A benchmark's result folder: where it goes, one setting per folder, and stopping a recording with SIGTERM."""
+"""A benchmark's result folder: where it goes, one setting per folder (the formats asked in among them), and
+stopping a recording with SIGTERM."""
 
 from __future__ import annotations
 
@@ -27,6 +28,30 @@ AGENT_GAMES = ("twc", "cookingworld")  # text games: evals/agent_run.py plays th
 AGENT_SETTINGS = (
     "benchmark", "params", "fold", "small", "large", "n", "max_tokens", "max_steps", "history", "formats", "prices",
 )
+
+
+# The format each role is asked in when the command line gives none (see `Cascade(formats=...)`): plain text,
+# the paper's prompt style. In the two-field chat format the 0.5B small model scored 5% alone on GSM8K and its
+# "large" partner's guideline cost ~200 tokens, as much as an answer (evals/README, "Plain-text format").
+DEFAULT_FORMATS = "plain"
+
+
+def parse_formats(spec: str | None) -> dict[str, str]:
+    """`--format plain` or `--format small_executor=plain,goal_planner=paragraph` -> the roles not in "chat"."""
+    from cope_dspy.plain import check_formats
+    from cope_dspy.role import ROLES
+
+    spec = DEFAULT_FORMATS if spec is None else spec
+    formats: str | dict[str, str] = spec.strip()
+    if "=" in spec:
+        formats = {}
+        for item in spec.split(","):
+            role, _, name = item.partition("=")
+            formats[role.strip()] = name.strip()
+    try:
+        return check_formats(formats, ROLES)
+    except ValueError as exc:
+        raise SystemExit(f"cope eval: --format {spec!r}: {exc}") from None
 
 
 def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:

@@ -19,12 +19,14 @@ import json
 import time
 from pathlib import Path
 
-from .folders import (  # noqa: F401 (SETTINGS and RESULTS: read from here by other modules and tests)
+from .folders import (  # noqa: F401 (SETTINGS, RESULTS and parse_formats: read from here by other modules and tests)
     AGENT_GAMES,
     CODE,
+    DEFAULT_FORMATS,
     RESULTS,
     SETTINGS,
     check_same_settings,
+    parse_formats,
     sigterm_as_interrupt,
 )
 
@@ -39,10 +41,6 @@ DEFAULT_N = 4
 # the function, then test calls and an explanation; at 384 tokens 2 of the first 3 HumanEval large-alone replies
 # were cut after a complete code block (and a cut reply abstains), so code gets 768 as GSM8K does.
 DEFAULT_MAX_TOKENS = {"gsm8k": 768, "math500": 1024, "mbpp": 768, "humaneval": 768, "mtbench": 512}
-# The format each role is asked in when the command line gives none (see `Cascade(formats=...)`): plain text,
-# the paper's prompt style. In the two-field chat format the 0.5B small model scored 5% alone on GSM8K and its
-# "large" partner's guideline cost ~200 tokens, as much as an answer (evals/README, "Plain-text format").
-DEFAULT_FORMATS = "plain"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,24 +93,6 @@ def parse_role_caps(items: list[str]) -> dict[str, int]:
         except ValueError as exc:
             raise SystemExit(f"cope eval: --role-max-tokens: {exc}") from None
     return caps
-
-
-def parse_formats(spec: str | None) -> dict[str, str]:
-    """`--format plain` or `--format small_executor=plain,goal_planner=paragraph` -> the roles not in "chat"."""
-    from cope_dspy.plain import check_formats
-    from cope_dspy.role import ROLES
-
-    spec = DEFAULT_FORMATS if spec is None else spec
-    formats: str | dict[str, str] = spec.strip()
-    if "=" in spec:
-        formats = {}
-        for item in spec.split(","):
-            role, _, name = item.partition("=")
-            formats[role.strip()] = name.strip()
-    try:
-        return check_formats(formats, ROLES)
-    except ValueError as exc:
-        raise SystemExit(f"cope eval: --format {spec!r}: {exc}") from None
 
 
 def out_dir(args) -> Path:
