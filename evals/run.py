@@ -22,6 +22,7 @@ from pathlib import Path
 from .folders import (  # noqa: F401 (SETTINGS, RESULTS and parse_formats: read from here by other modules and tests)
     AGENT_GAMES,
     CODE,
+    CODE_FORMATS,
     DEFAULT_FORMATS,
     RESULTS,
     SETTINGS,
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "'grading' (every grading test, the first recordings' rule); grading always uses all")
     p.add_argument("--format", default=None, metavar="NAME|ROLE=NAME,...",
                    help="the format roles are asked in: chat, plain, paragraph or block, for every role or per role, e.g. "
-                   f"small_executor=plain,goal_planner=plain (default: {DEFAULT_FORMATS})")
+                   f"small_executor=plain,goal_planner=plain (default: {DEFAULT_FORMATS}; on code {CODE_FORMATS})")
     p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
     p.add_argument("--out", type=Path, default=None, help="result folder (default: derived from the arguments)")
     p.add_argument("--report-only", action="store_true", help="do not record; report what is recorded")
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"cope eval: --offset must be >= 0, got {args.offset}")
     parse_prices(args.price)  # bad prices fail here, before any server starts
     role_caps = parse_role_caps(args.role_max_tokens)
-    formats = parse_formats(args.format)
+    formats = parse_formats(args.format, args.benchmark)
     bench = get(args.benchmark)
     acceptance = args.acceptance if args.benchmark in CODE else None
     end = None if args.limit is None else args.offset + args.limit

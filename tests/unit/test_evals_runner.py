@@ -423,3 +423,14 @@ def test_baselines_read_a_cut_off_reply_by_the_cascade_rule(tmp_path):
         assert c["answer"] is None and "cut off at max_tokens" in c["error"] and c["correct"] is False
     assert record["baselines"]["small_greedy"]["answer"] == "7"  # a complete reply is read as before
     assert record["cut_off"] == CUT_OFF_CHECKED  # so evals.rescore --cut-off leaves it alone
+
+
+def test_code_benchmarks_default_to_executors_that_stop_at_their_code_block():
+    from evals.run import parse_formats
+
+    planners = {"goal_planner": "plain", "guideline_planner": "plain"}
+    for code in ("humaneval", "mbpp"):
+        assert parse_formats(None, code) == {**planners, "small_executor": "block", "large_executor": "block"}
+    assert parse_formats(None, "gsm8k") == {**planners, "small_executor": "plain", "large_executor": "plain"}
+    assert parse_formats("plain", "humaneval")["large_executor"] == "plain"  # a given format wins
+    assert parse_formats("chat", "mbpp") == {}
