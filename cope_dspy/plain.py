@@ -14,7 +14,7 @@ from .errors import CopeInputError
 FORMATS = ("chat", "plain", "paragraph", "block")
 BLANK_LINE = "\n\n"
 # The line closing a fenced code block. A code executor asked to end with its code often goes on (usage
-# examples, an explanation: 41% of the 1.5B model's characters on plain HumanEval, all of it billed), and its
+# examples, an explanation: ~40% of the 1.5B model's characters on plain HumanEval, all of it billed), and its
 # task reads only the code; the reply cut here keeps the open block, which `cope_dspy.code.extract_code` reads.
 BLOCK_END = "\n```\n"
 
