@@ -116,3 +116,22 @@ def test_the_large_alone_reply_after_its_code_and_what_that_text_cost():
     a = large_after_code(rows, out_price=1.0)  # $1 per million completion tokens
     assert a["replies"] == 2 and a["share_of_chars"] == pytest.approx(len(code) / (3 * len(code)))
     assert a["share_of_usd_est"] == pytest.approx(0.5 * 100 * 1e-6 / 0.0006)  # half of one reply's tokens
+
+
+def test_reply_tokens_compares_calls_and_says_why_large_alone_programs_differ():
+    from evals.reply_tokens import compare
+
+    def rec(pid, large_text, large_answer, large_tokens, sample_tokens):
+        return {"id": pid, "trace": [{"kind": "vote", "stage": 1,
+                                      "candidates": [reply(t) for t in sample_tokens]}],
+                "baselines": {"large_greedy": {**reply(large_tokens, large_answer), "solution": large_text},
+                              "small_greedy": reply(10), "small_samples": [reply(20)]}}
+
+    a = [rec("p0", "code A\nmore", "A", 100, [40, 40]), rec("p1", "code B\nmore", "B", 100, [40]),
+         rec("p2", "code C", "C", 100, [40])]
+    b = [rec("p0", "code A", "A", 60, [20, 20]), rec("p1", "code B", "B0", 60, [20]),  # cut: another part read
+         rec("p2", "code D", "D", 60, [20])]  # decoded differently
+    out = compare(a, b)
+    assert out["calls"]["large alone"] == {"a": 100, "b": 60, "change": pytest.approx(-0.4)}
+    assert out["calls"]["vote stage 1"]["change"] == pytest.approx(-0.5)
+    assert out["large_alone_programs"] == {"same": 1, "b_reply_starts_a_reply": 1, "decoding_differed": 1}
