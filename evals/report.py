@@ -729,13 +729,25 @@ def markdown(summary: dict[str, Any]) -> str:
         notes.append(
             f"- Latency: seconds per problem rebuilt from each recorded job's wall-clock time (a wave of samples in "
             f"parallel lasts as long as its slowest, stages in sequence; test runs and the report's own work not "
-            f"counted), on the {timed} of {summary['problems']} problems whose jobs were all timed. The jobs ran "
-            "while other problems were being recorded on the same 2 CPU cores, so compare methods with each other, "
-            "not with a machine that serves one request at a time.")
+            f"counted), on the {timed} of {summary['problems']} problems whose jobs were all timed. A problem's "
+            "jobs shared the 2 CPU cores with the other problems in flight (`--concurrency` in the command) and "
+            "with anything else running then (evals/README says which recordings had the machine to themselves), "
+            "so compare methods with each other, not with a machine that serves one request at a time.")
+        notes.append(_latency_multiples(summary["methods"]))
     lines += ["", *notes,
               f"- Recording every model's samples took {summary['recording_seconds_per_problem']:.0f} s per problem "
               "for the cascade part (all stages in full, 2 CPU cores, both models local).", ""]
     return "\n".join(lines)
+
+
+def _latency_multiples(methods: list[dict[str, Any]]) -> str:
+    """One note line: each method's mean latency as a multiple of large alone's (the paper reports COPE's)."""
+    large = next((m for m in methods if m["method"] == "large alone" and m.get("timed")), None)
+    if large is None or not large["seconds_mean"]:
+        return "- Latency as a multiple of large alone's: n/a (large alone is not timed here)."
+    parts = [f"{m['method']} {m['seconds_mean'] / large['seconds_mean']:.1f}x" for m in methods
+             if m.get("timed") and m is not large]
+    return "- Mean latency as a multiple of large alone's: " + ", ".join(parts) + "."
 
 
 def _latency_cell(m: dict[str, Any]) -> str:

@@ -169,6 +169,8 @@ def test_latency_per_method_from_recorded_job_times(tmp_path):
     assert cope["seconds_mean"] == pytest.approx((1 + 1 + 19) / 3)
     assert cope["seconds_median"] == 1.0
     assert "latency s, mean / median" in md and "on the 3 of 4 problems" in md
+    # the paper's latency figure: each method's mean as a multiple of large alone's (10 s)
+    assert "small single 0.1x" in md and f"COPE (0.75 / 0.5) {cope['seconds_mean'] / 10:.1f}x" in md
     assert json.loads((tmp_path / "summary.json").read_text())["records_with_cached_calls"] == 0
     assert "served from DSPy's cache" not in md
 
