@@ -2,12 +2,17 @@
 guideline's length under a few planner wordings (issue 16), on the first GSM8K test problems.
 
     nice -n 10 python -m evals.plain_format --out evals/results/plain-format
+    python -m evals.plain_format --benchmark humaneval --models --planners code-today code-one-sentence \
+        --answers evals/results/humaneval-...-block-n4-cap768 --out evals/results/plan-wording-humaneval
 
 Executors: each model answers the first --limit test problems alone (no plan), greedy, once per executor
 variant (format x wording). Guidelines: the --planner model writes one guideline per problem for the first
 --guideline-limit problems (T=0.8, as in the cascade) in each planner variant; its length is compared with
 the same model's plain-text answer alone on those problems, and a guideline "states the answer" when a
-number in it equals the gold answer. One llama.cpp server at a time, 1 thread, 4 slots. Records go to
+number in it equals the gold answer. On HumanEval (`--benchmark humaneval`: planners only, no executor is
+run) the answer a guideline is compared with is the large-alone reply of a recorded benchmark folder
+(`--answers`, on the problems it holds), and a guideline "states the answer" when it holds a `def` of the
+function to write with a body (`evals.plan_stats.code_states_answer`). One llama.cpp server at a time, 1 thread, 4 slots. Records go to
 <out>/records.jsonl (resumable: rerun the same command to continue); the summary to <out>/summary.json.
 """
 
@@ -25,14 +30,16 @@ from pathlib import Path
 
 import dspy
 
-from cope_dspy import Cascade, Math
+from cope_dspy import Cascade, Code, Math
 from cope_dspy.costs import CostTracker, tag
 from cope_dspy.local import LocalServer
 from cope_dspy.records import solve_unplanned
 from cope_dspy.signatures import PlanGuideline
 
+from .benchmarks import folder_records
 from .loaders import load
 from .metrics import gsm8k_match
+from .plan_stats import code_states_answer
 
 QWEN_MATH = "Please reason step by step, and put your final answer within \\boxed{}."
 # name -> (format, instructions or None for the task's own, number of few-shot demos from the dev split)
@@ -50,12 +57,24 @@ PLANNERS = {
     "plain-one-sentence": ("plain", None),  # Math's own plain wording: one sentence, no calculation
     "paragraph-one-sentence": ("paragraph", None),
 }
+# Code (HumanEval): the wording the block recordings used (Code's chat wording, asked in plain text), and
+# one sentence with no steps, as Math's plain wording; the stop at a blank line would keep only the 1.5B's
+# lead-in ("...we can follow these steps:"), measured on the recorded guidelines, so it is not a variant here.
+CODE_ONE_SENTENCE = (
+    "You are an expert Python programmer. In one sentence, name the approach that solves the coding problem: "
+    "the algorithm or data structure, and the edge case to handle. Do not write any code, steps or lists."
+)
+CODE_PLANNERS = {
+    "code-today": ("plain", Code.instructions["guideline_planner"]),
+    "code-one-sentence": ("plain", CODE_ONE_SENTENCE),
+}
+BENCHMARKS = ("gsm8k", "humaneval")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
-def _cascade(lm, role: str, variant: tuple) -> Cascade:
+def _cascade(lm, role: str, variant: tuple, task_type=Math) -> Cascade:
     fmt, instructions = variant[:2]
-    task = Math(instructions={role: instructions} if instructions else None)
+    task = task_type(instructions={role: instructions} if instructions else None)
     return Cascade(small=lm, large=lm, task=task, n=1, formats={role: fmt})
 
 
@@ -173,7 +192,10 @@ def record(args, examples) -> None:
                         if tuple(key.values()) not in done:
                             jobs.append((i, key, lambda c=cascade, p=predictor, ex=ex: _solve(c, p, ex)))
             if model == args.planner and args.planners:
-                planners = {name: _cascade(lm, "guideline_planner", PLANNERS[name]) for name in args.planners}
+                code = args.benchmark == "humaneval"
+                wordings, task_type = (CODE_PLANNERS, Code) if code else (PLANNERS, Math)
+                planners = {name: _cascade(lm, "guideline_planner", wordings[name], task_type)
+                            for name in args.planners}
                 for i, ex in enumerate(examples[: args.guideline_limit]):
                     for name, cascade in planners.items():
                         key = {"part": "guideline", "model": model, "variant": name, "id": ex.id}
@@ -198,8 +220,17 @@ def _solve(cascade: Cascade, predictor, ex) -> dict:
 
 def _plan(cascade: Cascade, ex) -> dict:
     out = _guideline(cascade, ex.question)
-    out["states_answer"] = states_answer(out["guideline"], ex.answer)
+    if "entry_point" in ex:  # code: a def of the function to write, with a body
+        out["states_answer"] = code_states_answer(out["guideline"] or "", ex.entry_point)["any"]
+    else:
+        out["states_answer"] = states_answer(out["guideline"], ex.answer)
     return out
+
+
+def recorded_answers(folder: Path) -> dict[str, dict]:
+    """The large-alone replies of a recorded benchmark folder, by problem id, as answers to compare with."""
+    return {r["id"]: r["baselines"]["large_greedy"] for r in folder_records(folder).items
+            if r["variant"] == "default"}
 
 
 def _common(groups: dict[tuple[str, str], list[dict]], model: str) -> set[str]:
@@ -208,8 +239,10 @@ def _common(groups: dict[tuple[str, str], list[dict]], model: str) -> set[str]:
     return set.intersection(*sets) if sets else set()
 
 
-def summarize(path: Path, executors_shown=tuple(EXECUTORS), planners_shown=tuple(PLANNERS)) -> dict:
-    """Per model, the variants shown, on the problems all of them have (a run cut short compares fairly)."""
+def summarize(path: Path, executors_shown=tuple(EXECUTORS), planners_shown=tuple(PLANNERS),
+              answers: dict[str, dict] | None = None) -> dict:
+    """Per model, the variants shown, on the problems all of them have (a run cut short compares fairly).
+    `answers`: recorded large-alone replies by id (HumanEval), compared with as "recorded"."""
     rows = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
@@ -261,12 +294,13 @@ def summarize(path: Path, executors_shown=tuple(EXECUTORS), planners_shown=tuple
             "unreadable": sum(p["guideline"] is None for p in plans),
         }
         # the share of the same model's answer alone, on the problems both have
-        for v in ("chat", "plain"):
-            answers = {c["id"]: c for c in executors.get((model, v), [])}
-            both = [p for p in plans if p["id"] in answers]
+        baselines = {v: {c["id"]: c for c in executors.get((model, v), [])} for v in ("chat", "plain")}
+        baselines["recorded"] = answers or {}
+        for v, by_id in baselines.items():
+            both = [p for p in plans if p["id"] in by_id]
             if both:
                 plan_tokens = statistics.mean(p["usage"]["completion_tokens"] for p in both)
-                answer_tokens = statistics.mean(answers[p["id"]]["usage"]["completion_tokens"] for p in both)
+                answer_tokens = statistics.mean(by_id[p["id"]]["usage"]["completion_tokens"] for p in both)
                 entry[f"share_of_{v}_answer"] = round(plan_tokens / answer_tokens, 3)
                 entry[f"share_problems_{v}"] = len(both)
         out["guidelines"].append(entry)
@@ -276,21 +310,43 @@ def summarize(path: Path, executors_shown=tuple(EXECUTORS), planners_shown=tuple
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.plain_format", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "plain-format")
-    p.add_argument("--models", nargs="+", default=["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
+    p.add_argument("--benchmark", default="gsm8k", choices=BENCHMARKS,
+                   help="humaneval: guidelines only (--models with no names), compared with --answers")
+    p.add_argument("--models", nargs="*", default=["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
     p.add_argument("--executors", nargs="*", default=list(EXECUTORS), choices=list(EXECUTORS))
     p.add_argument("--planner", default="qwen2.5-coder-1.5b")
-    p.add_argument("--planners", nargs="*", default=list(PLANNERS), choices=list(PLANNERS))
+    p.add_argument("--planners", nargs="*", default=None, choices=[*PLANNERS, *CODE_PLANNERS],
+                   help=f"planner wordings (default: all of the benchmark's; gsm8k: {', '.join(PLANNERS)}; "
+                        f"humaneval: {', '.join(CODE_PLANNERS)})")
+    p.add_argument("--answers", type=Path, help="humaneval: a recorded benchmark folder whose large-alone "
+                   "replies the guidelines are compared with (only its problems are asked)")
     p.add_argument("--limit", type=int, default=40)
     p.add_argument("--guideline-limit", type=int, default=20)
     p.add_argument("--max-tokens", type=int, default=320, help="reply cap (the GSM8K runs' cap)")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (= server slots)")
     p.add_argument("--summary-only", action="store_true")
     args = p.parse_args(argv)
+    wordings = CODE_PLANNERS if args.benchmark == "humaneval" else PLANNERS
+    if args.planners is None:
+        args.planners = list(wordings)
+    wrong = [name for name in args.planners if name not in wordings]
+    if wrong:
+        p.error(f"--planners {' '.join(wrong)}: not a {args.benchmark} wording; choose from {', '.join(wordings)}")
+    answers = None
+    if args.benchmark == "humaneval":
+        if args.models:
+            p.error("--benchmark humaneval runs planners only: pass --models with no names")
+        if args.answers is None:
+            p.error("--benchmark humaneval needs --answers FOLDER: a recorded HumanEval folder (evals.run) "
+                    "whose large-alone replies the guidelines are compared with")
+        answers = recorded_answers(args.answers)
     args.out.mkdir(parents=True, exist_ok=True)
-    examples = load("gsm8k", split="test", limit=max(args.limit, args.guideline_limit))
+    examples = load(args.benchmark, split="test", limit=max(args.limit, args.guideline_limit))
+    if answers is not None:
+        examples = [ex for ex in examples if ex.id in answers]
     if not args.summary_only:
         record(args, examples)
-    summary = summarize(args.out / "records.jsonl", args.executors, args.planners or tuple(PLANNERS))
+    summary = summarize(args.out / "records.jsonl", args.executors, args.planners, answers)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(table(summary))
     return 0
@@ -309,11 +365,12 @@ def table(summary: dict) -> str:
         )
     lines.append(
         "guideline (T=0.8): model, variant, mean / max completion tokens, share of the same model's "
-        "answer alone (chat, plain), states the gold answer, unreadable"
+        "answer alone (chat, plain, recorded large alone), states the answer, unreadable"
     )
     for g in sorted(summary["guidelines"], key=lambda g: (g["model"], g["variant"])):
         shares = "  ".join(
-            f"{g[k]:.0%}" if k in g else "-" for k in ("share_of_chat_answer", "share_of_plain_answer")
+            f"{g[k]:.0%}" if k in g else "-"
+            for k in ("share_of_chat_answer", "share_of_plain_answer", "share_of_recorded_answer")
         )
         lines.append(
             f"  {g['model']:20s} {g['variant']:24s} {g['mean_completion_tokens']:5.0f} / "

@@ -118,3 +118,68 @@ def test_few_shot_variant_sends_the_demos_and_the_plain_one_does_not(scripted, t
     summary = json.loads((out / "summary.json").read_text())
     assert {e["variant"] for e in summary["executors"]} == {"plain", "plain-4shot"}
     assert all(e["problems"] == 2 and e["mean_prompt_tokens"] == 100 for e in summary["executors"])
+
+
+def test_code_planner_wordings_are_compared_with_recorded_large_alone_replies(monkeypatch, tmp_path):
+    """`--benchmark humaneval`: one guideline per recorded problem and wording, in plain text with the wording
+    as the system message; a def of the function to write counts as stating the answer; the share is of the
+    recorded large-alone reply's completion tokens on the same problems."""
+    folder = tmp_path / "recorded"
+    folder.mkdir()
+    ids = ["HumanEval/0", "HumanEval/3"]
+    (folder / "run.json").write_text(json.dumps({"benchmark": "humaneval"}))
+    lines = [{"format": "cope-dspy/records/1", "id": i, "variant": "default",
+              "policy": {"n": 4, "stages": [1, 2, 3], "task": "code", "variant": "default"}, "inputs": {},
+              "answer": None, "stage": 1, "trace": [],
+              "baselines": {"large_greedy": {"solution": "x", "usage": {"completion_tokens": 200}}}} for i in ids]
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+    def respond(call):
+        if "In one sentence" in call.system:
+            return "Sort the numbers, then compare neighbours."
+        return "Compare every pair:\n\n```python\ndef has_close_elements(numbers, threshold):\n    return False\n```"
+
+    planner = ScriptedLM("scripted/large", respond, usage=(100, 50))
+    monkeypatch.setattr(plain_format, "LocalServer", lambda model, **kw: _Serving(planner.lm))
+    out = tmp_path / "run"
+    argv = ["--benchmark", "humaneval", "--models", "--answers", str(folder), "--guideline-limit", "164",
+            "--out", str(out)]
+    assert plain_format.main(argv) == 0
+
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert sorted((r["variant"], r["id"]) for r in records) == sorted(
+        (v, i) for v in plain_format.CODE_PLANNERS for i in ids)  # only the recorded problems are asked
+    assert {c.system.strip() for c in planner.calls} == {
+        plain_format.CODE_ONE_SENTENCE, plain_format.Code.instructions["guideline_planner"]}
+    assert all("[[ ##" not in c.user for c in planner.calls)  # plain text, no field markers
+    by = {(r["variant"], r["id"]): r for r in records}
+    assert by[("code-today", "HumanEval/0")]["states_answer"]  # a def of the entry point, with a body
+    assert not by[("code-today", "HumanEval/3")]["states_answer"]  # another function's name
+    assert not any(by[("code-one-sentence", i)]["states_answer"] for i in ids)
+    summary = json.loads((out / "summary.json").read_text())
+    shares = {g["variant"]: g["share_of_recorded_answer"] for g in summary["guidelines"]}
+    assert shares == {"code-today": 0.25, "code-one-sentence": 0.25}  # 50 scripted tokens of 200 recorded
+
+
+def test_code_planner_run_refuses_executors_and_a_missing_answers_folder(tmp_path):
+    with pytest.raises(SystemExit):
+        plain_format.main(["--benchmark", "humaneval", "--out", str(tmp_path / "a")])  # executors' models
+    with pytest.raises(SystemExit):
+        plain_format.main(["--benchmark", "humaneval", "--models", "--out", str(tmp_path / "b")])  # no --answers
+    with pytest.raises(SystemExit):
+        plain_format.main(["--benchmark", "humaneval", "--models", "--planners", "plain-today",
+                           "--answers", str(tmp_path), "--out", str(tmp_path / "c")])  # a GSM8K wording
+
+
+class _Serving:
+    def __init__(self, lm):
+        self._lm = lm
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def lm(self, **kwargs):
+        return self._lm
