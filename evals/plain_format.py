@@ -194,8 +194,10 @@ def record(args, examples) -> None:
             if model == args.planner and args.planners:
                 code = args.benchmark == "humaneval"
                 wordings, task_type = (CODE_PLANNERS, Code) if code else (PLANNERS, Math)
-                planners = {name: _cascade(lm, "guideline_planner", wordings[name], task_type)
-                            for name in args.planners}
+                planners = {
+                    name: _cascade(lm, "guideline_planner", wordings[name], task_type)
+                    for name in args.planners
+                }
                 for i, ex in enumerate(examples[: args.guideline_limit]):
                     for name, cascade in planners.items():
                         key = {"part": "guideline", "model": model, "variant": name, "id": ex.id}
@@ -229,8 +231,11 @@ def _plan(cascade: Cascade, ex) -> dict:
 
 def recorded_answers(folder: Path) -> dict[str, dict]:
     """The large-alone replies of a recorded benchmark folder, by problem id, as answers to compare with."""
-    return {r["id"]: r["baselines"]["large_greedy"] for r in folder_records(folder).items
-            if r["variant"] == "default"}
+    return {
+        r["id"]: r["baselines"]["large_greedy"]
+        for r in folder_records(folder).items
+        if r["variant"] == "default"
+    }
 
 
 def _common(groups: dict[tuple[str, str], list[dict]], model: str) -> set[str]:
@@ -239,8 +244,12 @@ def _common(groups: dict[tuple[str, str], list[dict]], model: str) -> set[str]:
     return set.intersection(*sets) if sets else set()
 
 
-def summarize(path: Path, executors_shown=tuple(EXECUTORS), planners_shown=tuple(PLANNERS),
-              answers: dict[str, dict] | None = None) -> dict:
+def summarize(
+    path: Path,
+    executors_shown=tuple(EXECUTORS),
+    planners_shown=tuple(PLANNERS),
+    answers: dict[str, dict] | None = None,
+) -> dict:
     """Per model, the variants shown, on the problems all of them have (a run cut short compares fairly).
     `answers`: recorded large-alone replies by id (HumanEval), compared with as "recorded"."""
     rows = []
@@ -310,16 +319,29 @@ def summarize(path: Path, executors_shown=tuple(EXECUTORS), planners_shown=tuple
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.plain_format", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "plain-format")
-    p.add_argument("--benchmark", default="gsm8k", choices=BENCHMARKS,
-                   help="humaneval: guidelines only (--models with no names), compared with --answers")
+    p.add_argument(
+        "--benchmark",
+        default="gsm8k",
+        choices=BENCHMARKS,
+        help="humaneval: guidelines only (--models with no names), compared with --answers",
+    )
     p.add_argument("--models", nargs="*", default=["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
     p.add_argument("--executors", nargs="*", default=list(EXECUTORS), choices=list(EXECUTORS))
     p.add_argument("--planner", default="qwen2.5-coder-1.5b")
-    p.add_argument("--planners", nargs="*", default=None, choices=[*PLANNERS, *CODE_PLANNERS],
-                   help=f"planner wordings (default: all of the benchmark's; gsm8k: {', '.join(PLANNERS)}; "
-                        f"humaneval: {', '.join(CODE_PLANNERS)})")
-    p.add_argument("--answers", type=Path, help="humaneval: a recorded benchmark folder whose large-alone "
-                   "replies the guidelines are compared with (only its problems are asked)")
+    p.add_argument(
+        "--planners",
+        nargs="*",
+        default=None,
+        choices=[*PLANNERS, *CODE_PLANNERS],
+        help=f"planner wordings (default: all of the benchmark's; gsm8k: {', '.join(PLANNERS)}; "
+        f"humaneval: {', '.join(CODE_PLANNERS)})",
+    )
+    p.add_argument(
+        "--answers",
+        type=Path,
+        help="humaneval: a recorded benchmark folder whose large-alone "
+        "replies the guidelines are compared with (only its problems are asked)",
+    )
     p.add_argument("--limit", type=int, default=40)
     p.add_argument("--guideline-limit", type=int, default=20)
     p.add_argument("--max-tokens", type=int, default=320, help="reply cap (the GSM8K runs' cap)")
@@ -331,14 +353,18 @@ def main(argv: list[str] | None = None) -> int:
         args.planners = list(wordings)
     wrong = [name for name in args.planners if name not in wordings]
     if wrong:
-        p.error(f"--planners {' '.join(wrong)}: not a {args.benchmark} wording; choose from {', '.join(wordings)}")
+        p.error(
+            f"--planners {' '.join(wrong)}: not a {args.benchmark} wording; choose from {', '.join(wordings)}"
+        )
     answers = None
     if args.benchmark == "humaneval":
         if args.models:
             p.error("--benchmark humaneval runs planners only: pass --models with no names")
         if args.answers is None:
-            p.error("--benchmark humaneval needs --answers FOLDER: a recorded HumanEval folder (evals.run) "
-                    "whose large-alone replies the guidelines are compared with")
+            p.error(
+                "--benchmark humaneval needs --answers FOLDER: a recorded HumanEval folder (evals.run) "
+                "whose large-alone replies the guidelines are compared with"
+            )
         answers = recorded_answers(args.answers)
     args.out.mkdir(parents=True, exist_ok=True)
     examples = load(args.benchmark, split="test", limit=max(args.limit, args.guideline_limit))

@@ -128,10 +128,20 @@ def test_code_planner_wordings_are_compared_with_recorded_large_alone_replies(mo
     folder.mkdir()
     ids = ["HumanEval/0", "HumanEval/3"]
     (folder / "run.json").write_text(json.dumps({"benchmark": "humaneval"}))
-    lines = [{"format": "cope-dspy/records/1", "id": i, "variant": "default",
-              "policy": {"n": 4, "stages": [1, 2, 3], "task": "code", "variant": "default"}, "inputs": {},
-              "answer": None, "stage": 1, "trace": [],
-              "baselines": {"large_greedy": {"solution": "x", "usage": {"completion_tokens": 200}}}} for i in ids]
+    lines = [
+        {
+            "format": "cope-dspy/records/1",
+            "id": i,
+            "variant": "default",
+            "policy": {"n": 4, "stages": [1, 2, 3], "task": "code", "variant": "default"},
+            "inputs": {},
+            "answer": None,
+            "stage": 1,
+            "trace": [],
+            "baselines": {"large_greedy": {"solution": "x", "usage": {"completion_tokens": 200}}},
+        }
+        for i in ids
+    ]
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
 
     def respond(call):
@@ -142,15 +152,27 @@ def test_code_planner_wordings_are_compared_with_recorded_large_alone_replies(mo
     planner = ScriptedLM("scripted/large", respond, usage=(100, 50))
     monkeypatch.setattr(plain_format, "LocalServer", lambda model, **kw: _Serving(planner.lm))
     out = tmp_path / "run"
-    argv = ["--benchmark", "humaneval", "--models", "--answers", str(folder), "--guideline-limit", "164",
-            "--out", str(out)]
+    argv = [
+        "--benchmark",
+        "humaneval",
+        "--models",
+        "--answers",
+        str(folder),
+        "--guideline-limit",
+        "164",
+        "--out",
+        str(out),
+    ]
     assert plain_format.main(argv) == 0
 
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert sorted((r["variant"], r["id"]) for r in records) == sorted(
-        (v, i) for v in plain_format.CODE_PLANNERS for i in ids)  # only the recorded problems are asked
+        (v, i) for v in plain_format.CODE_PLANNERS for i in ids
+    )  # only the recorded problems are asked
     assert {c.system.strip() for c in planner.calls} == {
-        plain_format.CODE_ONE_SENTENCE, plain_format.Code.instructions["guideline_planner"]}
+        plain_format.CODE_ONE_SENTENCE,
+        plain_format.Code.instructions["guideline_planner"],
+    }
     assert all("[[ ##" not in c.user for c in planner.calls)  # plain text, no field markers
     by = {(r["variant"], r["id"]): r for r in records}
     assert by[("code-today", "HumanEval/0")]["states_answer"]  # a def of the entry point, with a body
@@ -165,10 +187,23 @@ def test_code_planner_run_refuses_executors_and_a_missing_answers_folder(tmp_pat
     with pytest.raises(SystemExit):
         plain_format.main(["--benchmark", "humaneval", "--out", str(tmp_path / "a")])  # executors' models
     with pytest.raises(SystemExit):
-        plain_format.main(["--benchmark", "humaneval", "--models", "--out", str(tmp_path / "b")])  # no --answers
+        plain_format.main(
+            ["--benchmark", "humaneval", "--models", "--out", str(tmp_path / "b")]
+        )  # no --answers
     with pytest.raises(SystemExit):
-        plain_format.main(["--benchmark", "humaneval", "--models", "--planners", "plain-today",
-                           "--answers", str(tmp_path), "--out", str(tmp_path / "c")])  # a GSM8K wording
+        plain_format.main(
+            [
+                "--benchmark",
+                "humaneval",
+                "--models",
+                "--planners",
+                "plain-today",
+                "--answers",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "c"),
+            ]
+        )  # a GSM8K wording
 
 
 class _Serving:
