@@ -29,7 +29,7 @@ class Benchmark:
     file: str  # committed copy in evals/data/
     hub: tuple[str, str | None, str]  # (dataset path, config, split) on the Hugging Face hub
     to_example: Callable[[int, dict], dict]  # a data row as the example's fields
-    task: Callable[[], Task]
+    task: Callable[..., Task]  # task(instructions=None): a role's wording over the task's own
     correct: Callable[[dspy.Example, dict[str, Any]], bool]
     # code only: the test report of a candidate on the tests that accept it (the example's `tests`)
     accept: Callable[[dspy.Example, dict[str, Any]], dict[str, Any]] | None = None
@@ -45,10 +45,10 @@ def _math(example, candidate) -> bool:
     return math_equiv(candidate["answer"], example.answer)
 
 
-def _code_task():
+def _code_task(instructions: dict[str, str] | None = None):
     from cope_dspy.code import Code
 
-    return Code()
+    return Code(instructions=instructions)
 
 
 def _hidden_tests(example) -> list[str]:
@@ -86,12 +86,12 @@ def _code_accept(example, candidate) -> dict[str, Any]:
             "first_failure": report.first_failure}
 
 
-def _text_task():
+def _text_task(instructions: dict[str, str] | None = None):
     from cope_dspy.text import Text
 
     # probe=False: no extra 1-token call at build time (the run's small model is a local llama-server, which
     # returns logprobs); a small model that drops them shows as every stage-1/2 sample with no score.
-    return Text(probe=False)
+    return Text(probe=False, instructions=instructions)
 
 
 def _judged(example, candidate) -> bool:

@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         out["variants"][label] = {
             "folder": str(folders[label]),
             "formats": runs[label].get("formats", {}),
+            "wordings": runs[label].get("wordings", {}),
             "max_tokens": runs[label].get("max_tokens"),
             "cross_fitted": summarize(f"COPE calibrated ({label})", rows, own["usd"], exits=exits),
             "chosen": chosen,
@@ -147,13 +148,14 @@ def markdown(out: dict) -> str:
     reference = labels[0]
     lines += ["", f"One study over all variants ({out['folds']}-fold cross-fitted, held to and costed against "
               f"large alone in {reference!r}): {cell(joint)}; per fold: {out['joint']['chosen']}.", "",
-              "| variant | formats | reply cap | recording the cascade: LM calls, job seconds (summed over jobs that "
+              "| variant | formats (and wordings other than the task's own) | reply cap | recording the cascade: LM calls, job seconds (summed over jobs that "
               "ran at once: not wall time) |", "|---|---|---|---|"]
     for label, v in out["variants"].items():
         rec, formats = v["recording"], v["formats"]
         names = set(formats.values())
         shown = "chat" if not formats else names.pop() if len(formats) == 4 and len(names) == 1 else ", ".join(
             f"{role}={name}" for role, name in formats.items())
+        shown += "".join(f"; {role} in wording {name}" for role, name in v.get("wordings", {}).items())
         lines.append(f"| {label} | {shown} | {v['max_tokens']} | {rec['lm_calls']}, {rec['job_seconds']} |")
     return "\n".join(lines) + "\n"
 

@@ -20,6 +20,7 @@ SETTINGS = (
     "role_max_tokens",
     "acceptance",
     "formats",
+    "wordings",
     "prices",
 )
 CODE = ("mbpp", "humaneval")
@@ -71,9 +72,11 @@ def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:
     old = json.loads(old_path.read_text())
     old.setdefault("role_max_tokens", {})  # runs recorded before the flag existed had no caps
     old.setdefault("formats", {})  # ... and asked every role in the chat format
+    old.setdefault("wordings", {})  # ... and in each task's own wording
     # code runs recorded before the flag existed accepted on the grading tests; other benchmarks have no rule
     old.setdefault("acceptance", "grading" if old.get("benchmark") in CODE else None)
-    meta = {"acceptance": "grading" if meta.get("benchmark") in CODE else None, "formats": {}, **meta}
+    meta = {"acceptance": "grading" if meta.get("benchmark") in CODE else None, "formats": {}, "wordings": {},
+            **meta}
     diff = [k for k in keys if k in old and old[k] != meta[k]]
     if diff:
         was = ", ".join(f"{k}={old[k]!r}" for k in diff)

@@ -7,7 +7,7 @@ own folder (two processes never append to one file). Joining them gives one tabl
     python -m evals.run gsm8k --limit 100 --report-only --out evals/results/gsm8k-...
 
 Only folders recorded with the same settings join (`evals.folders.check_same_settings`: models, n, caps,
-formats, acceptance, prices); a record is added when DST has none with its id and variant, so joining again
+formats, wordings, acceptance, prices); a record is added when DST has none with its id and variant, so joining again
 after both recordings went on adds only what is new. SRC is left as it is.
 
 Text games (`cope eval twc`) join too: two recordings of other methods (`--methods`) or seeds, each into its
@@ -36,7 +36,7 @@ def join(src: Path, dst: Path) -> int:
         if not (folder / "run.json").exists() or not (folder / "records.jsonl").exists():
             raise SystemExit(f"cope eval join: {folder} is not a result folder (no run.json or records.jsonl)")
     # SRC's settings as check_same_settings reads a folder's (runs of before a setting existed lacked it)
-    meta = {"role_max_tokens": {}, "prices": {}, "formats": {}, **json.loads((src / "run.json").read_text())}
+    meta = {"role_max_tokens": {}, "prices": {}, "formats": {}, "wordings": {}, **json.loads((src / "run.json").read_text())}
     meta.setdefault("acceptance", "grading" if meta.get("benchmark") in CODE else None)
     game = meta.get("benchmark") in AGENT_GAMES
     keys = AGENT_SETTINGS if game else SETTINGS

@@ -40,8 +40,8 @@ from .benchmarks import folder_records
 from .loaders import load
 from .metrics import gsm8k_match
 from .plan_stats import code_states_answer
+from .wordings import CODE_ONE_SENTENCE, QWEN_MATH
 
-QWEN_MATH = "Please reason step by step, and put your final answer within \\boxed{}."
 # name -> (format, instructions or None for the task's own, number of few-shot demos from the dev split)
 EXECUTORS = {
     "chat": ("chat", None, 0),
@@ -60,10 +60,6 @@ PLANNERS = {
 # Code (HumanEval): the wording the block recordings used (Code's chat wording, asked in plain text), and
 # one sentence with no steps, as Math's plain wording; the stop at a blank line would keep only the 1.5B's
 # lead-in ("...we can follow these steps:"), measured on the recorded guidelines, so it is not a variant here.
-CODE_ONE_SENTENCE = (
-    "You are an expert Python programmer. In one sentence, name the approach that solves the coding problem: "
-    "the algorithm or data structure, and the edge case to handle. Do not write any code, steps or lists."
-)
 CODE_PLANNERS = {
     "code-today": ("plain", Code.instructions["guideline_planner"]),
     "code-one-sentence": ("plain", CODE_ONE_SENTENCE),

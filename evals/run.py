@@ -30,6 +30,7 @@ from .folders import (  # noqa: F401 (SETTINGS, RESULTS and parse_formats: read 
     parse_formats,
     sigterm_as_interrupt,
 )
+from .wordings import instructions, parse_wordings
 
 # Samples per stage and reply caps when the command line gives none. n = 4, not the paper's 8: on a laptop's
 # CPU the embedded pair records a problem in ~2 min at n = 4; the caps fit one worked answer on each
@@ -71,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, metavar="NAME|ROLE=NAME,...",
                    help="the format roles are asked in: chat, plain, paragraph or block, for every role or per role, e.g. "
                    f"small_executor=plain,goal_planner=plain (default: {DEFAULT_FORMATS}; on code {CODE_FORMATS})")
+    p.add_argument("--wording", action="append", default=[], metavar="ROLE=NAME",
+                   help="ask a role in a named wording instead of the task's own (evals/wordings.py: "
+                        "qwen-math, code-one-sentence), e.g. guideline_planner=code-one-sentence; repeatable")
     p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
     p.add_argument("--out", type=Path, default=None, help="result folder (default: derived from the arguments)")
     p.add_argument("--report-only", action="store_true", help="do not record; report what is recorded")
@@ -130,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parse_prices(args.price)  # bad prices fail here, before any server starts
     role_caps = parse_role_caps(args.role_max_tokens)
     formats = parse_formats(args.format, args.benchmark)
+    wordings = parse_wordings(args.wording)
     bench = get(args.benchmark)
     acceptance = args.acceptance if args.benchmark in CODE else None
     end = None if args.limit is None else args.offset + args.limit
@@ -143,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         settings = {"benchmark": args.benchmark, "split": args.split, "small": args.small, "large": args.large,
                     "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
-                    "acceptance": acceptance, "formats": formats}
+                    "acceptance": acceptance, "formats": formats, "wordings": wordings}
         check_same_settings(folder, settings, keys=tuple(settings))  # before any server starts
         recorded = {r["id"] for r in folder_records(folder).items if r["variant"] == "default"}
         if not args.price and all(ex.id in recorded for ex in examples):  # (prices given: checked with servers)
@@ -157,12 +162,14 @@ def main(argv: list[str] | None = None) -> int:
             meta = {"benchmark": args.benchmark, "split": args.split, "limit": args.limit, "offset": args.offset,
                     "small": args.small,
                     "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
-                    "acceptance": acceptance, "formats": formats, "price_note": large.price_note,
+                    "acceptance": acceptance, "formats": formats, "wordings": wordings,
+                    "price_note": large.price_note,
                     "prices": {m: list(r) for m, r in prices.overrides.items()} if hasattr(prices, "overrides") else {},
                     "command": "python -m evals.run " + " ".join(argv if argv is not None else os.sys.argv[1:])}
             check_same_settings(folder, meta)  # the prices too (stand-in prices come with the servers)
             meta_path.write_text(json.dumps(meta, indent=2))
-            cascade = Cascade(small=small.lm, large=large.lm, task=bench.task(), n=args.n, prices=prices,
+            task = bench.task(instructions=instructions(wordings))
+            cascade = Cascade(small=small.lm, large=large.lm, task=task, n=args.n, prices=prices,
                               max_tokens=role_caps or None, formats=formats)
             started = time.perf_counter()
             try:

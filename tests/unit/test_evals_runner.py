@@ -296,6 +296,49 @@ def test_offset_records_the_problems_after_it(tmp_path, monkeypatch):
         main(["gsm8k", "--offset", "100000", "--out", str(tmp_path / "d")])
 
 
+def test_a_named_wording_asks_its_role_in_it_and_keeps_the_folder_to_it(tmp_path, monkeypatch):
+    import cope_dspy.pair as pair
+    import evals.benchmarks as benchmarks
+    from evals.run import main
+    from evals.wordings import CODE_ONE_SENTENCE, QWEN_MATH
+
+    seen = {}
+
+    def fake_record_all(cascade, examples, correct, path, **kw):
+        seen["task"] = cascade.task
+        raise KeyboardInterrupt  # before any model call
+
+    class Opened:
+        lm, price_note = None, "scripted"
+
+    monkeypatch.setattr(pair, "open_models", lambda *a, **k: (Opened(), Opened(), Prices({})))
+    monkeypatch.setattr(benchmarks, "record_all", fake_record_all)
+    out = tmp_path / "he"
+    assert main(["humaneval", "--limit", "1", "--wording", "guideline_planner=code-one-sentence",
+                 "--out", str(out)]) == 130
+    task = seen["task"]
+    assert task.signature("guideline_planner", "plain").instructions == CODE_ONE_SENTENCE
+    assert task.signature("goal_planner", "plain").instructions == type(task).instructions["goal_planner"]
+    assert json.loads((out / "run.json").read_text())["wordings"] == {"guideline_planner": "code-one-sentence"}
+    assert main(["gsm8k", "--limit", "1", "--wording", "small_executor=qwen-math", "--out",
+                 str(tmp_path / "g")]) == 130
+    assert seen["task"].signature("small_executor", "plain").instructions == QWEN_MATH
+    assert seen["task"].signature("large_executor", "plain").instructions != QWEN_MATH  # that role only
+    with pytest.raises(SystemExit, match="NAME one of qwen-math, code-one-sentence"):
+        main(["gsm8k", "--limit", "1", "--wording", "small_executor=terse", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="ROLE one of"):
+        main(["gsm8k", "--limit", "1", "--wording", "planner=qwen-math", "--out", str(tmp_path / "x")])
+    # a folder recorded in the task's own wording (before the flag existed) takes no other wording
+    monkeypatch.setattr(pair, "open_models", lambda *a, **k: (_ for _ in ()).throw(ServersWouldStart()))
+    (tmp_path / "old").mkdir()
+    folder = str(_recorded_folder(tmp_path / "old", formats={}))
+    with pytest.raises(SystemExit, match=r"wordings=\{\}; this run asks wordings=\{'small_executor': 'qwen-math'\}"):
+        main(["gsm8k", "--limit", "2", "--format", "chat", "--max-tokens", "320", "--wording",
+              "small_executor=qwen-math", "--out", folder])
+    with pytest.raises(ServersWouldStart):
+        main(["gsm8k", "--limit", "2", "--format", "chat", "--max-tokens", "320", "--out", folder])
+
+
 def test_a_folder_holding_every_problem_reports_without_starting_a_server(tmp_path, monkeypatch):
     import cope_dspy.pair as pair
     import evals.loaders as loaders
