@@ -21,6 +21,22 @@ class Messages(BaseCallback):
         self.seen.append(list(inputs.get("messages") or []))
 
 
+class _Serving:
+    """A llama.cpp server stand-in: `lm()` is the scripted model."""
+
+    def __init__(self, lm):
+        self._lm = lm
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def lm(self, **kwargs):
+        return self._lm
+
+
 @pytest.fixture
 def scripted(monkeypatch):
     """`record` against a scripted model in place of a llama.cpp server; every reply boxes 18."""
@@ -28,20 +44,7 @@ def scripted(monkeypatch):
     messages = Messages()
     small.lm.callbacks.append(messages)
 
-    class Server:
-        def __init__(self, model, **kwargs):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return None
-
-        def lm(self, **kwargs):
-            return small.lm
-
-    monkeypatch.setattr(plain_format, "LocalServer", Server)
+    monkeypatch.setattr(plain_format, "LocalServer", lambda model, **kw: _Serving(small.lm))
     return small, messages
 
 
@@ -204,17 +207,3 @@ def test_code_planner_run_refuses_executors_and_a_missing_answers_folder(tmp_pat
                 str(tmp_path / "c"),
             ]
         )  # a GSM8K wording
-
-
-class _Serving:
-    def __init__(self, lm):
-        self._lm = lm
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def lm(self, **kwargs):
-        return self._lm
