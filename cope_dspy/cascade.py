@@ -56,7 +56,8 @@ class Cascade(dspy.Module):
         n: samples in stages 1 and 2. tau1, tau2: agreement needed to accept stage 1 / 2, in [0, 1];
             0 always accepts, 1 always escalates.
         stages: which stages run, e.g. (1, 2) stops after stage 2, (2, 3) skips stage 1. The last one
-            listed always answers.
+            listed always answers. A call the task can accept nothing on (`Code` with `tests=[]`) goes
+            straight to stage 3 when stage 3 runs: stages 1 and 2 could only escalate (`record` still runs them).
         temperatures: per role, the paper's by default. early_stop: stop drawing samples once a vote is
             decided (same decision, fewer calls). max_concurrency: samples in flight at once
             (default: a whole wave). budget: a `Budget` capping paid spend across calls. prices: `Prices`
@@ -240,8 +241,14 @@ class Cascade(dspy.Module):
         goal = guideline = None
         result = None  # what a live run returns: the first accepting stage, or the last stage run
         last: Decision | None = None
+        # a call with nothing to accept a candidate on (code with no tests): stages 1 and 2 could only escalate
+        unacceptable = not full and p.stages[-1] == 3 and not self.task.can_accept(inputs)
+        skip = tuple(s for s in p.stages if s < 3) if unacceptable else ()
+        if skip:
+            trace.append({"kind": "skipped", "stages": list(skip),
+                          "reason": f"the {self.task.name} task has nothing to accept a candidate on in this call"})
         try:
-            if 1 in p.stages:
+            if 1 in p.stages and 1 not in skip:
                 last = yield from self._vote(1, p.tau1, inputs, full, tracker, lambda i: self._stage1(question, i))
                 goal = _goal_behind(last)
                 trace.append(last.to_record(1, p.tau1))
@@ -249,13 +256,13 @@ class Cascade(dspy.Module):
                     result = _prediction(last, 1, trace, goal)
                     if not full or p.stages[-1] == 1:
                         return result
-            if 2 in p.stages or (3 in p.stages and p.stage3_plans):
-                stage = 2 if 2 in p.stages else 3
+            if (2 in p.stages and 2 not in skip) or (3 in p.stages and p.stage3_plans):
+                stage = 2 if 2 in p.stages and 2 not in skip else 3
                 ((guideline, usage, seconds),) = yield [self._metered(self._guideline(question, stage), tracker,
                                                                       stage=stage, role="guideline_planner")]
                 trace.append({"kind": "guideline", "stage": stage, "guideline": guideline, "usage": usage,
                               "seconds": seconds})
-            if 2 in p.stages:
+            if 2 in p.stages and 2 not in skip:
                 d = yield from self._vote(2, p.tau2, inputs, full, tracker,
                                           lambda i: self._stage2(question, goal, guideline, i))
                 trace.append(d.to_record(2, p.tau2))

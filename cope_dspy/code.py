@@ -18,13 +18,12 @@ statements, MBPP's `test_list`, or a HumanEval `check(candidate)` block as one s
 
 Give the tests you really have: those are what accept a program. A docstring's examples become tests with
 `doctest_tests(stub)`. `tests=[]` means no acceptance test: no stage can accept a small model's program on
-tests, so the cascade answers with the large model at stage 3 (each of stages 1 and 2 draws one sample).
+tests, so a cascade that runs stage 3 goes there at once (the trace says which stages it skipped); one
+that stops earlier returns its last stage's first program, untested.
 """
 
 from __future__ import annotations
 
-import ast
-import doctest
 import math
 import re
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from .consensus import Candidate, Decision, accepts
 from .errors import CopeError, CopeInputError
 from .sandbox import TestReport, run_tests
 from .tasks import Task
+from .user_tests import doctest_tests
 
 __all__ = ["Code", "SandboxError", "TestsPass", "TestsBallot", "doctest_tests", "extract_code"]
 
@@ -127,6 +127,10 @@ class Code(Task):
     def consensus(self) -> TestsPass:
         return TestsPass(timeout_s=self.timeout_s, memory_mb=self.memory_mb, max_workers=self.max_workers)
 
+    def can_accept(self, inputs: dict[str, Any]) -> bool:
+        """A program is accepted only on a passed test: with `tests=[]` no stage can accept."""
+        return bool(inputs.get("tests"))
+
     def check_inputs(self, inputs: dict[str, Any]) -> None:
         super().check_inputs(inputs)
         _check_tests(inputs["tests"])
@@ -186,48 +190,6 @@ def _normalize_code(code: str) -> str:
 
 
 # -------------------------------------------------------------------- tests a user has: doctest examples
-
-# One doctest example, run by the standard library's doctest runner on a copy of the program's namespace
-# (as `python -m doctest` would: default option flags), failing with doctest's own report.
-_DOCTEST_UNIT = """import doctest as _cope_doctest
-_cope_report = []
-_cope_runner = _cope_doctest.DocTestRunner(verbose=False)
-_cope_runner.run(_cope_doctest.DocTest([_cope_doctest.Example({source!r}, {want!r}, exc_msg={exc_msg!r})],
-                                       dict(globals()), {name!r}, None, 0, None), out=_cope_report.append)
-assert not _cope_runner.failures, "".join(_cope_report)[-500:]
-"""
-
-
-def doctest_tests(source: str, function: str | None = None) -> list[str]:
-    """Tests for `Code` from the doctest examples (`>>> call` then the expected output) in the docstrings of
-    `source`, Python source such as a function stub (a `def` and its docstring; a missing body is fine): those
-    of `function` only, when given. One test per example, run by the standard library's doctest runner with
-    its default options, as `python -m doctest` would. Returns [] when there is no doctest example (text such
-    as "f(2) == 4" is not one); raises `CopeInputError` when doctest refuses a docstring."""
-    tree = _parse_stub(source)
-    docs = [ast.get_docstring(node) or "" for node in ast.walk(tree)
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and function in (None, node.name)]
-    parser = doctest.DocTestParser()
-    try:
-        examples = [ex for doc in docs for ex in parser.get_examples(doc)]
-    except ValueError as exc:  # doctest refuses the docstring (e.g. inconsistent indentation)
-        raise CopeInputError(f"the docstring's examples are not valid doctests: {exc}") from None
-    return [_DOCTEST_UNIT.format(source=ex.source, want=ex.want, exc_msg=ex.exc_msg, name=f"{function or 'doc'}[{i}]")
-            for i, ex in enumerate(examples)]
-
-
-def _parse_stub(source: str) -> ast.Module:
-    """`source` parsed; a stub whose last function has a docstring and no body gets `pass` first."""
-    try:
-        return ast.parse(source)
-    except SyntaxError:
-        last = [line for line in source.splitlines() if line.strip()][-1:] or [""]
-        indent = last[0][: len(last[0]) - len(last[0].lstrip())]
-        try:
-            return ast.parse(f"{source.rstrip()}\n{indent}pass\n")
-        except SyntaxError as exc:
-            raise CopeInputError(f"doctest_tests needs Python source (a function stub may lack its body): {exc}") from None
-
 
 # -------------------------------------------------------------------- the consensus
 

@@ -58,6 +58,12 @@ class Task:
     def consensus(self) -> Consensus:
         return Vote()
 
+    def can_accept(self, inputs: dict[str, Any]) -> bool:
+        """Whether a vote stage could accept anything for this call. False when the call holds nothing to
+        judge a candidate on (a code problem with no tests): a cascade whose last stage is 3 then goes to
+        stage 3 at once, since stages 1 and 2 could only escalate."""
+        return True
+
     def lm_config(self, role: str) -> dict[str, Any]:
         """Extra per-call LM settings for a role (e.g. logprobs for a perplexity judge)."""
         return {}

@@ -13,9 +13,9 @@ from typing import Any
 import dspy
 
 from cope_dspy import Math, Task
-from cope_dspy.code import doctest_tests
 from cope_dspy.errors import CopeInputError
 from cope_dspy.records import Records, candidates, record_each, record_line
+from cope_dspy.user_tests import docstring_tests, example_tests
 
 from .metrics import gsm8k_match, math_equiv
 
@@ -145,22 +145,23 @@ def _humaneval_example(i: int, row: dict) -> dict:
         "question": row["prompt"],
         # One test program: HumanEval's `check(candidate)` and its call on the entry point.
         "hidden_tests": [f"{row['test']}\n\ncheck({row['entry_point']})\n"],
-        # The examples in the docstring of the function to write, run as doctests (the helpers' are not
-        # about it); [] when it has none.
-        "user_tests": _doctests(row),
+        # The examples in the docstring of the function to write (the helpers' are not about it): its
+        # doctests, else its example lines ("f(2) == 4"); [] when it has neither.
+        "user_tests": _user_tests(row),
         "test_setup": row["prompt"][: start.start()] if start else "",
         "entry_point": row["entry_point"],
         "solution": row["prompt"] + row["canonical_solution"],
     }
 
 
-def _doctests(row: dict) -> list[str]:
-    """The examples of the entry point's docstring as doctests; none when doctest refuses the docstring (a
-    user running `python -m doctest` on it would get an error, not a test)."""
+def _user_tests(row: dict) -> list[str]:
+    """The examples of the entry point's docstring: as doctests, else as example lines. When doctest refuses
+    the docstring (a user running `python -m doctest` on it would get an error, not a test), its example
+    lines only."""
     try:
-        return doctest_tests(row["prompt"], row["entry_point"])
+        return docstring_tests(row["prompt"], row["entry_point"])
     except CopeInputError:
-        return []
+        return example_tests(row["prompt"], row["entry_point"])
 
 
 def _mtbench_example(i: int, row: dict) -> dict:

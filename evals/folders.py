@@ -19,11 +19,17 @@ SETTINGS = (
     "max_tokens",
     "role_max_tokens",
     "acceptance",
+    "user_tests",
     "formats",
     "wordings",
     "prices",
 )
 CODE = ("mbpp", "humaneval")
+# What the user acceptance rule runs, per code benchmark, recorded in run.json: a folder never mixes two versions.
+# HumanEval's gained the docstring's example lines ("f(2) == 4") on 2026-12-01; folders recorded before read as
+# `OLD_USER_TESTS` and are re-derived with `python -m evals.rescore FOLDER --acceptance user --out NEW`.
+USER_TESTS = {"mbpp": "the first assert", "humaneval": "docstring doctests, else example lines"}
+OLD_USER_TESTS = {"mbpp": "the first assert", "humaneval": "docstring doctests"}
 AGENT_GAMES = ("twc", "cookingworld")  # text games: evals/agent_run.py plays them
 # ... and what must match for a text game's episodes to join (the seeds and methods played may grow)
 AGENT_SETTINGS = (
@@ -63,20 +69,29 @@ def parse_formats(spec: str | None, benchmark: str | None = None) -> dict[str, s
         raise SystemExit(f"cope eval: --format {spec!r}: {exc}") from None
 
 
+def user_tests(benchmark: str, acceptance: str | None) -> str | None:
+    """What the acceptance rule runs today, for run.json: `USER_TESTS` under the user rule, else None."""
+    return USER_TESTS.get(benchmark) if acceptance == "user" else None
+
+
+def with_defaults(run: dict) -> dict:
+    """A folder's run.json with the settings that runs recorded before a setting existed lacked."""
+    run = {"role_max_tokens": {}, "formats": {}, "wordings": {}, **run}  # no caps, the chat format, each task's wording
+    # code runs recorded before the flag existed accepted on the grading tests; other benchmarks have no rule
+    run.setdefault("acceptance", "grading" if run.get("benchmark") in CODE else None)
+    run.setdefault("user_tests", OLD_USER_TESTS.get(run.get("benchmark")) if run["acceptance"] == "user" else None)
+    return run
+
+
 def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:
     """Refuse to add records to a folder whose records were made with other settings (one table, one setting)."""
     old_path = folder / "run.json"
     records = folder / "records.jsonl"
     if not old_path.exists() or not records.exists() or records.stat().st_size == 0:
         return
-    old = json.loads(old_path.read_text())
-    old.setdefault("role_max_tokens", {})  # runs recorded before the flag existed had no caps
-    old.setdefault("formats", {})  # ... and asked every role in the chat format
-    old.setdefault("wordings", {})  # ... and in each task's own wording
-    # code runs recorded before the flag existed accepted on the grading tests; other benchmarks have no rule
-    old.setdefault("acceptance", "grading" if old.get("benchmark") in CODE else None)
+    old = with_defaults(json.loads(old_path.read_text()))
     meta = {"acceptance": "grading" if meta.get("benchmark") in CODE else None, "formats": {}, "wordings": {},
-            **meta}
+            "user_tests": None, **meta}
     diff = [k for k in keys if k in old and old[k] != meta[k]]
     if diff:
         was = ", ".join(f"{k}={old[k]!r}" for k in diff)

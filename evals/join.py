@@ -26,7 +26,7 @@ from pathlib import Path
 
 from cope_dspy.records import Writer, read_lines
 
-from .folders import AGENT_GAMES, AGENT_SETTINGS, CODE, SETTINGS, check_same_settings
+from .folders import AGENT_GAMES, AGENT_SETTINGS, SETTINGS, check_same_settings, with_defaults
 
 
 def join(src: Path, dst: Path) -> int:
@@ -36,8 +36,7 @@ def join(src: Path, dst: Path) -> int:
         if not (folder / "run.json").exists() or not (folder / "records.jsonl").exists():
             raise SystemExit(f"cope eval join: {folder} is not a result folder (no run.json or records.jsonl)")
     # SRC's settings as check_same_settings reads a folder's (runs of before a setting existed lacked it)
-    meta = {"role_max_tokens": {}, "prices": {}, "formats": {}, "wordings": {}, **json.loads((src / "run.json").read_text())}
-    meta.setdefault("acceptance", "grading" if meta.get("benchmark") in CODE else None)
+    meta = with_defaults({"prices": {}, **json.loads((src / "run.json").read_text())})
     game = meta.get("benchmark") in AGENT_GAMES
     keys = AGENT_SETTINGS if game else SETTINGS
     missing = [k for k in keys if k not in meta]

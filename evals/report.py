@@ -111,8 +111,10 @@ def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3),
     user rule those are not the grading tests, so the accepted program may still be wrong). With early
     decision the cascade draws waves of ceil(n/2) samples and stops at the first wave with a pass, so only
     those samples are paid for; a problem with no acceptance test draws one sample a stage (it can never
-    accept). The last stage run answers with the program its ballot returns. `stage3_plans=False`: stage 3 is
-    the recorded large-alone answer (`Cascade(stage3_plans=False)` makes the same call)."""
+    accept). The last stage run answers with the program its ballot returns; a problem with no acceptance test
+    goes straight to stage 3 when stage 3 runs, as the live cascade does (`Task.can_accept`).
+    `stage3_plans=False`: stage 3 is the recorded large-alone answer (`Cascade(stage3_plans=False)` makes the
+    same call)."""
     rows, exits = [], {1: 0, 2: 0, 3: 0}
     for r in records:
         trace = r["trace"]
@@ -120,14 +122,16 @@ def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3),
         if 3 in stages and ("final", 3) not in by:
             raise ValueError(f"record {r['id']} has no stage-3 answer: it was not made with `Cascade.record` "
                              "(every stage in full), so a stage that escalates cannot be replayed")
-        wave = 1 if r.get("acceptance_tests") == 0 else -(-n // 2)
+        untestable = r.get("acceptance_tests") == 0
+        wave = 1 if untestable else -(-n // 2)
+        run = (3,) if untestable and stages[-1] == 3 else stages  # stages 1 and 2 could only escalate
         guideline = next((e for e in trace if e["kind"] == "guideline"), None)
         usd = calls = seconds = 0.0
         row = None
         for stage in (1, 2, 3):
-            if stage not in stages:
+            if stage not in run:
                 continue
-            if stage == 2 or (stage == 3 and 2 not in stages and stage3_plans):  # the guideline comes first
+            if stage == 2 or (stage == 3 and 2 not in run and stage3_plans):  # the guideline comes first
                 usd, calls = usd + _usd(guideline), calls + _calls(guideline)
                 seconds += float(guideline.get("seconds", np.nan))
             if stage == 3:
@@ -146,7 +150,7 @@ def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3),
                 if any(accepted(c) for c in new) or r.get("acceptance_tests") == 0:
                     break
             chosen, passed = choose(drawn)
-            if passed or stage == stages[-1]:
+            if passed or stage == run[-1]:
                 row = {"correct": bool(chosen and chosen.get("correct")), "stage": stage}
                 break
         row.update(usd=usd, calls=calls, seconds=seconds)
@@ -163,7 +167,8 @@ def code_baseline_rows(records: list[dict[str, Any]], acceptance: str = "grading
     """The math table's baselines on code: small single, the small model's n unplanned samples (the program
     the cascade's ballot would return from them: the first that passes its acceptance tests; under the
     grading rule, correct when any of them is), large alone, and the MoT-style cascade on them (that program
-    when it passed its acceptance tests, else the large model's answer)."""
+    when it passed its acceptance tests, else the large model's answer; with no acceptance test, the large
+    model's answer without drawing the samples, as `Cascade(stages=(1, 3), stage3_plans=False)` does)."""
     pick = CODE_ANY[acceptance]
     rows: dict[str, list[dict[str, Any]]] = {"small single": [], pick: [], "large alone": [], CODE_MOT: []}
     for r in records:
@@ -177,11 +182,12 @@ def code_baseline_rows(records: list[dict[str, Any]], acceptance: str = "grading
         large = b["large_greedy"]
         rows["large alone"].append({"correct": large["correct"], "usd": _usd(large), "calls": _calls(large),
                                     "seconds": _sec(large)})
-        rows[CODE_MOT].append({
+        drawn = small if r.get("acceptance_tests") != 0 else {"usd": 0.0, "calls": 0, "seconds": 0.0}
+        rows[CODE_MOT].append({  # with no acceptance test the small samples could only escalate: not drawn
             "correct": small["correct"] if small_ok else bool(large["correct"]), "stage": 1 if small_ok else 2,
-            "usd": small["usd"] + (0.0 if small_ok else _usd(large)),
-            "calls": small["calls"] + (0 if small_ok else _calls(large)),
-            "seconds": small["seconds"] + (0.0 if small_ok else _sec(large))})
+            "usd": drawn["usd"] + (0.0 if small_ok else _usd(large)),
+            "calls": drawn["calls"] + (0 if small_ok else _calls(large)),
+            "seconds": drawn["seconds"] + (0.0 if small_ok else _sec(large))})
     return rows
 
 
@@ -390,8 +396,10 @@ ACCEPTANCE_NOTE = {
                 "construction: COPE, the MoT-style cascade and 'any of n' check against the answer key, small "
                 "single and large alone do not"),
     "user": ("accept a stage when a sample passes the tests a user has (MBPP: the first assert, shown in the "
-             "prompt; HumanEval: the docstring's examples as doctests, none in some prompts: such a problem is "
-             "never accepted on tests); graded on every test of the benchmark, which acceptance never runs"),
+             "prompt; HumanEval: the docstring's examples as doctests, and in folders recorded or re-derived from "
+             "2026-12-01 on, else its example lines such as `f(2) == 4`); {untested} of these {problems} problems "
+             "have none, so no stage can accept them and they go straight to stage 3; graded on every test of "
+             "the benchmark, which acceptance never runs"),
 }
 
 
@@ -407,7 +415,9 @@ def code_report(records: list[dict[str, Any]], run: dict[str, Any]) -> list[dict
     large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
     methods = [(m, rows, {1: sum(r.get("stage") == 1 for r in rows), 2: sum(r.get("stage") == 2 for r in rows)}
                 if m == CODE_MOT else None, "") for m, rows in base.items()]
-    for name, stages, note in [("COPE", (1, 2, 3), ACCEPTANCE_NOTE[acceptance]),
+    untested = sum(r.get("acceptance_tests") == 0 for r in records)
+    for name, stages, note in [("COPE", (1, 2, 3), ACCEPTANCE_NOTE[acceptance].format(untested=untested,
+                                                                                       problems=len(records))),
                                ("COPE stop after stage 2", (1, 2), "ablation"),
                                ("COPE skip stage 1", (2, 3), "ablation; estimate: stage-2 samples had a goal")]:
         rows, exits = code_rows(records, run["n"], stages)

@@ -14,12 +14,14 @@ and test setup (e.g. after HumanEval's prompt preamble became its test setup) an
 the record says so (`"retested"`).
 
 `--acceptance user` (code benchmarks): decides every stage again as if it had accepted on the tests a user
-has (MBPP's first assert, HumanEval's docstring examples as doctests; see `evals.loaders`) instead of the
-grading tests, with no model call: every recorded program a stage could accept (the cascade's stage-1/2
+has (MBPP's first assert, HumanEval's docstring examples: doctests, else example lines such as "f(2) == 4";
+see `evals.loaders`) instead of the grading tests, with no model call: every recorded program a stage could accept (the cascade's stage-1/2
 samples, the unplanned small samples) is run on those tests, each stage's ballot picks again (the first
 program passing them, else the one passing most), and every program keeps the grade it was recorded with
 (every grading test). The records, run.json and the report go to a new folder (default
-FOLDER/acceptance-user); the folder's own records and tables are left as they were.
+FOLDER/acceptance-user); the folder's own records and tables are left as they were. On a folder recorded
+under the same rule, `--out NEW` re-derives it on that rule's tests as they are today (HumanEval's user tests
+gained the docstring's example lines on 2026-12-01).
 
 Without any of these (code benchmarks):
 
@@ -216,12 +218,15 @@ def _rewrite(path: Path, records: dict[str, dict[str, Any]]) -> None:
 def _rederive(args, run, rule, records, examples, bench, argv) -> int:
     """`--acceptance RULE`: the folder's records decided again under RULE, written with their report to a new
     folder; the folder itself is not touched."""
+    from .folders import user_tests
     from .report import write_report
 
     if run["benchmark"] not in ("mbpp", "humaneval"):
         raise SystemExit(f"--acceptance applies to code benchmarks; {args.folder} holds {run['benchmark']!r}")
-    if rule == args.acceptance:
-        raise SystemExit(f"{args.folder} was recorded with acceptance {rule!r} already: its report is that rule's")
+    if rule == args.acceptance and args.out is None:
+        raise SystemExit(f"{args.folder} was recorded with acceptance {rule!r} already: its report is that rule's. "
+                         "To decide it again on that rule's tests as they are today (e.g. after HumanEval's user "
+                         "tests gained the docstring's example lines), name the new folder with --out")
     out = args.out or args.folder / f"acceptance-{args.acceptance}"
     if out.resolve() == args.folder.resolve():
         raise SystemExit("--out must be a new folder: the recorded folder's records and tables are kept as they are")
@@ -230,7 +235,9 @@ def _rederive(args, run, rule, records, examples, bench, argv) -> int:
     ran = {pid: accept_record(r, examples[pid], task, bench.accept) for pid, r in records.items()}
     _rewrite(out / "records.jsonl", records)
     command = "python -m evals.rescore " + " ".join(argv if argv is not None else sys.argv[1:])
-    (out / "run.json").write_text(json.dumps({**run, "acceptance": args.acceptance, "recorded_acceptance": rule,
+    (out / "run.json").write_text(json.dumps({**run, "acceptance": args.acceptance,
+                                              "user_tests": user_tests(run["benchmark"], args.acceptance),
+                                              "recorded_acceptance": rule,
                                               "derived_from": str(args.folder), "command": command}, indent=2))
     no_tests = sum(r["acceptance_tests"] == 0 for r in records.values())
     print(f"{sum(ran.values())} recorded programs run on their {args.acceptance} acceptance tests in {len(records)} "

@@ -29,6 +29,7 @@ from .folders import (  # noqa: F401 (SETTINGS, RESULTS and parse_formats: read 
     check_same_settings,
     parse_formats,
     sigterm_as_interrupt,
+    user_tests,
 )
 from .wordings import instructions, parse_wordings
 
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         settings = {"benchmark": args.benchmark, "split": args.split, "small": args.small, "large": args.large,
                     "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
-                    "acceptance": acceptance, "formats": formats, "wordings": wordings}
+                    "acceptance": acceptance, "user_tests": user_tests(args.benchmark, acceptance), "formats": formats,
+                    "wordings": wordings}
         check_same_settings(folder, settings, keys=tuple(settings))  # before any server starts
         recorded = {r["id"] for r in folder_records(folder).items if r["variant"] == "default"}
         if not args.price and all(ex.id in recorded for ex in examples):  # (prices given: checked with servers)
@@ -162,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             meta = {"benchmark": args.benchmark, "split": args.split, "limit": args.limit, "offset": args.offset,
                     "small": args.small,
                     "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
-                    "acceptance": acceptance, "formats": formats, "wordings": wordings,
-                    "price_note": large.price_note,
+                    "acceptance": acceptance, "user_tests": user_tests(args.benchmark, acceptance), "formats": formats,
+                    "wordings": wordings, "price_note": large.price_note,
                     "prices": {m: list(r) for m, r in prices.overrides.items()} if hasattr(prices, "overrides") else {},
                     "command": "python -m evals.run " + " ".join(argv if argv is not None else os.sys.argv[1:])}
             check_same_settings(folder, meta)  # the prices too (stand-in prices come with the servers)

@@ -90,12 +90,35 @@ def _coder(name, program):
     return ScriptedLM(name, respond)
 
 
-def test_cascade_without_tests_answers_at_stage_three():
+def test_cascade_without_tests_goes_straight_to_stage_three():
     small, large = _coder("scripted/small", GOOD), _coder("scripted/large", GOOD)
     cascade = Cascade(small=small.lm, large=large.lm, task=Code(), n=4, prices=PRICES)
     pred = cascade(question="write add", tests=[])
     assert pred.stage == 3 and pred.answer == GOOD
-    assert len(small.by_role("execute")) == 2  # one sample in each of stages 1 and 2
+    assert small.calls == []  # stages 1 and 2 could only escalate: no small-model call at all
+    assert [e["kind"] for e in pred.trace] == ["skipped", "guideline", "final"]
+    assert pred.trace[0]["stages"] == [1, 2]
+    assert pred.trace[1]["stage"] == 3 and set(pred.cost_by_stage) == {3}  # the guideline is stage 3's plan
+    assert len(large.by_role("guideline")) == 1 and len(large.by_role("execute")) == 1
+
+
+def test_without_tests_stage_three_alone_pays_no_guideline():
+    small, large = _coder("scripted/small", GOOD), _coder("scripted/large", GOOD)
+    cascade = Cascade(small=small.lm, large=large.lm, task=Code(), n=4, prices=PRICES, stage3_plans=False)
+    pred = cascade(question="write add", tests=[])
+    assert pred.stage == 3 and pred.answer == GOOD and pred.plans == {}
+    assert small.calls == [] and large.by_role("guideline") == [] and len(large.by_role("execute")) == 1
+
+
+def test_without_tests_a_cascade_that_stops_early_still_runs_its_stages_and_record_runs_all():
+    small, large = _coder("scripted/small", GOOD), _coder("scripted/large", GOOD)
+    stop = Cascade(small=small.lm, large=large.lm, task=Code(), n=4, prices=PRICES, stages=(1, 2))
+    pred = stop(question="write add", tests=[])
+    assert pred.stage == 2 and not pred.accepted and pred.answer == GOOD  # the first program, untested
+    assert "skipped" not in [e["kind"] for e in pred.trace]
+    full = Cascade(small=small.lm, large=large.lm, task=Code(), n=4, prices=PRICES)
+    kinds = [e["kind"] for e in full.record(question="write add", tests=[]).trace]
+    assert kinds == ["vote", "guideline", "vote", "final"]  # calibration replays every stage
 
 
 # ---------------------------------------------------------------- the loaders
@@ -113,13 +136,14 @@ def test_user_acceptance_gives_mbpp_its_shown_assert_and_grades_on_all():
         }  # hidden tests are never an input
 
 
-def test_user_acceptance_gives_humaneval_its_docstring_doctests():
+def test_user_acceptance_gives_humaneval_its_docstring_examples():
     examples = load("humaneval", split="all")
-    assert all("check(" not in t for ex in examples for t in ex.tests)
+    assert all("def check(" not in t and f"check({ex.entry_point})" not in t for ex in examples for t in ex.tests)
     assert all(ex.hidden_tests[0].rstrip().endswith(f"check({ex.entry_point})") for ex in examples)
-    # 75 prompts have doctest examples for the function to write; 88 have none, one more (HumanEval/51) has a
-    # docstring doctest refuses: those 89 cannot be accepted on tests
-    assert sum(not ex.tests for ex in examples) == 89
+    # 75 prompts have doctest examples for the function to write; of the other 89, 58 show example lines
+    # ("f(x) == y", "f(x) => y", ...), and 31 show neither: those cannot be accepted on tests
+    assert sum(not ex.tests for ex in examples) == 31
+    assert sum(bool(ex.tests) and ex.tests[0].startswith("assert ") for ex in examples) == 58
     first = examples[0]
     assert len(first.tests) == 2 and run_tests(first.solution, first.tests, setup=first.test_setup).passed
     with pytest.raises(ValueError, match="acceptance"):
@@ -228,12 +252,18 @@ def test_a_last_stage_without_a_pass_answers_with_the_program_passing_most():
     assert row["stage"] == 2 and row["correct"]
 
 
-def test_no_acceptance_test_draws_one_sample_a_stage_and_escalates():
+def test_no_acceptance_test_goes_straight_to_stage_three_as_the_live_cascade_does():
     r = rec(
         [cand(i, True, False) for i in range(4)], [cand(i, True, False) for i in range(4)], acceptance_tests=0
     )
     (row,), _ = code_rows([r], n=4)
-    assert row["stage"] == 3 and row["calls"] == 1 + 1 + 1 + 1  # one sample, guideline, one sample, final
+    assert row["stage"] == 3 and row["calls"] == 1 + 1 and row["usd"] == 2.0  # the guideline, the final
+    (alone,), _ = code_rows([r], n=4, stage3_plans=False)
+    assert alone["calls"] == 1 and alone["usd"] == 1.0 and alone["correct"]  # the large-alone call only
+    (stop,), _ = code_rows([r], n=4, stages=(1, 2))  # stopping at stage 2: one sample a stage, untested
+    assert stop["stage"] == 2 and stop["calls"] == 1 + 1 + 1 and stop["correct"]
+    mot = code_baseline_rows([r], "user")["small n, then large if none passes (MoT-style)"][0]
+    assert (mot["stage"], mot["calls"], mot["usd"]) == (2, 1, 1.0)  # no small sample drawn, then large
 
 
 def test_old_grading_records_replay_as_before_and_a_missing_stage_three_is_refused():
@@ -331,8 +361,14 @@ def test_rescore_acceptance_writes_a_new_folder_and_leaves_the_recorded_one_alon
     assert "Code acceptance: **user**" in (out / "table.md").read_text()
     (new,) = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert new["acceptance_tests"] == 1 and new["trace"][0]["candidates"][0]["accepted"]
-    with pytest.raises(SystemExit, match="acceptance 'user' already"):
+    with pytest.raises(SystemExit, match="acceptance 'user' already.*--out"):
         main([str(out), "--acceptance", "user"])
+    again = tmp_path / "again"  # the same rule on today's tests: only into a folder named for it
+    assert main([str(out), "--acceptance", "user", "--out", str(again)]) == 0
+    run = json.loads((again / "run.json").read_text())
+    assert (run["acceptance"], run["recorded_acceptance"], run["derived_from"]) == ("user", "user", str(out))
+    (same,) = [json.loads(line) for line in (again / "records.jsonl").read_text().splitlines()]
+    assert same["trace"][0]["candidates"][0]["accepted"] and same["acceptance_tests"] == 1
 
 
 def test_a_code_folder_recorded_before_the_setting_refuses_new_user_records(tmp_path):
@@ -346,3 +382,29 @@ def test_a_code_folder_recorded_before_the_setting_refuses_new_user_records(tmp_
         check_same_settings(tmp_path, meta | {"role_max_tokens": {}, "acceptance": "user"})
     (tmp_path / "run.json").write_text(json.dumps(meta | {"benchmark": "gsm8k"}))  # no rule for math: resumes
     check_same_settings(tmp_path, meta | {"benchmark": "gsm8k", "role_max_tokens": {}, "acceptance": None})
+
+
+def test_a_humaneval_folder_of_doctest_acceptance_takes_no_records_of_the_example_line_rule(tmp_path):
+    from evals.folders import user_tests
+    from evals.join import join
+    from evals.run import check_same_settings
+
+    old = {"benchmark": "humaneval", "split": "test", "small": "s", "large": "l", "n": 4, "max_tokens": 768,
+           "acceptance": "user", "command": "recorded"}  # recorded before run.json named its user tests
+    now = old | {"role_max_tokens": {}, "formats": {}, "wordings": {}, "prices": {},
+                 "user_tests": user_tests("humaneval", "user")}
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    (tmp_path / "records.jsonl").write_text('{"id": "HumanEval/0"}\n')
+    with pytest.raises(SystemExit, match="user_tests='docstring doctests'; this run asks user_tests='docstring "
+                                         "doctests, else example lines'"):
+        check_same_settings(tmp_path, now)
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "run.json").write_text(json.dumps(now))
+    (new / "records.jsonl").write_text('{"id": "HumanEval/1"}\n')
+    with pytest.raises(SystemExit, match="user_tests="):
+        join(new, tmp_path)
+    assert user_tests("mbpp", "user") == "the first assert" and user_tests("humaneval", "grading") is None
+    mbpp = old | {"benchmark": "mbpp"}  # MBPP's user tests did not change: an old folder resumes
+    (tmp_path / "run.json").write_text(json.dumps(mbpp))
+    check_same_settings(tmp_path, now | {"benchmark": "mbpp", "user_tests": user_tests("mbpp", "user")})
