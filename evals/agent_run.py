@@ -262,6 +262,7 @@ def summarize(method: str, episodes: list[dict[str, Any]], large_usd: float | No
         "usd_per_episode": mean,
         "usd_per_episode_ci95": [clo, chi],
         "cost_vs_large": (mean / large_usd - 1) if large_usd else None,
+        "usd_per_success": float(np.sum(usd)) / k if k else None,  # what a solved game costs
         "steps_mean": float(np.mean([e["n_steps"] for e in episodes])),
         "steps_mean_solved": float(np.mean([e["n_steps"] for e in episodes if e["success"]])) if k else None,
         "calls_per_episode": float(np.mean([e["usage"]["calls"] for e in episodes])),
@@ -364,6 +365,9 @@ def markdown(summary: dict[str, Any]) -> str:
         "an action sent that is not valid is a wasted step (counted in 'invalid actions').",
         f"- Episodes recorded: {summary['episodes_recorded']} ({summary['progress']}); the table holds the "
         f"{len(summary['seeds'])} seeds every method has played.",
+        "- API $ per solved episode (the paid methods): " + (", ".join(
+            f"{m['method']} {m['usd_per_success']:.6f}" for m in summary["methods"]
+            if m.get("usd_per_success") and m["usd_per_episode"] > 0) or "n/a (no paid method solved one)") + ".",
         "",
     ]
     return "\n".join(lines)

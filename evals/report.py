@@ -298,6 +298,8 @@ def summarize(name: str, rows: list[dict[str, Any]], large_usd: float, exits=Non
         "method": name, "n": n, "accuracy": k / n, "accuracy_ci95": [lo, hi],
         "usd_per_1k": 1000 * mean, "usd_per_1k_ci95": [1000 * clo, 1000 * chi],
         "cost_vs_large": (mean / large_usd - 1) if large_usd else None,
+        # what a right answer costs (RouterArena's "cost per correct answer"); None when none is right
+        "usd_per_1k_correct": 1000 * float(np.sum(usd)) / k if k else None,
         "calls_per_problem": float(np.mean([r["calls"] for r in rows])),
         **_latency(rows),
         "exits": exits or {}, "note": note,
@@ -744,6 +746,8 @@ def markdown(summary: dict[str, Any]) -> str:
             "with anything else running then (evals/README says which recordings had the machine to themselves), "
             "so compare methods with each other, not with a machine that serves one request at a time.")
         notes.append(_latency_multiples(summary["methods"]))
+    if metric == "accuracy":
+        notes.append(_per_correct(summary["methods"]))
     lines += ["", *notes,
               f"- Recording every model's samples took {summary['recording_seconds_per_problem']:.0f} s per problem "
               "for the cascade part (all stages in full, 2 CPU cores, both models local).", ""]
@@ -758,6 +762,16 @@ def _latency_multiples(methods: list[dict[str, Any]]) -> str:
     parts = [f"{m['method']} {m['seconds_mean'] / large['seconds_mean']:.1f}x" for m in methods
              if m.get("timed") and m is not large]
     return "- Mean latency as a multiple of large alone's: " + ", ".join(parts) + "."
+
+
+def _per_correct(methods: list[dict[str, Any]]) -> str:
+    """One note line: what each paid method spends per correct answer (total API $ over the problems it got
+    right), which ranks methods on cost and accuracy at once."""
+    parts = [f"{m['method']} {m['usd_per_1k_correct']:.4f}" for m in methods
+             if m.get("usd_per_1k_correct") and m["usd_per_1k"] > 0]
+    if not parts:
+        return "- API $ per 1k correct answers: n/a (no paid method got one right)."
+    return "- API $ per 1k correct answers (the paid methods): " + ", ".join(parts) + "."
 
 
 def _latency_cell(m: dict[str, Any]) -> str:

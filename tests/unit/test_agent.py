@@ -338,6 +338,8 @@ def test_harness_plays_each_method_on_each_seed_resumes_and_reports(tmp_path):
     )
     assert "COPE 2 (2 solved)); the table holds the 1 seeds every method has played" in md
     assert "| COPE | 100% (" in md and (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    assert m["large alone"]["usd_per_success"] == pytest.approx(3 * CALL_USD) and m["small alone"]["usd_per_success"] is None
+    assert f"per solved episode (the paid methods): large alone {3 * CALL_USD:.6f}, MoT-style" in md  # COPE paid $0
 
 
 def test_a_large_model_failure_in_cope_wastes_the_step_and_keeps_its_cost():

@@ -75,6 +75,11 @@ def test_records_resume_and_report_every_method(tmp_path):
     assert cope["accuracy"] == pytest.approx(2 / 3)
     assert cope["usd_per_1k"] == pytest.approx(1000 * 2 * CALL_USD / 3)
     assert "| COPE (0.75 / 0.5) |" in md and (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    # per correct answer: COPE paid 2 calls over 3 problems and got 2 right; free methods are left out
+    assert cope["usd_per_1k_correct"] == pytest.approx(1000 * 2 * CALL_USD / 2)
+    assert methods["large alone"]["usd_per_1k_correct"] == pytest.approx(1000 * CALL_USD)
+    line = next(x for x in md.splitlines() if x.startswith("- API $ per 1k correct answers"))
+    assert f"COPE (0.75 / 0.5) {1000 * CALL_USD:.4f}" in line and "small single" not in line
     # stage 3 alone: p2 pays the guideline (stage 2) and the large-alone answer, as planned COPE pays its own
     alone = methods["COPE, stage 3 alone (0.75 / 0.5)"]
     assert (alone["accuracy"], alone["usd_per_1k"]) == pytest.approx((cope["accuracy"], cope["usd_per_1k"]))
