@@ -189,8 +189,6 @@ def _normalize_code(code: str) -> str:
     return "\n".join(line.rstrip() for line in (code or "").strip().splitlines() if line.strip())
 
 
-# -------------------------------------------------------------------- tests a user has: doctest examples
-
 # -------------------------------------------------------------------- the consensus
 
 class TestsPass:

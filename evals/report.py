@@ -110,9 +110,9 @@ def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3),
     """COPE on code, replayed: a stage accepts when one of its samples passes its acceptance tests (under the
     user rule those are not the grading tests, so the accepted program may still be wrong). With early
     decision the cascade draws waves of ceil(n/2) samples and stops at the first wave with a pass, so only
-    those samples are paid for; a problem with no acceptance test draws one sample a stage (it can never
-    accept). The last stage run answers with the program its ballot returns; a problem with no acceptance test
-    goes straight to stage 3 when stage 3 runs, as the live cascade does (`Task.can_accept`).
+    those samples are paid for. The last stage run answers with the program its ballot returns. A problem with
+    no acceptance test (it can never accept) goes straight to stage 3 when stage 3 runs, as the live cascade
+    does (`Task.can_accept`); stopping earlier, it draws one sample a stage.
     `stage3_plans=False`: stage 3 is the recorded large-alone answer (`Cascade(stage3_plans=False)` makes the
     same call)."""
     rows, exits = [], {1: 0, 2: 0, 3: 0}
