@@ -14,6 +14,9 @@ LINES = '''def search(lst, k=0):
         for search([1]) => 1.
         search([3, 3, 3], k=1) ==> 3
         search([2, 2]) should return 2
+        search([6]) returns -1 # six is too large
+        search([3, 3, 3])   # => 3
+        search([2, 2, 2]) = 2
         search([]) -> -1, since nothing qualifies
         search(lst) == the answer
         search([1, 1]) == 1 + 0 = 1
@@ -37,18 +40,57 @@ def test_example_lines_in_every_notation_become_asserts_and_prose_is_skipped():
         "assert search([1]) == 1",
         "assert search([3, 3, 3], k=1) == 3",
         "assert search([2, 2]) == 2",
+        "assert search([6]) == -1",  # a trailing comment dropped
+        "assert search([3, 3, 3]) == 3",
+        "assert search([2, 2, 2]) == 2",
         "assert search([1, 1]) == 1",  # a worked value counts as its last part
     ]  # skipped: a value that is prose, an argument that is a name, another function's call
     assert run_tests(GOOD, tests).passed
     wrong = run_tests(GOOD.replace("best = -1", "best = 0"), tests)
-    assert not wrong.passed and wrong.n_passed == 5  # only the -1 example catches it
+    assert not wrong.passed and wrong.n_passed == 7  # only the two -1 examples catch it
 
-
-def test_for_x_the_output_should_be_needs_a_one_parameter_function():
+def test_for_x_the_output_should_be_names_parameters():
     one = 'def hex_key(num):\n    """Count primes.\n    For num = "AB" the output should be 1.\n    """\n'
-    assert example_tests(one, "hex_key") == ["assert hex_key('AB') == 1"]
-    two = 'def f(a, b):\n    """For a = 1 the output should be 2."""\n'
-    assert example_tests(two, "f") == []  # which argument is b? not an example a test can be made of
+    assert example_tests(one, "hex_key") == ["assert hex_key(num='AB') == 1"]
+    two = '''def reverse_delete(s, c):
+    """
+    For s = "abcde", c = "ae", the result should be ('bcd',False)
+    For N = 1000, the sum of digits will be 1 the output should be "1".
+    For t = "x", the result should be ('x', True)
+    """'''
+    # prose in the arguments, or a name that is no parameter: skipped
+    assert example_tests(two, "reverse_delete") == ["assert reverse_delete(s='abcde', c='ae') == ('bcd', False)"]
+
+
+def test_input_output_blocks_become_calls_by_name_or_by_value():
+    stub = '''def maximum(arr, k):
+    """
+    Example 1:
+        Input: arr = [-3, -4, 5], k = 3
+        Output: [-4, -3, 5]
+    Example 2:
+        Input:
+            arr : [4, -4, 4]
+            k : 2
+        Output: [4, 4]  # the two largest
+    Example 3:
+        Input: grid = [[1]], k = 1
+        Output: [1]
+    """
+
+def pluck(arr):
+    """
+    Input: [4,2,3]
+    Output: [2, 1]
+        Explanation: 2 is the smallest even value.
+    Input: [1, 2], [3]
+    Output: [2, 0]
+    """'''
+    assert example_tests(stub, "maximum") == [
+        "assert maximum(arr=[-3, -4, 5], k=3) == [-4, -3, 5]",
+        "assert maximum(arr=[4, -4, 4], k=2) == [4, 4]",
+    ]  # "grid" is no parameter of maximum
+    assert example_tests(stub, "pluck") == ["assert pluck([4, 2, 3]) == [2, 1]"]  # two values for one parameter
 
 
 def test_true_and_false_words_and_a_stub_without_a_body():
