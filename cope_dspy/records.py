@@ -235,7 +235,7 @@ def _check_recordable(cascade) -> None:
         raise CopeInputError(f"record() needs a cope_dspy.Cascade, got {cascade!r}")
     if not isinstance(cascade.task.consensus(), Vote):
         raise CopeInputError(
-            f"calibration replays vote-based tasks (Math, ExactMatch); the {cascade.task.name!r} task decides with "
+            f"calibration replays vote-based tasks (Math, ExactMatch, Act); the {cascade.task.name!r} task decides with "
             f"{type(cascade.task.consensus()).__name__}, which replay does not reproduce yet")
     if 3 not in cascade.policy.stages:
         raise CopeInputError(

@@ -256,8 +256,10 @@ def resolve_same(records: Records, same=None, task=None) -> Callable[[str, str],
         return same
     if task is not None:
         if not isinstance(task.consensus(), Vote):
-            raise CopeInputError(f"replay reproduces vote-based tasks (Math, ExactMatch), not {task!r}, which "
-                                 f"decides with {type(task.consensus()).__name__}")
+            raise CopeInputError(f"replay reproduces vote-based tasks (Math, ExactMatch, Act), not {task!r}, which "
+                                 f"decides with {type(task.consensus()).__name__}: a code stage accepts on a passed "
+                                 "test, so only n and the stages matter there; choosing them from records is not in "
+                                 "the library yet (the repository's evals/report.py does it for its benchmarks)")
         return task.same
     from .tasks import ExactMatch, Math
 
