@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .code_replay import is_code_records
 from .errors import CopeError, CopeInputError
 from .policy import Policy, check_n, check_stages
 from .records import Records, record
@@ -87,13 +88,15 @@ def _order(point: dict[str, Any]) -> int:
 # ------------------------------------------------------------------------------------------ the space
 
 
-def grid_settings(n_max: int, stages: tuple[int, ...] = (1, 2, 3), include_n: bool = True) -> list[dict[str, Any]]:
+def grid_settings(n_max: int, stages: tuple[int, ...] = (1, 2, 3), include_n: bool = True,
+                  tests_pass: bool = False) -> list[dict[str, Any]]:
     """Every distinct setting: a ballot of n samples reads tau only through the votes it needs, so per n
-    the taus 0, (k - 1/2)/n for k = 1..n, and 1 cover every decision (a small, exact grid)."""
+    the taus 0, (k - 1/2)/n for k = 1..n, and 1 cover every decision (a small, exact grid). A code stage
+    (`tests_pass`) reads tau three ways: 0 (accept its best program), 0.5 (accept on a pass), 1 (escalate)."""
     check_n(n_max)
     out = []
     for n in range(1, n_max + 1) if include_n else [n_max]:
-        taus = [0.0, *((k - 0.5) / n for k in range(1, n + 1)), 1.0]
+        taus = [0.0, 0.5, 1.0] if tests_pass else [0.0, *((k - 0.5) / n for k in range(1, n + 1)), 1.0]
         for tau1 in taus if 1 in stages else [PAPER_DEFAULT["tau1"]]:
             for tau2 in taus if 2 in stages else [PAPER_DEFAULT["tau2"]]:
                 out.append({"tau1": tau1, "tau2": tau2, "n": n})
@@ -296,12 +299,16 @@ class Calibration:
     trials: list[dict[str, Any]] = field(repr=False)
     study_name: str = ""
     storage: str | None = None
+    # with several stage sets (`calibrate(stages=[(1, 2, 3), (1, 3)])`): each set's chosen point, in order
+    stage_sets: list[dict[str, Any]] = field(default_factory=list)
 
     def apply(self, cascade) -> None:
-        """Set the chosen tau1, tau2, n and stage3_plans on `cascade` (kept by `cascade.save`)."""
+        """Set the chosen stages, tau1, tau2, n and stage3_plans on `cascade` (kept by `cascade.save`): the
+        thresholds were chosen for those stages."""
         if list(cascade.stages) != list(self.params["stages"]):
-            warnings.warn(f"calibrated for stages {tuple(self.params['stages'])}, but the cascade runs "
-                          f"{tuple(cascade.stages)}", UserWarning, stacklevel=2)
+            warnings.warn(f"the cascade ran stages {tuple(cascade.stages)}; it now runs the calibrated "
+                          f"{tuple(self.params['stages'])}", UserWarning, stacklevel=2)
+        cascade.stages = tuple(self.params["stages"])
         cascade.n, cascade.tau1, cascade.tau2 = self.params["n"], self.params["tau1"], self.params["tau2"]
         cascade.stage3_plans = self.params.get("stage3_plans", True)
 
@@ -309,7 +316,7 @@ class Calibration:
         return {"params": self.params, "result": self.result.to_dict(), "constraint": self.constraint,
                 "constraint_met": self.constraint_met, "large_alone": self.large_alone,
                 "default": self.default.to_dict(), "pareto": self.pareto, "trials": len(self.trials),
-                "study_name": self.study_name, "storage": self.storage}
+                "study_name": self.study_name, "storage": self.storage, "stage_sets": self.stage_sets}
 
     def to_json(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -318,12 +325,15 @@ class Calibration:
         r, d, big = self.result, self.default, self.large_alone
         p = self.params
         alone = "" if p.get("stage3_plans", True) else " stage3_plans=False"
-        return (f"chosen: tau1={p['tau1']:.3g} tau2={p['tau2']:.3g} n={p['n']} variant={p['variant']}{alone}: accuracy "
+        staged = f" stages={tuple(p['stages'])}" if self.stage_sets else ""
+        return (f"chosen: tau1={p['tau1']:.3g} tau2={p['tau2']:.3g} n={p['n']}{staged} variant={p['variant']}{alone}: accuracy "
                 f"{r.accuracy:.1%}, ${r.usd_per_1k:.4g} per 1k queries, exits {r.exits} ({self.constraint}"
                 f"{'' if self.constraint_met else ': NOT MET, most accurate point instead'})\n"
                 f"paper default (0.75, 0.5, n={d.params['n']}): accuracy {d.accuracy:.1%}, ${d.usd_per_1k:.4g} per 1k\n"
                 f"large alone: accuracy {big['accuracy']:.1%}, ${big['usd_per_1k']:.4g} per 1k ({big['source']})\n"
-                f"{len(self.trials)} trials, {len(self.pareto)} on the Pareto front")
+                f"{len(self.trials)} trials, {len(self.pareto)} on the Pareto front"
+                + "".join(f"\nstages {tuple(c['stages'])}: accuracy {c['accuracy']:.1%}, ${c['usd_per_1k']:.4g} per 1k"
+                          f"{'' if c['constraint_met'] else ' (constraint not met)'}" for c in self.stage_sets))
 
     def plot(self, path: str | os.PathLike) -> Path:
         """Accuracy against USD per 1,000 queries: every trial, the Pareto front, the chosen point, the
@@ -376,7 +386,7 @@ def load_calibration(path: str | os.PathLike) -> dict[str, Any]:
 def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, storage: str | None = None,
               study_name: str | None = None, objective: str = "pareto", constraint: Constraint | None = None,
               seed: int | None = 0, include_n: bool = True, variants: list[str] | None = None,
-              stages: tuple[int, ...] | None = None, early_stop: bool = True, sampler="tpe",
+              stages: tuple[int, ...] | list[tuple[int, ...]] | None = None, early_stop: bool = True, sampler="tpe",
               same=None, task=None, stage3_plans: tuple[bool, ...] = (True,)) -> Calibration:
     """Search tau1, tau2, n (and the prompt variant) with Optuna, every trial a replay of the records:
     no LM call. Two objectives (accuracy up, USD per 1k queries down) give a Pareto front; `constraint`
@@ -389,6 +399,12 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
     distinct setting, see `grid_settings`: exact, ~380 trials for n = 8; `n_trials` is then ignored) or
     an optuna sampler. `stage3_plans=(True, False)` lets the study also choose stage 3 without plans (the
     large model alone, `Cascade(stage3_plans=False)`), read from the records' large-alone baseline.
+    `stages` several sets, e.g. `[(1, 2, 3), (1, 3), (1, 2)]`: one study per set (its name suffixed with the
+    set), and the choice is the best of their chosen points under `constraint` (the cheapest that meets it,
+    else the most accurate); `Calibration.stage_sets` lists each set's point and `apply` sets the stages.
+    Records of a `Code` cascade calibrate the same way: there tau = 0 stops at that stage, tau = 1 passes it by
+    (drawing one small sample) and any tau between accepts on a passed test, so the study chooses n and which
+    stages run (the grid: 3 taus a stage).
     """
     import optuna
 
@@ -405,6 +421,21 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
         records = Records.load(records)
     if not len(records):
         raise CopeInputError("no records to calibrate on: record a devset first with record(...)")
+    sets = _stage_sets(stages)
+    if sets is not None:
+        name = study_name or default_study_name(records)
+        cals = [calibrate(records, n_trials=n_trials, storage=storage, study_name=f"{name}-stages{''.join(map(str, s))}",
+                          constraint=constraint, seed=seed, include_n=include_n, variants=variants, stages=s,
+                          early_stop=early_stop, sampler=sampler, same=same, task=task, stage3_plans=stage3_plans)
+                for s in sets]
+        met = [c for c in cals if c.constraint_met]
+        if met and constraint.kind == "within_points_of_large":
+            best = min(met, key=lambda c: (c.result.usd_per_1k, -c.result.accuracy))
+        else:
+            best = min(met or cals, key=lambda c: (-c.result.accuracy, c.result.usd_per_1k))
+        best.stage_sets = [{"stages": list(s), "accuracy": c.result.accuracy, "usd_per_1k": c.result.usd_per_1k,
+                            "constraint_met": c.constraint_met, "params": c.params} for s, c in zip(sets, cals, strict=True)]
+        return best
     same = resolve_same(records, same, task)
     space = _space(records, variants, include_n, stages, early_stop, stage3_plans)
     storage = default_storage(records) if storage is None else storage
@@ -414,7 +445,9 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
         study, space = _open_study(records, storage, study_name, _sampler(sampler, seed), space)
         run = _Objective(records, space, same)
         if sampler == "grid":
-            todo = _enqueue_missing(study, space, grid_settings(space.n_max, tuple(space.stages), space.include_n))
+            tests_pass = all(is_code_records(records.policies[v]) for v in space.variants)
+            todo = _enqueue_missing(study, space, grid_settings(space.n_max, tuple(space.stages), space.include_n,
+                                                                tests_pass))
         else:
             if not study.trials:  # the paper default, evaluated first
                 for v in space.variants:
@@ -427,6 +460,16 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
         return _summarize(study, space, run, records, constraint, storage)
     finally:
         restore()
+
+
+def _stage_sets(stages) -> list[tuple[int, ...]] | None:
+    """Several stage sets (a list of tuples) checked, or None when `stages` is one set (or None)."""
+    if not (isinstance(stages, (list, tuple)) and stages and all(isinstance(x, (list, tuple)) for x in stages)):
+        return None
+    sets = [check_stages(x) for x in stages]
+    if len(set(sets)) != len(sets):
+        raise CopeInputError(f"stages: each stage set once, got {stages!r}")
+    return sets
 
 
 def _enqueue_missing(study, space: _Space, grid: list[dict[str, Any]]) -> int:
@@ -511,6 +554,17 @@ def _load_task(spec: str | None):
         raise CopeInputError(f"--task {spec!r}: expected module:TaskClass, e.g. cope_dspy.tasks:Math ({exc})") from exc
 
 
+def _parse_stage_sets(values: list[str] | None):
+    if not values:
+        return None
+    try:
+        sets = [tuple(int(x) for x in v.split(",")) for v in values]
+    except ValueError:
+        raise CopeInputError(f"--stages: each set is stage numbers joined by commas, e.g. 1,2,3 or 1,3; got "
+                             f"{' '.join(values)!r}") from None
+    return sets if len(sets) > 1 else sets[0]
+
+
 STAGE3_CHOICES = {"planned": (True,), "alone": (False,), "choose": (True, False)}
 STAGE3_HELP = ("stage 3: 'planned' (the paper: the large model executes its guideline), 'alone' (it answers alone: "
                "Cascade(stage3_plans=False)) or 'choose' (the study picks); 'alone' and 'choose' need records with "
@@ -538,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--task", default=None)
     r.add_argument("--stage3", default="planned", choices=sorted(STAGE3_CHOICES), help=STAGE3_HELP)
+    r.add_argument("--stages", nargs="+", default=None, metavar="SET",
+                   help="stage set(s) to calibrate, e.g. 1,2,3 (default: the recorded ones); several (1,2,3 1,3 1,2) "
+                        "run one study each and choose among them")
     pick = r.add_mutually_exclusive_group()
     pick.add_argument("--within-points", type=float, default=None, help="cheapest within X points of large alone")
     pick.add_argument("--max-usd-per-1k", type=float, default=None, help="most accurate under $Y per 1k queries")
@@ -559,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
                       else within_points_of_large(1.0 if args.within_points is None else args.within_points))
         cal = calibrate(args.records, n_trials=args.trials, storage=args.storage, study_name=args.study,
                         constraint=constraint, seed=args.seed, sampler=args.sampler, task=task,
-                        stage3_plans=STAGE3_CHOICES[args.stage3])
+                        stage3_plans=STAGE3_CHOICES[args.stage3], stages=_parse_stage_sets(args.stages))
         print(cal.summary())
         if args.json:
             cal.to_json(args.json)

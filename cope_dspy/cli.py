@@ -217,7 +217,8 @@ _TASKS = {"math": "Math", "exact": "ExactMatch", "code": "Code", "text": "Text"}
 
 def cascade_from_args(args: argparse.Namespace, small=None, large=None, prices=None):
     """The cascade `cope serve --cascade` serves: task, budget, then the thresholds of a saved program
-    (--load), of a calibration (--calibration), and of explicit --n/--tau1/--tau2, each over the one before."""
+    (--load), of a calibration (--calibration: with its stages and stage3_plans), and of explicit
+    --n/--tau1/--tau2, each over the one before."""
     import cope_dspy
     from cope_dspy import Budget, Cascade
     from cope_dspy.calibrate import load_calibration
@@ -232,6 +233,8 @@ def cascade_from_args(args: argparse.Namespace, small=None, large=None, prices=N
         value = getattr(args, key) if getattr(args, key) is not None else calibrated.get(key)
         if value is not None:
             setattr(cascade, key, value)
+    if "stages" in calibrated:  # the stages its thresholds were chosen for (or that it chose)
+        cascade.stages = tuple(calibrated["stages"])
     if "stage3_plans" in calibrated:  # a calibration that chose stage 3 with or without plans
         cascade.stage3_plans = calibrated["stage3_plans"]
     return cascade

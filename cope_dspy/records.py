@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .code_replay import TESTS_PASS
 from .consensus import Candidate, Vote
 from .costs import CostTracker, tag
 from .errors import CopeInputError
@@ -46,6 +47,7 @@ def record(cascade, devset: Iterable, metric: Callable, path: str | os.PathLike,
     import dspy
 
     _check_recordable(cascade)
+    tests_pass = _tests_pass(cascade)
     devset = list(devset)
     if not devset:
         raise CopeInputError("the devset is empty: pass a list of dspy.Example with inputs set, e.g. "
@@ -73,6 +75,8 @@ def record(cascade, devset: Iterable, metric: Callable, path: str | os.PathLike,
         line = record_line(cascade, example, eid, variant, baselines=baselines)
         for c in candidates(line):
             c["correct"] = _score(metric, example, c, eid)
+        if tests_pass:  # what accepted a program (the call's tests) is kept apart from what grades it (`metric`)
+            mark_accepted(line)
         return line
 
     return record_each(cascade, jobs, one, path, variant=variant, concurrency=concurrency, progress=progress,
@@ -160,12 +164,29 @@ def record_line(cascade, example, eid: str, variant: str = "default", *, baselin
     return line
 
 
+def mark_accepted(line: dict[str, Any]) -> None:
+    """A code record's acceptance, as its cascade saw it: each stage sample's `accepted` (it passed every test
+    of the call) and the record's `acceptance_tests` (how many the call had; 0: it could never accept)."""
+    line["acceptance_tests"] = len(line["inputs"].get("tests") or [])
+    for entry in line["trace"]:
+        if entry["kind"] == "vote":
+            for c in entry.get("candidates", []):
+                c["accepted"] = ((c.get("extra") or {}).get("tests") or {}).get("status") == "passed"
+
+
 def policy_of(cascade) -> dict[str, Any]:
     """What a record says of the cascade that made it: n, stages, task, and stage3_plans when not the paper's
     (so records of the default policy read as before)."""
     p = cascade.policy
     return {"n": p.n, "stages": list(p.stages), "task": cascade.task.name,
-            **({} if p.stage3_plans else {"stage3_plans": False})}
+            **({} if p.stage3_plans else {"stage3_plans": False}),
+            **({"consensus": TESTS_PASS} if _tests_pass(cascade) else {})}
+
+
+def _tests_pass(cascade) -> bool:
+    from .code import TestsPass  # the sandbox: only when a cascade is recorded
+
+    return isinstance(cascade.task.consensus(), TestsPass)
 
 
 def _key(policy: dict[str, Any]) -> tuple:
@@ -233,10 +254,10 @@ def solve_unplanned(cascade, predictor, role: str, question: str, temperature: f
 def _check_recordable(cascade) -> None:
     if not (hasattr(cascade, "record") and hasattr(cascade, "policy") and hasattr(cascade, "task")):
         raise CopeInputError(f"record() needs a cope_dspy.Cascade, got {cascade!r}")
-    if not isinstance(cascade.task.consensus(), Vote):
+    if not (isinstance(cascade.task.consensus(), Vote) or _tests_pass(cascade)):
         raise CopeInputError(
-            f"calibration replays vote-based tasks (Math, ExactMatch, Act); the {cascade.task.name!r} task decides with "
-            f"{type(cascade.task.consensus()).__name__}, which replay does not reproduce yet")
+            f"calibration replays vote-based tasks (Math, ExactMatch, Act) and Code; the {cascade.task.name!r} task "
+            f"decides with {type(cascade.task.consensus()).__name__}, which replay does not reproduce yet")
     if 3 not in cascade.policy.stages:
         raise CopeInputError(
             f"record() needs stage 3 in the cascade's stages (got {cascade.policy.stages}): replay reads the large "

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .code_replay import is_code_records, replay_code
 from .consensus import Candidate, Vote, votes_needed
 from .errors import CopeInputError
 from .policy import check_n, check_stages, check_tau
@@ -238,6 +239,19 @@ class ReplayResult:
                          "usd": float(usd), "calls": int(calls), "seconds": float(seconds)})
         return rows
 
+    @classmethod
+    def from_rows(cls, params: dict[str, Any], rows: list[dict[str, Any]]) -> ReplayResult:
+        """A result from per-example rows (a code replay: `cope_dspy.code_replay`)."""
+        self = cls.__new__(cls)
+        self.params = params
+        self.accuracy = sum(r["correct"] for r in rows) / len(rows)
+        self.usd_total = float(sum(r["usd"] for r in rows))
+        self.usd_per_1k = 1000.0 * self.usd_total / len(rows)
+        self.exits = {s: sum(r["stage"] == s for r in rows) for s in (1, 2, 3)}
+        self.calls = int(sum(r["calls"] for r in rows))
+        self.__dict__["per_example"] = rows  # the cached property, already known
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return {"params": self.params, "accuracy": self.accuracy, "usd_total": self.usd_total,
                 "usd_per_1k": self.usd_per_1k, "exits": self.exits, "calls": self.calls}
@@ -251,15 +265,17 @@ _default_tasks: dict[str, Any] = {}
 
 
 def resolve_same(records: Records, same=None, task=None) -> Callable[[str, str], bool]:
-    """The answer-equality a replay votes with: `same`, else `task.same`, else the recorded task's."""
+    """The answer-equality a replay votes with: `same`, else `task.same`, else the recorded task's (None for
+    records of a code cascade, whose stages accept on passed tests)."""
     if same is not None:
         return same
+    if records.items and all(is_code_records(p) for p in records.policies.values()):
+        return None
     if task is not None:
         if not isinstance(task.consensus(), Vote):
-            raise CopeInputError(f"replay reproduces vote-based tasks (Math, ExactMatch, Act), not {task!r}, which "
-                                 f"decides with {type(task.consensus()).__name__}: a code stage accepts on a passed "
-                                 "test, so only n and the stages matter there; choosing them from records is not in "
-                                 "the library yet (the repository's evals/report.py does it for its benchmarks)")
+            raise CopeInputError(f"replay votes with a task's answer equality, and {task!r} decides with "
+                                 f"{type(task.consensus()).__name__}: records of a Code cascade replay without one "
+                                 "(pass no task=); a Text (perplexity) cascade cannot be replayed yet")
         return task.same
     from .tasks import ExactMatch, Math
 
@@ -281,7 +297,9 @@ def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float
     Each example's first `n` recorded samples go through the cascade's own ballot (`Vote`, with early
     decision when `early_stop`), so the stage it exits at, its answer and the samples it draws are the
     live run's; cost is the recorded cost of exactly those samples, plus the guideline and the final call
-    when the example gets that far. `stages` defaults to the recorded stages.
+    when the example gets that far. `stages` defaults to the recorded stages. Records of a code cascade
+    (`Code`: a stage accepts when a sample passes the call's tests) replay the same way with the test
+    ballot (`cope_dspy.code_replay`); `same` and `task` are not read there.
 
     One approximation: stage-2 samples were recorded with g_S, the goal behind the majority of all
     recorded stage-1 samples. With a smaller n, with early decision, or with stage 1 skipped, a live run
@@ -306,6 +324,15 @@ def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float
                              f"{recorded_n}, or record again with a larger n")
     if not isinstance(stage3_plans, bool):
         raise CopeInputError(f"stage3_plans must be True or False, got {stage3_plans!r}")
+    if is_code_records(records.policies[variant]):  # a stage accepts on passed tests: nothing to vote on
+        params = {"tau1": tau1, "tau2": tau2, "n": n, "stages": list(stages), "early_stop": bool(early_stop),
+                  "variant": variant, "stage3_plans": stage3_plans}
+        items = [i for i in records.items if i["variant"] == variant]
+        try:
+            rows = replay_code(items, tau1, tau2, n, stages, bool(early_stop), stage3_plans)
+        except ValueError as exc:
+            raise CopeInputError(str(exc)) from exc
+        return ReplayResult.from_rows(params, rows)
     p = prepared(records, variant, resolve_same(records, same, task))
     return _replay(p, tau1, tau2, n, stages, bool(early_stop), variant, stage3_plans)
 

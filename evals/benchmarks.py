@@ -15,6 +15,7 @@ import dspy
 from cope_dspy import Math, Task
 from cope_dspy.errors import CopeInputError
 from cope_dspy.records import Records, candidates, record_each, record_line
+from cope_dspy.records import mark_accepted as library_mark_accepted
 from cope_dspy.user_tests import docstring_tests, example_tests
 
 from .metrics import gsm8k_match, math_equiv
@@ -201,11 +202,8 @@ def mark_accepted(record: dict[str, Any], example: dspy.Example, accept: Accept)
     """Code: say of every candidate a stage could accept whether it passed the tests that accept (the
     example's `tests`: under the user rule not the grading ones), in place. The cascade's samples carry the
     report of its own ballot, which ran those tests; the unplanned small samples are run here."""
+    library_mark_accepted(record)
     record["acceptance_tests"] = len(example.tests)
-    for entry in record["trace"]:
-        if entry["kind"] == "vote":
-            for c in entry["candidates"]:
-                c["accepted"] = ((c.get("extra") or {}).get("tests") or {}).get("status") == "passed"
     for c in (record.get("baselines") or {}).get("small_samples", []):
         c.setdefault("extra", {})["tests"] = report = accept(example, c)
         c["accepted"] = report["status"] == "passed"

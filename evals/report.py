@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from cope_dspy.code_replay import choose, replay_code
 from cope_dspy.consensus import Vote
 from cope_dspy.records import Records, Writer, read_lines
 from cope_dspy.replay import replay
@@ -79,83 +80,18 @@ def baseline_rows(records: list[dict[str, Any]], same) -> dict[str, list[dict[st
     return rows
 
 
-def accepted(c: dict[str, Any]) -> bool:
-    """Whether a recorded code candidate passed the tests that accept it. Records made when those were the
-    grading tests (acceptance "grading") have no `accepted` field: there, passing them is being correct."""
-    return bool(c.get("accepted", c.get("correct")))
-
-
-def _tested(c: dict[str, Any]) -> bool:
-    tests = (c.get("extra") or {}).get("tests") or {}
-    return c.get("answer") is not None and tests.get("status") not in (None, "no_code", "no_tests", "skipped")
-
-
-def choose(drawn: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, bool]:
-    """The program the cascade's `TestsBallot` returns from these samples, and whether it accepts: the
-    lowest-index one that passed its acceptance tests; else the one that passed the most of them (earliest
-    on ties); else (nothing was run) the first program. Under the grading rule the fallback is never
-    correct, so this is the old "accepted = correct" replay."""
-    passers = [c for c in drawn if accepted(c)]
-    if passers:
-        return min(passers, key=lambda c: c["index"]), True
-    tested = [c for c in drawn if _tested(c)]
-    if tested:
-        return max(tested, key=lambda c: (c["extra"]["tests"].get("n_passed") or 0, -c["index"])), False
-    programs = [c for c in drawn if c.get("answer") is not None] or drawn
-    return (programs[0] if programs else None), False
-
-
 def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3),
               stage3_plans: bool = True) -> tuple[list[dict[str, Any]], dict]:
-    """COPE on code, replayed: a stage accepts when one of its samples passes its acceptance tests (under the
-    user rule those are not the grading tests, so the accepted program may still be wrong). With early
-    decision the cascade draws waves of ceil(n/2) samples and stops at the first wave with a pass, so only
-    those samples are paid for. The last stage run answers with the program its ballot returns. A problem with
-    no acceptance test (it can never accept) goes straight to stage 3 when stage 3 runs, as the live cascade
-    does (`Task.can_accept`); stopping earlier, it draws one sample a stage.
-    `stage3_plans=False`: stage 3 is the recorded large-alone answer (`Cascade(stage3_plans=False)` makes the
-    same call)."""
+    """COPE on code, replayed by the library's code replay (`cope_dspy.code_replay.replay_code`) with tau in
+    (0, 1) (accept on a pass) and early decision, as `cope eval` runs it: a stage accepts when one of its
+    samples passes its acceptance tests (under the user rule those are not the grading tests, so the accepted
+    program may still be wrong); a problem with no acceptance test goes straight to stage 3 when stage 3
+    runs. `stage3_plans=False`: stage 3 is the recorded large-alone answer."""
     rows, exits = [], {1: 0, 2: 0, 3: 0}
-    for r in records:
-        trace = r["trace"]
-        by = {(e["kind"], e["stage"]): e for e in trace}
-        if 3 in stages and ("final", 3) not in by:
-            raise ValueError(f"record {r['id']} has no stage-3 answer: it was not made with `Cascade.record` "
-                             "(every stage in full), so a stage that escalates cannot be replayed")
-        untestable = r.get("acceptance_tests") == 0
-        wave = 1 if untestable else -(-n // 2)
-        run = (3,) if untestable and stages[-1] == 3 else stages  # stages 1 and 2 could only escalate
-        guideline = next((e for e in trace if e["kind"] == "guideline"), None)
-        usd = calls = seconds = 0.0
-        row = None
-        for stage in (1, 2, 3):
-            if stage not in run:
-                continue
-            if stage == 2 or (stage == 3 and 2 not in run and stage3_plans):  # the guideline comes first
-                usd, calls = usd + _usd(guideline), calls + _calls(guideline)
-                seconds += float(guideline.get("seconds", np.nan))
-            if stage == 3:
-                final = by[("final", 3)]["candidates"][0] if stage3_plans else r["baselines"]["large_greedy"]
-                usd, calls, seconds = usd + _usd(final), calls + _calls(final), seconds + _sec(final)
-                row = {"correct": bool(final.get("correct")), "stage": 3}
-                break
-            samples = by[("vote", stage)]["candidates"][:n]
-            drawn: list[dict[str, Any]] = []
-            for start in range(0, len(samples), wave):
-                new = samples[start:start + wave]
-                drawn += new
-                usd += sum(_usd(c) for c in new)
-                calls += sum(_calls(c) for c in new)
-                seconds += _parallel(new)
-                if any(accepted(c) for c in new) or r.get("acceptance_tests") == 0:
-                    break
-            chosen, passed = choose(drawn)
-            if passed or stage == run[-1]:
-                row = {"correct": bool(chosen and chosen.get("correct")), "stage": stage}
-                break
-        row.update(usd=usd, calls=calls, seconds=seconds)
+    for row in replay_code(records, 0.5, 0.5, n, tuple(stages), True, stage3_plans):
+        rows.append({"correct": bool(row["correct"]), "stage": row["stage"], "usd": row["usd"], "calls": row["calls"],
+                     "seconds": row["seconds"]})
         exits[row["stage"]] += 1
-        rows.append(row)
     return rows, exits
 
 
@@ -268,11 +204,9 @@ def cross_fitted(recs: Records, same, stage3_plans=(True,), stage_sets=(None,)
     chosen = []
     for fold in range(FOLDS):
         train = Records([it for it in recs if fold_of[it["id"]] != fold])
-        cals = [calibrate(train, storage="memory", sampler="grid", same=same, stages=stages,
-                          constraint=within_points_of_large(1.0), stage3_plans=stage3_plans) for stages in stage_sets]
-        met = [c for c in cals if c.constraint_met]
-        cal = (min(met, key=lambda c: (c.result.usd_per_1k, -c.result.accuracy)) if met
-               else max(cals, key=lambda c: (c.result.accuracy, -c.result.usd_per_1k)))
+        cal = calibrate(train, storage="memory", sampler="grid", same=same,
+                        stages=list(stage_sets) if len(stage_sets) > 1 else stage_sets[0],
+                        constraint=within_points_of_large(1.0), stage3_plans=stage3_plans)
         p = cal.params
         keys = ("tau1", "tau2", "n", *(("stages",) if len(stage_sets) > 1 else ()), *(("variant",) if several else ()),
                 *(("stage3_plans",) if len(stage3_plans) > 1 else ()))

@@ -349,6 +349,9 @@ def test_a_calibration_or_saved_program_sets_the_thresholds_and_flags_override(t
     alone = tmp_path / "alone.json"
     alone.write_text(json.dumps({"params": {"n": 4, "tau1": 0.6, "tau2": 0.9, "stage3_plans": False}}))
     assert build("--calibration", str(alone)).stage3_plans is False
+    staged = tmp_path / "staged.json"  # a calibration that chose the stages (calibrate(stages=[...]))
+    staged.write_text(json.dumps({"params": {"n": 4, "tau1": 0.5, "tau2": 0.5, "stages": [1, 3]}}))
+    assert build("--calibration", str(staged)).stages == (1, 3) and cascade.stages == (1, 2, 3)
     assert (
         build("--calibration", str(cal), "--tau2", "0.1").tau2,
         build("--load", str(tmp_path / "program.json")).n,
