@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .code_replay import is_code_records
 from .errors import CopeError, CopeInputError
 from .policy import Policy, check_n, check_stages
@@ -312,11 +314,30 @@ class Calibration:
         cascade.n, cascade.tau1, cascade.tau2 = self.params["n"], self.params["tau1"], self.params["tau2"]
         cascade.stage3_plans = self.params.get("stage3_plans", True)
 
+    def average_accuracy(self, usd_per_1k_max: float | None = None) -> dict[str, float]:
+        """The whole cost-accuracy curve as one number (RouterBench's AIQ, the area RouterArena asks for):
+        the mean accuracy of the non-decreasing upper convex hull of every trial and the large model alone
+        (choosing between two settings at random per query reaches any point on the line between them), over
+        costs from the cheapest trial to `usd_per_1k_max` (default: the large model alone's cost).
+        {"accuracy", "usd_per_1k_from", "usd_per_1k_to"}."""
+        big = self.large_alone
+        points = [(t["usd_per_1k"], t["accuracy"]) for t in self.trials] + [(big["usd_per_1k"], big["accuracy"])]
+        hi = big["usd_per_1k"] if usd_per_1k_max is None else float(usd_per_1k_max)
+        lo = min(usd for usd, _ in points)
+        xs, ys = _upper_hull(points)
+        if hi <= lo:
+            return {"accuracy": float(np.interp(lo, xs, ys)), "usd_per_1k_from": lo, "usd_per_1k_to": lo}
+        inside = [x for x in xs if lo < x < hi]
+        grid = np.array([lo, *inside, hi])
+        area = np.trapezoid(np.interp(grid, xs, ys), grid)
+        return {"accuracy": float(area / (hi - lo)), "usd_per_1k_from": lo, "usd_per_1k_to": hi}
+
     def to_dict(self) -> dict[str, Any]:
         return {"params": self.params, "result": self.result.to_dict(), "constraint": self.constraint,
                 "constraint_met": self.constraint_met, "large_alone": self.large_alone,
                 "default": self.default.to_dict(), "pareto": self.pareto, "trials": len(self.trials),
-                "study_name": self.study_name, "storage": self.storage, "stage_sets": self.stage_sets}
+                "study_name": self.study_name, "storage": self.storage, "stage_sets": self.stage_sets,
+                "average_accuracy": self.average_accuracy() if self.trials else None}
 
     def to_json(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
@@ -332,6 +353,8 @@ class Calibration:
                 f"paper default (0.75, 0.5, n={d.params['n']}): accuracy {d.accuracy:.1%}, ${d.usd_per_1k:.4g} per 1k\n"
                 f"large alone: accuracy {big['accuracy']:.1%}, ${big['usd_per_1k']:.4g} per 1k ({big['source']})\n"
                 f"{len(self.trials)} trials, {len(self.pareto)} on the Pareto front"
+                + (f"; the curve's mean accuracy from ${auc['usd_per_1k_from']:.4g} to ${auc['usd_per_1k_to']:.4g} per 1k "
+                   f"(large alone's cost): {auc['accuracy']:.1%}" if self.trials and (auc := self.average_accuracy()) else "")
                 + "".join(f"\nstages {tuple(c['stages'])}: accuracy {c['accuracy']:.1%}, ${c['usd_per_1k']:.4g} per 1k"
                           f"{'' if c['constraint_met'] else ' (constraint not met)'}" for c in self.stage_sets))
 
@@ -365,6 +388,21 @@ class Calibration:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         return Path(path)
+
+
+def _upper_hull(points: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """The non-decreasing upper convex hull of (cost, accuracy) points, as vertex arrays sorted by cost."""
+    hull: list[tuple[float, float]] = []
+    for x, y in sorted(set(points), key=lambda p: (p[0], -p[1])):
+        if hull and x == hull[-1][0]:
+            continue  # the same cost: the more accurate point came first
+        while len(hull) >= 2 and ((hull[-1][0] - hull[-2][0]) * (y - hull[-2][1])
+                                  - (hull[-1][1] - hull[-2][1]) * (x - hull[-2][0])) >= 0:
+            hull.pop()  # hull[-1] lies on or under the line from hull[-2] to (x, y)
+        hull.append((x, y))
+    top = max(range(len(hull)), key=lambda i: (hull[i][1], -i))  # accuracy never falls as cost grows
+    xs, ys = zip(*hull[: top + 1], strict=True)
+    return np.array(xs), np.array(ys)
 
 
 def load_calibration(path: str | os.PathLike) -> dict[str, Any]:
@@ -433,6 +471,9 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
             best = min(met, key=lambda c: (c.result.usd_per_1k, -c.result.accuracy))
         else:
             best = min(met or cals, key=lambda c: (-c.result.accuracy, c.result.usd_per_1k))
+        paper = [c for s, c in zip(sets, cals, strict=True) if s == (1, 2, 3)]
+        if paper:  # the paper default is the paper's stages, whichever set won
+            best.default = paper[0].default
         best.stage_sets = [{"stages": list(s), "accuracy": c.result.accuracy, "usd_per_1k": c.result.usd_per_1k,
                             "constraint_met": c.constraint_met, "params": c.params} for s, c in zip(sets, cals, strict=True)]
         return best

@@ -467,3 +467,26 @@ def test_records_made_without_plans_at_stage3_replay_as_such(tmp_path):
     assert cal.params["stage3_plans"] is False and "alone" in cal.large_alone["source"]
     with pytest.raises(CopeInputError, match="stage3_plans=False"):  # one file, one policy per variant
         record(_plans_hurt_cascade()[0], devset(), metric, tmp_path / "alone.jsonl", progress=False)
+
+
+def test_average_accuracy_is_the_mean_of_the_non_decreasing_upper_hull():
+    from cope_dspy.calibrate import Calibration
+
+    trials = [{"usd_per_1k": c, "accuracy": a} for c, a in [(0.0, 0.4), (1.0, 0.45), (2.0, 0.7), (4.0, 0.6), (6.0, 0.9),
+                                                            (2.0, 0.5)]]
+    cal = Calibration(params={}, result=None, pareto=[], default=None, constraint="", constraint_met=True,
+                      large_alone={"accuracy": 0.8, "usd_per_1k": 10.0}, trials=trials)
+    # hull (0, .4) - (2, .7) - (6, .9), flat at .9 to large alone's $10 (its .8 lies under it)
+    assert cal.average_accuracy() == {"accuracy": pytest.approx((1.1 + 3.2 + 3.6) / 10), "usd_per_1k_from": 0.0,
+                                      "usd_per_1k_to": 10.0}
+    assert cal.average_accuracy(2.0)["accuracy"] == pytest.approx(0.55)
+    assert cal.average_accuracy(0.0)["accuracy"] == pytest.approx(0.4)
+
+
+def test_a_calibration_reports_its_curve_as_one_number(recorded):
+    cal = calibrate(recorded[0], storage="memory", sampler="grid")
+    auc = cal.average_accuracy()
+    assert auc["usd_per_1k_to"] == cal.large_alone["usd_per_1k"]
+    best = max([t["accuracy"] for t in cal.trials] + [cal.large_alone["accuracy"]])
+    assert min(t["accuracy"] for t in cal.trials) <= auc["accuracy"] <= best
+    assert "the curve's mean accuracy" in cal.summary() and cal.to_dict()["average_accuracy"] == auc

@@ -153,6 +153,7 @@ def test_several_stage_sets_one_study_each_the_cheapest_that_keeps_accuracy_wins
     met = [c for c in singles if c.constraint_met]
     assert met and cal.result.usd_per_1k == min(c.result.usd_per_1k for c in met)
     assert "stages=" in cal.summary().splitlines()[0]
+    assert cal.default.params["stages"] == [1, 2, 3]  # the paper default runs the paper's stages, whichever set won
 
     cascade, _, _ = make_cascade(stages=(2, 3))
     with pytest.warns(UserWarning, match="now runs the calibrated"):
