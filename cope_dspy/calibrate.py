@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .code_replay import is_code_records
+from .ballot_replay import PERPLEXITY, TESTS_PASS, consensus_kind
 from .errors import CopeError, CopeInputError
 from .policy import Policy, check_n, check_stages
 from .records import Records, record
@@ -479,6 +479,9 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
         return best
     same = resolve_same(records, same, task)
     space = _space(records, variants, include_n, stages, early_stop, stage3_plans)
+    if sampler == "grid" and any(consensus_kind(records.policies[v]) == PERPLEXITY for v in space.variants):
+        raise CopeInputError("sampler='grid' enumerates every distinct decision of a vote or a test pass; a Text "
+                             "cascade's confidence (1/perplexity) is continuous: use sampler='tpe' or 'nsga2'")
     storage = default_storage(records) if storage is None else storage
     study_name = study_name or default_study_name(records)
     restore = _quiet_optuna()
@@ -486,7 +489,7 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
         study, space = _open_study(records, storage, study_name, _sampler(sampler, seed), space)
         run = _Objective(records, space, same)
         if sampler == "grid":
-            tests_pass = all(is_code_records(records.policies[v]) for v in space.variants)
+            tests_pass = all(consensus_kind(records.policies[v]) == TESTS_PASS for v in space.variants)
             todo = _enqueue_missing(study, space, grid_settings(space.n_max, tuple(space.stages), space.include_n,
                                                                 tests_pass))
         else:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .code_replay import TESTS_PASS
+from .ballot_replay import PERPLEXITY, TESTS_PASS
 from .consensus import Candidate, Vote
 from .costs import CostTracker, tag
 from .errors import CopeInputError
@@ -180,13 +180,20 @@ def policy_of(cascade) -> dict[str, Any]:
     p = cascade.policy
     return {"n": p.n, "stages": list(p.stages), "task": cascade.task.name,
             **({} if p.stage3_plans else {"stage3_plans": False}),
-            **({"consensus": TESTS_PASS} if _tests_pass(cascade) else {})}
+            **({"consensus": kind} if (kind := _replayed_as(cascade)) else {})}
+
+
+def _replayed_as(cascade) -> str | None:
+    """TESTS_PASS (Code), PERPLEXITY (Text) or None (a vote, or a consensus replay does not know)."""
+    from .code import TestsPass  # the sandbox and logprob readers: only when a cascade is recorded
+    from .text import Perplexity
+
+    consensus = cascade.task.consensus()
+    return TESTS_PASS if isinstance(consensus, TestsPass) else PERPLEXITY if isinstance(consensus, Perplexity) else None
 
 
 def _tests_pass(cascade) -> bool:
-    from .code import TestsPass  # the sandbox: only when a cascade is recorded
-
-    return isinstance(cascade.task.consensus(), TestsPass)
+    return _replayed_as(cascade) == TESTS_PASS
 
 
 def _key(policy: dict[str, Any]) -> tuple:
@@ -254,10 +261,10 @@ def solve_unplanned(cascade, predictor, role: str, question: str, temperature: f
 def _check_recordable(cascade) -> None:
     if not (hasattr(cascade, "record") and hasattr(cascade, "policy") and hasattr(cascade, "task")):
         raise CopeInputError(f"record() needs a cope_dspy.Cascade, got {cascade!r}")
-    if not (isinstance(cascade.task.consensus(), Vote) or _tests_pass(cascade)):
+    if not (isinstance(cascade.task.consensus(), Vote) or _replayed_as(cascade)):
         raise CopeInputError(
-            f"calibration replays vote-based tasks (Math, ExactMatch, Act) and Code; the {cascade.task.name!r} task "
-            f"decides with {type(cascade.task.consensus()).__name__}, which replay does not reproduce yet")
+            f"calibration replays vote-based tasks (Math, ExactMatch, Act), Code and Text; the {cascade.task.name!r} "
+            f"task decides with {type(cascade.task.consensus()).__name__}, which replay does not reproduce yet")
     if 3 not in cascade.policy.stages:
         raise CopeInputError(
             f"record() needs stage 3 in the cascade's stages (got {cascade.policy.stages}): replay reads the large "

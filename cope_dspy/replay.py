@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .code_replay import is_code_records, replay_code
+from .ballot_replay import consensus_kind, replay_stages
 from .consensus import Candidate, Vote, votes_needed
 from .errors import CopeInputError
 from .policy import check_n, check_stages, check_tau
@@ -241,7 +241,7 @@ class ReplayResult:
 
     @classmethod
     def from_rows(cls, params: dict[str, Any], rows: list[dict[str, Any]]) -> ReplayResult:
-        """A result from per-example rows (a code replay: `cope_dspy.code_replay`)."""
+        """A result from per-example rows (`cope_dspy.ballot_replay`)."""
         self = cls.__new__(cls)
         self.params = params
         self.accuracy = sum(r["correct"] for r in rows) / len(rows)
@@ -266,16 +266,16 @@ _default_tasks: dict[str, Any] = {}
 
 def resolve_same(records: Records, same=None, task=None) -> Callable[[str, str], bool]:
     """The answer-equality a replay votes with: `same`, else `task.same`, else the recorded task's (None for
-    records of a code cascade, whose stages accept on passed tests)."""
+    records of a code or text cascade, whose stages do not vote)."""
     if same is not None:
         return same
-    if records.items and all(is_code_records(p) for p in records.policies.values()):
+    if records.items and all(consensus_kind(p) for p in records.policies.values()):
         return None
     if task is not None:
         if not isinstance(task.consensus(), Vote):
             raise CopeInputError(f"replay votes with a task's answer equality, and {task!r} decides with "
-                                 f"{type(task.consensus()).__name__}: records of a Code cascade replay without one "
-                                 "(pass no task=); a Text (perplexity) cascade cannot be replayed yet")
+                                 f"{type(task.consensus()).__name__}: records of a Code or Text cascade replay "
+                                 "without one (pass no task=); these records were made by a voting task")
         return task.same
     from .tasks import ExactMatch, Math
 
@@ -297,9 +297,10 @@ def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float
     Each example's first `n` recorded samples go through the cascade's own ballot (`Vote`, with early
     decision when `early_stop`), so the stage it exits at, its answer and the samples it draws are the
     live run's; cost is the recorded cost of exactly those samples, plus the guideline and the final call
-    when the example gets that far. `stages` defaults to the recorded stages. Records of a code cascade
-    (`Code`: a stage accepts when a sample passes the call's tests) replay the same way with the test
-    ballot (`cope_dspy.code_replay`); `same` and `task` are not read there.
+    when the example gets that far. `stages` defaults to the recorded stages. Records of a `Code` cascade (a
+    stage accepts when a sample passes the call's tests) or a `Text` one (the most likely reply, on its
+    perplexity) replay the same way with their own ballot (`cope_dspy.ballot_replay`); `same` and `task` are
+    not read there.
 
     One approximation: stage-2 samples were recorded with g_S, the goal behind the majority of all
     recorded stage-1 samples. With a smaller n, with early decision, or with stage 1 skipped, a live run
@@ -324,12 +325,13 @@ def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float
                              f"{recorded_n}, or record again with a larger n")
     if not isinstance(stage3_plans, bool):
         raise CopeInputError(f"stage3_plans must be True or False, got {stage3_plans!r}")
-    if is_code_records(records.policies[variant]):  # a stage accepts on passed tests: nothing to vote on
+    kind = consensus_kind(records.policies[variant])
+    if kind:  # code (passed tests) or text (perplexity): nothing to vote on
         params = {"tau1": tau1, "tau2": tau2, "n": n, "stages": list(stages), "early_stop": bool(early_stop),
                   "variant": variant, "stage3_plans": stage3_plans}
         items = [i for i in records.items if i["variant"] == variant]
         try:
-            rows = replay_code(items, tau1, tau2, n, stages, bool(early_stop), stage3_plans)
+            rows = replay_stages(items, kind, tau1, tau2, n, stages, bool(early_stop), stage3_plans)
         except ValueError as exc:
             raise CopeInputError(str(exc)) from exc
         return ReplayResult.from_rows(params, rows)

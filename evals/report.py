@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cope_dspy.code_replay import choose, replay_code
+from cope_dspy.ballot_replay import TESTS_PASS, choose, replay_stages
 from cope_dspy.consensus import Vote
 from cope_dspy.records import Records, Writer, read_lines
 from cope_dspy.replay import replay
@@ -82,13 +82,13 @@ def baseline_rows(records: list[dict[str, Any]], same) -> dict[str, list[dict[st
 
 def code_rows(records: list[dict[str, Any]], n: int, stages=(1, 2, 3),
               stage3_plans: bool = True) -> tuple[list[dict[str, Any]], dict]:
-    """COPE on code, replayed by the library's code replay (`cope_dspy.code_replay.replay_code`) with tau in
+    """COPE on code, replayed by the library's replay (`cope_dspy.ballot_replay.replay_stages`) with tau in
     (0, 1) (accept on a pass) and early decision, as `cope eval` runs it: a stage accepts when one of its
     samples passes its acceptance tests (under the user rule those are not the grading tests, so the accepted
     program may still be wrong); a problem with no acceptance test goes straight to stage 3 when stage 3
     runs. `stage3_plans=False`: stage 3 is the recorded large-alone answer."""
     rows, exits = [], {1: 0, 2: 0, 3: 0}
-    for row in replay_code(records, 0.5, 0.5, n, tuple(stages), True, stage3_plans):
+    for row in replay_stages(records, TESTS_PASS, 0.5, 0.5, n, tuple(stages), True, stage3_plans):
         rows.append({"correct": bool(row["correct"]), "stage": row["stage"], "usd": row["usd"], "calls": row["calls"],
                      "seconds": row["seconds"]})
         exits[row["stage"]] += 1

@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "answers", "objective", "adapter", "plain", "role", "billing", "failures", "runner", "user_tests")),
     ("signatures", ("signatures",)),
     ("tasks/consensus", ("consensus", "tasks", "code", "text", "policy", "agent")),
-    ("cascade", ("cascade", "code_replay", "records", "replay", "pair", "episode", "textworld")),
+    ("cascade", ("cascade", "ballot_replay", "records", "replay", "pair", "episode", "textworld")),
     ("calibrate/cli/evals", ("__init__", "calibrate", "cli", "server")),  # and every evals module
 ]
 # fmt: on

@@ -6,6 +6,7 @@ plans it saw, its temperature and rollout id, so tests can assert who was asked 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
-from dspy.lm15 import Message, Response, TextPart, Usage
+from dspy.lm15 import Message, Response, TextPart, TokenLogprob, Usage
 from dspy.utils.callback import BaseCallback
 
 _call_kwargs: ContextVar[dict | None] = ContextVar("scripted_call_kwargs", default=None)
@@ -138,3 +139,66 @@ def math_model(name: str, answers: Callable[[Call], str], goal: str = "Find the 
         return cut(text) if isinstance(a, cut) else text  # answers may return cut("42"): a cut-off reply
 
     return ScriptedLM(name, respond, **kwargs)
+
+
+# ---------------------------------------------------------------- replies with token logprobs (Text)
+
+
+class LogprobLM:
+    """A scripted `dspy.LM` whose replies carry token logprobs when asked for them.
+
+    `respond(call) -> str` writes the reply (as `fakes.ScriptedLM`); `logprob(text) -> float | None` is the
+    per-token logprob of that reply (None: the server sends none). `refuse=True` raises when logprobs are
+    requested (an API without them, e.g. Anthropic)."""
+
+    def __init__(self, name, respond, logprob=lambda text: -0.1, refuse=False):
+        self.scripted = ScriptedLM(name, respond)
+        self.calls = self.scripted.calls
+        self.logprob, self.refuse = logprob, refuse
+        self.requested = []  # config.logprobs of each request
+        inner = _Engine(self.scripted)
+        outer = self
+
+        class Engine:
+            def complete(self, request):
+                outer.requested.append(request.config.logprobs)
+                if request.config.logprobs is not None and outer.refuse:
+                    raise RuntimeError("this API does not support logprobs")
+                response = inner.complete(request)
+                if request.config.logprobs is None:
+                    return response
+                lp = outer.logprob(response.message.parts[0].text)
+                if lp is None:
+                    return response
+                tokens = tuple(TokenLogprob(token=t, logprob=lp) for t in ("The", " sky", " is", " blue"))
+                return dataclasses.replace(response, logprobs=tokens)
+
+        class AsyncEngine:
+            async def complete(self, request):
+                return Engine().complete(request)
+
+        self.lm = dspy.LM(name, engine=Engine(), async_engine=AsyncEngine(), cache=False,
+                          callbacks=[_Capture()])
+
+    def by_role(self, role):
+        return self.scripted.by_role(role)
+
+
+def writer(name, responses, guideline="Mention Rayleigh scattering.", **kwargs):
+    """A scripted writer for `Text` cascades. Goals and guidelines are fixed; executions answer responses(call); the probe gets 'OK'."""
+
+    def respond(call):
+        if call.role == "goal":
+            return reply(goal=f"Explain the colour #{call.rollout_id}")
+        if call.role == "guideline":
+            return reply(guideline=guideline)
+        if "[[ ## question ## ]]" not in call.user:  # the probe's bare prompt
+            return "OK"
+        return reply(solution=responses(call))
+
+    return LogprobLM(name, respond, **kwargs)
+
+
+def by_text(table, default=-3.0):
+    """Per-token logprob by a marker in the reply (e.g. 'R3' -> table['R3'])."""
+    return lambda text: next((v for k, v in table.items() if k in text), default)

@@ -5,6 +5,7 @@ study's choice is the cheapest setting that keeps accuracy."""
 import dspy
 import pytest
 from fakes import ScriptedLM, reply
+from fixtures.replay_check import assert_replays_live
 
 from cope_dspy import Cascade, Code, CopeInputError, Prices
 from cope_dspy.calibrate import Records, calibrate, grid_settings, record, replay, within_points_of_large
@@ -94,14 +95,8 @@ def test_replay_equals_live(recorded, tau1, tau2, n, stages, early_stop):
     cascade, small, large = make_cascade(tau1=tau1, tau2=tau2, n=n, stages=stages, early_stop=early_stop)
     live = {ex.id: cascade(**ex.inputs()) for ex in devset()}
     result = replay(recorded, tau1, tau2, n, stages, early_stop)
-    for row in result.per_example:
-        pred = live[row["id"]]
-        assert (row["answer"], row["stage"]) == (pred.answer, pred.stage), row["id"]
-        assert row["usd"] == pytest.approx(pred.cost.usd, rel=1e-9, abs=1e-15), row["id"]
-        assert row["calls"] == pred.cost.calls, row["id"]
+    assert_replays_live(result, live, graded, devset())
     assert result.calls == len(small.calls) + len(large.calls)
-    assert result.exits == {s: sum(p.stage == s for p in live.values()) for s in (1, 2, 3)}
-    assert result.accuracy == pytest.approx(sum(graded(ex, live[ex.id]) for ex in devset()) / len(SCRIPT))
 
 
 def test_stage3_alone_replays_the_live_cascade(recorded):

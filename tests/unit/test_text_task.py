@@ -1,80 +1,18 @@
 """The open-ended text task: logprobs in DSPy's shapes, the perplexity consensus, the cascade, the probe."""
 
-import dataclasses
 import math
 from types import SimpleNamespace
 
 import dspy
-import fakes
 import pytest
 from dspy.lm15 import TokenLogprob
-from fakes import ScriptedLM, reply
+from fakes import ScriptedLM, by_text, writer
 
 from cope_dspy import Cascade, CopeInputError, ModelUnavailable
 from cope_dspy.consensus import Candidate
 from cope_dspy.text import Perplexity, Text, mean_logprob, token_logprobs
 
 Q = "Explain in two sentences why the sky is blue."
-
-
-class LogprobLM:
-    """A scripted `dspy.LM` whose replies carry token logprobs when asked for them.
-
-    `respond(call) -> str` writes the reply (as `fakes.ScriptedLM`); `logprob(text) -> float | None` is the
-    per-token logprob of that reply (None: the server sends none). `refuse=True` raises when logprobs are
-    requested (an API without them, e.g. Anthropic)."""
-
-    def __init__(self, name, respond, logprob=lambda text: -0.1, refuse=False):
-        self.scripted = ScriptedLM(name, respond)
-        self.calls = self.scripted.calls
-        self.logprob, self.refuse = logprob, refuse
-        self.requested = []  # config.logprobs of each request
-        inner = fakes._Engine(self.scripted)
-        outer = self
-
-        class Engine:
-            def complete(self, request):
-                outer.requested.append(request.config.logprobs)
-                if request.config.logprobs is not None and outer.refuse:
-                    raise RuntimeError("this API does not support logprobs")
-                response = inner.complete(request)
-                if request.config.logprobs is None:
-                    return response
-                lp = outer.logprob(response.message.parts[0].text)
-                if lp is None:
-                    return response
-                tokens = tuple(TokenLogprob(token=t, logprob=lp) for t in ("The", " sky", " is", " blue"))
-                return dataclasses.replace(response, logprobs=tokens)
-
-        class AsyncEngine:
-            async def complete(self, request):
-                return Engine().complete(request)
-
-        self.lm = dspy.LM(name, engine=Engine(), async_engine=AsyncEngine(), cache=False,
-                          callbacks=[fakes._Capture()])
-
-    def by_role(self, role):
-        return self.scripted.by_role(role)
-
-
-def writer(name, responses, guideline="Mention Rayleigh scattering.", **kwargs):
-    """Goals and guidelines are fixed; executions answer responses(call); the probe gets 'OK'."""
-
-    def respond(call):
-        if call.role == "goal":
-            return reply(goal=f"Explain the colour #{call.rollout_id}")
-        if call.role == "guideline":
-            return reply(guideline=guideline)
-        if "[[ ## question ## ]]" not in call.user:  # the probe's bare prompt
-            return "OK"
-        return reply(solution=responses(call))
-
-    return LogprobLM(name, respond, **kwargs)
-
-
-def by_text(table, default=-3.0):
-    """Per-token logprob by a marker in the reply (e.g. 'R3' -> table['R3'])."""
-    return lambda text: next((v for k, v in table.items() if k in text), default)
 
 
 # ---------------------------------------------------------------- logprobs in every shape
