@@ -8,6 +8,7 @@ the cache), not quality.
 import threading
 import time
 
+import dspy
 import pytest
 
 from cope_dspy import Cascade, CostTracker, Math, Prices, Temperatures
@@ -87,3 +88,35 @@ def test_save_load_and_an_identical_rerun_is_served_from_cache(local_server, tmp
     assert (again.answer, again.stage) == (first.answer, first.stage)
     assert again.cost.calls == first.cost.calls and again.cost.cached_calls == again.cost.calls
     assert again.cost.usd == 0  # cache hits are not billed
+
+
+def test_a_code_cascade_is_recorded_replayed_as_it_reruns_and_calibrated(local_server, tmp_path):
+    """Code calibration on real replies: programs accepted on the shown test, graded on hidden ones."""
+    from cope_dspy import Code
+    from cope_dspy.calibrate import calibrate, record, replay
+    from cope_dspy.sandbox import run_tests
+
+    small, large = local_server.lm(max_tokens=96), local_server.lm(max_tokens=96)
+    cascade = Cascade(small=small, large=large, task=Code(), n=2, prices=Prices({small.model: PRICE}),
+                      temperatures=Temperatures(guideline=0.0), early_stop=False)
+    devset = [dspy.Example(id=name, question=f"Write a Python function {name}(x) that returns {what}.",
+                           tests=[f"assert {name}(2) == {value(2)}"],
+                           hidden=[f"assert {name}({x}) == {value(x)}" for x in (0, 3, -5)]).with_inputs("question", "tests")
+              for name, what, value in [("double", "x times 2", lambda x: 2 * x), ("inc", "x plus 1", lambda x: x + 1)]]
+
+    def graded(example, pred):
+        return pred.answer is not None and run_tests(pred.answer, example.hidden).passed
+
+    records = record(cascade, devset, graded, tmp_path / "code.jsonl", progress=False, baselines=True)
+    assert records.policies["default"]["consensus"] == "tests-pass"
+    for item in records:
+        assert item["acceptance_tests"] == 1
+        votes = [e for e in item["trace"] if e["kind"] == "vote"]
+        assert len(votes) == 2 and all(isinstance(c["accepted"], bool) for v in votes for c in v["candidates"])
+    live = {ex.id: cascade(**ex.inputs()) for ex in devset}  # the same prompts and rollout ids: from the cache
+    result = replay(records, cascade.tau1, cascade.tau2, 2, early_stop=False)
+    assert [(r["answer"], r["stage"]) for r in result.per_example] == [(live[r["id"]].answer, live[r["id"]].stage)
+                                                                       for r in result.per_example]
+    assert result.calls == sum(p.cost.calls for p in live.values())
+    cal = calibrate(records, storage="memory", sampler="grid", stages=[(1, 2, 3), (1, 3)])
+    assert [c["stages"] for c in cal.stage_sets] == [[1, 2, 3], [1, 3]] and 0 <= cal.result.accuracy <= 1
