@@ -2,6 +2,7 @@
 
     python examples/calibrate_code.py                       # scripted models: seconds, nothing to install
     python examples/calibrate_code.py --local --limit 20    # two packaged local models on MBPP dev
+    python examples/calibrate_code.py --local --small ollama/qwen2.5-coder:1.5b --large openai/gpt-4o-mini
 
 A code stage accepts when one of its samples passes the call's `tests`; the metric grades the returned program
 on tests the cascade never saw. A program that passes the shown example and nothing else is accepted and
@@ -23,7 +24,10 @@ from cope_dspy.calibrate import calibrate, record, within_points_of_large
 from cope_dspy.sandbox import run_tests
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--local", action="store_true", help="real local models instead of scripted ones")
+parser.add_argument("--local", action="store_true", help="real models instead of scripted ones")
+parser.add_argument("--small", default="qwen2.5-coder-0.5b", help="with --local: a packaged model, ollama/NAME or an API model")
+parser.add_argument("--large", default="qwen2.5-coder-1.5b", help="with --local: as --small")
+parser.add_argument("--max-tokens", type=int, default=512, help="with --local: reply cap of every call")
 parser.add_argument("--limit", type=int, default=30, help="dev problems to record")
 parser.add_argument("--n", type=int, default=4)
 parser.add_argument("--within", type=float, default=1.0, help="accuracy points allowed below the large model")
@@ -85,7 +89,7 @@ with contextlib.ExitStack() as stack:
         from cope_dspy.pair import open_models
         from evals.loaders import load
 
-        small_spec, large_spec, prices = open_models(stack, "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", {})
+        small_spec, large_spec, prices = open_models(stack, args.small, args.large, {}, max_tokens=args.max_tokens)
         small, large = small_spec.lm, large_spec.lm
         devset = load("mbpp", split="dev", limit=args.limit)  # tests: MBPP's first assert, as its prompt shows
         print(f"note: {large_spec.price_note}")

@@ -30,3 +30,11 @@ def test_local_cascade_scores_each_problem_and_reports_costs(tmp_path):
                       done.stdout, re.M)
     assert len(rows) == 2, done.stdout
     assert "priced as a stand-in" in done.stdout
+
+
+def test_calibrate_code_records_real_programs_and_calibrates(tmp_path):
+    done = run_example("calibrate_code.py", "--local", "--small", MODEL, "--large", MODEL, "--n", "2", "--limit", "2",
+                       *CAP, "--out", "code", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "cascade now runs stages (" in done.stdout and "stages (1, 3):" in done.stdout
+    assert len((tmp_path / "code.jsonl").read_text().splitlines()) == 2
