@@ -63,10 +63,11 @@ def acceptance_tests(item: dict[str, Any]) -> int | None:
 
 
 def replay_stages(items: list[dict[str, Any]], kind: str, tau1: float, tau2: float, n: int, stages: tuple[int, ...],
-                  early_stop: bool = True, stage3_plans: bool = True) -> list[dict[str, Any]]:
+                  early_stop: bool = True, stage3_plans: bool = True, *, detail: bool = False) -> list[dict[str, Any]]:
     """Per record: {id, stage, answer, correct, usd, calls, seconds} of the live cascade with this setting.
     `kind`: TESTS_PASS or PERPLEXITY. `seconds` adds the recorded wall time of each wave (its slowest
-    sample), the guideline and the final call."""
+    sample), the guideline and the final call. `detail` adds `chosen` (the recorded candidate returned) and
+    `confidence` (the exit stage's; None at stage 3)."""
     if kind not in (TESTS_PASS, PERPLEXITY):
         raise ValueError(f"no replay for stages that accept by {kind!r}")
     if 3 in stages and not stage3_plans:
@@ -91,19 +92,21 @@ def replay_stages(items: list[dict[str, Any]], kind: str, tau1: float, tau2: flo
             if stage == 3:
                 final = by[("final", 3)]["candidates"][0] if stage3_plans else _large_alone(item)
                 usd, calls, seconds = usd + _usd(final), calls + _calls(final), seconds + _sec(final)
-                row = {"stage": 3, "answer": final.get("answer"), "correct": float(final.get("correct") or 0.0)}
+                row = {"stage": 3, "answer": final.get("answer"), "correct": float(final.get("correct") or 0.0),
+                       **({"chosen": final, "confidence": None} if detail else {})}
                 break
             tau = tau1 if stage == 1 else tau2
             samples = sorted(by[("vote", stage)]["candidates"], key=lambda c: c["index"])[:n]
             decide = _tests_stage if kind == TESTS_PASS else _perplexity_stage
-            waves, chosen, ok = decide(samples, n, tau, early_stop, untestable)
+            waves, chosen, confidence = decide(samples, n, tau, early_stop, untestable)
             for wave in waves:
                 usd += sum(_usd(c) for c in wave)
                 calls += sum(_calls(c) for c in wave)
                 seconds += max((_sec(c) for c in wave), default=0.0)  # a wave lasts as long as its slowest
-            if ok or stage == run[-1]:
+            if accepts(confidence, tau) or stage == run[-1]:
                 row = {"stage": stage, "answer": (chosen or {}).get("answer"),
-                       "correct": float((chosen or {}).get("correct") or 0.0)}
+                       "correct": float((chosen or {}).get("correct") or 0.0),
+                       **({"chosen": chosen, "confidence": confidence} if detail else {})}
                 break
         rows.append({"id": item["id"], **row, "usd": usd, "calls": calls, "seconds": seconds})
     return rows
@@ -111,7 +114,7 @@ def replay_stages(items: list[dict[str, Any]], kind: str, tau1: float, tau2: flo
 
 def _tests_stage(samples, n: int, tau: float, early_stop: bool, untestable: bool):
     """`TestsBallot`: waves of ceil(n/2) until one passes (all n at once without early decision; one sample when
-    the stage can never accept), the lowest-index passer chosen."""
+    the stage can never accept), the lowest-index passer chosen. Returns (waves, chosen, confidence)."""
     if not early_stop:
         sizes = [n]
     elif tau >= 1.0 or untestable:
@@ -126,22 +129,22 @@ def _tests_stage(samples, n: int, tau: float, early_stop: bool, untestable: bool
         if any(accepted(c) for c in waves[-1]):
             break
     chosen, passed = choose([c for w in waves for c in w])
-    return waves, chosen, accepts(1.0 if passed else 0.0, tau)
+    return waves, chosen, 1.0 if passed else 0.0
 
 
 def _perplexity_stage(samples, n: int, tau: float, early_stop: bool, untestable: bool):
-    """The live `PerplexityBallot` on the recorded samples' scores."""
+    """The live `PerplexityBallot` on the recorded samples' scores. Returns (waves, chosen, confidence)."""
     from .text import Perplexity
 
     ballot = Perplexity().ballot(n, tau, early_stop=early_stop)
     drawn = 0
-    while k := ballot.wave():
-        ballot.add([Candidate(index=c["index"], answer=c.get("answer"), score=c.get("score"))
-                    for c in samples[drawn:drawn + k]])
-        drawn += k
+    while (k := ballot.wave()) and drawn < len(samples):  # a stage recorded with fewer samples ends with them
+        new = samples[drawn:drawn + k]
+        ballot.add([Candidate(index=c["index"], answer=c.get("answer"), score=c.get("score")) for c in new])
+        drawn += len(new)
     d = ballot.decision()
     chosen = next((c for c in samples if d.chosen is not None and c["index"] == d.chosen.index), None)
-    return [samples[:drawn]], chosen, d.accepted
+    return [samples[:drawn]], chosen, d.confidence
 
 
 def _large_alone(item: dict[str, Any]) -> dict[str, Any]:

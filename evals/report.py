@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cope_dspy.ballot_replay import TESTS_PASS, choose, replay_stages
+from cope_dspy.ballot_replay import PERPLEXITY, TESTS_PASS, choose, replay_stages
 from cope_dspy.consensus import Vote
 from cope_dspy.records import Records, Writer, read_lines
 from cope_dspy.replay import replay
@@ -405,35 +405,15 @@ def _best_reply(samples: list[dict[str, Any]], tau: float) -> tuple[dict[str, An
 
 def text_rows(records: list[dict[str, Any]], n: int, tau1: float, tau2: float,
               stages=(1, 2, 3)) -> tuple[list[dict[str, Any]], dict[int, int]]:
-    """COPE on open-ended requests, replayed: per problem the response it returns, its cost and exit stage.
-    A stage draws all n samples (the lowest perplexity of n is known only once all are in), so every
-    recorded sample of each stage reached is paid for, plus the guideline and the stage-3 answer."""
+    """COPE on open-ended requests, replayed by the library (`cope_dspy.ballot_replay.replay_stages`, the live
+    `PerplexityBallot` on the recorded scores): per problem the response it returns, its confidence, cost and
+    exit stage. A stage draws all n samples (the lowest perplexity of n is known only once all are in; one when
+    tau = 1), plus the guideline and the stage-3 answer when reached."""
     rows, exits = [], {1: 0, 2: 0, 3: 0}
-    for r in records:
-        trace = r["trace"]
-        by = {(e["kind"], e["stage"]): e for e in trace}
-        guideline = next((e for e in trace if e["kind"] == "guideline"), None)
-        usd, calls, seconds, row = 0.0, 0, 0.0, None
-        for stage in stages:
-            if stage == 2 or (stage == 3 and 2 not in stages):  # the large model writes its guideline first
-                usd, calls = usd + _usd(guideline or {}), calls + _calls(guideline or {})
-                seconds += float((guideline or {}).get("seconds", np.nan))
-            if stage == 3:
-                final = by[("final", 3)]["candidates"][0]
-                usd, calls, seconds = usd + _usd(final), calls + _calls(final), seconds + _sec(final)
-                row = {"response": _response(final), "stage": 3, "confidence": None}
-                break
-            samples = by[("vote", stage)]["candidates"][:n]
-            usd += sum(_usd(c) for c in samples)
-            calls += sum(_calls(c) for c in samples)
-            seconds += _parallel(samples)
-            chosen, d = _best_reply(samples, tau1 if stage == 1 else tau2)
-            if d.accepted or stage == stages[-1]:
-                row = {"response": _response(chosen), "stage": stage, "confidence": d.confidence}
-                break
-        row.update(usd=usd, calls=calls, seconds=seconds)
+    for row in replay_stages(records, PERPLEXITY, tau1, tau2, n, tuple(stages), True, True, detail=True):
+        rows.append({"response": _response(row["chosen"]), "stage": row["stage"], "confidence": row["confidence"],
+                     "usd": row["usd"], "calls": row["calls"], "seconds": row["seconds"]})
         exits[row["stage"]] += 1
-        rows.append(row)
     return rows, exits
 
 
