@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: TextWorld-Express's own)",
     )
     p.add_argument("--fold", default="test", choices=["train", "dev", "test"])
-    p.add_argument("--limit", type=int, default=20, help="the fold's first N seeds")
+    p.add_argument("--limit", type=int, default=20, help="the fold's first N seeds (after --offset)")
+    p.add_argument("--offset", type=int, default=0,
+                   help="skip the fold's first K seeds: two recordings at once play disjoint seeds, each into its "
+                        "own folder, then `python -m evals.join` puts them into one table")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {list(METHODS)}")
     p.add_argument("--small", default="qwen2.5-coder-0.5b")
     p.add_argument("--large", default="qwen2.5-coder-1.5b")
@@ -101,6 +104,8 @@ def main(argv: list[str]) -> int:
     for flag in ("limit", "n", "max_tokens", "max_steps", "concurrency"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"cope eval: --{flag.replace('_', '-')} must be >= 1")
+    if args.offset < 0:
+        raise SystemExit(f"cope eval: --offset must be >= 0, got {args.offset}")
     args.formats = parse_formats(args.format)
     folder = out_dir(args, args.formats)
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,6 +115,19 @@ def main(argv: list[str]) -> int:
             return code
     print(write_report(folder))
     return 0
+
+
+def pick_seeds(fold_seeds: list[int], offset: int, limit: int, game: str, fold: str) -> list[int]:
+    """The fold's seeds `offset` to `offset + limit`; an offset past the last seed is an error, not an empty run."""
+    if offset >= len(fold_seeds):
+        raise SystemExit(f"cope eval: --offset {offset} skips every seed of {game}'s {fold} fold "
+                         f"({len(fold_seeds)} seeds); give a smaller --offset.")
+    return list(fold_seeds[offset : offset + limit])
+
+
+def merge_seeds(old, new) -> list[int]:
+    """The seeds two recordings into one folder (or joined) played, in ascending order (the folds' own)."""
+    return sorted({*old, *new})
 
 
 def record(args, methods: list[str], folder: Path, argv: list[str]) -> int:
@@ -126,17 +144,17 @@ def record(args, methods: list[str], folder: Path, argv: list[str]) -> int:
         envs: queue.Queue = queue.Queue()
         for _ in range(args.concurrency):
             envs.put(stack.enter_context(TextWorldExpress(args.benchmark, args.params, args.fold)))
-        seeds = envs.queue[0].seeds()[: args.limit]
+        seeds = pick_seeds(envs.queue[0].seeds(), args.offset, args.limit, args.benchmark, args.fold)
         small, large, prices = open_models(
             stack, args.small, args.large, parse_prices(args.price), cache=False, max_tokens=args.max_tokens
         )
         old = json.loads((folder / "run.json").read_text()) if (folder / "run.json").exists() else {}
         meta = {
             **settings,
-            "limit": max(args.limit, old.get("limit", 0)),
-            # a run of some methods (or fewer seeds) into a folder keeps those recorded before in its table
+            "limit": max(args.offset + args.limit, old.get("limit", 0)),
+            # a run of some methods (or other seeds) into a folder keeps those recorded before in its table
             "methods": [m for m in METHODS if m in {*methods, *old.get("methods", ())}],
-            "seeds": seeds if len(seeds) >= len(old.get("seeds", ())) else old["seeds"],
+            "seeds": merge_seeds(old.get("seeds", ()), seeds),
             "price_note": large.price_note,
             "prices": {m: list(r) for m, r in prices.overrides.items()}
             if hasattr(prices, "overrides")

@@ -12,7 +12,7 @@ after both recordings went on adds only what is new. SRC is left as it is.
 
 Text games (`cope eval twc`) join too: two recordings of other methods (`--methods`) or seeds, each into its
 own folder, with the same game settings (`evals.folders.AGENT_SETTINGS`); DST's run.json then lists every
-method and the longer seed list, so its table covers both:
+method and every seed either played (`--offset K` splits the seeds between two recordings), so its table covers both:
 
     python -m evals.run twc ... --methods COPE --out evals/results/twc-...-cope
     python -m evals.join evals/results/twc-...-cope evals/results/twc-...
@@ -54,11 +54,12 @@ def join(src: Path, dst: Path) -> int:
             added += 1
     if game:  # DST's table covers the methods and seeds SRC played too
         from .agent_methods import METHODS
+        from .agent_run import merge_seeds
 
         run = json.loads((dst / "run.json").read_text())
         run["methods"] = [m for m in METHODS if m in {*meta["methods"], *run["methods"]}]
-        if len(meta.get("seeds", ())) > len(run.get("seeds", ())):
-            run["seeds"], run["limit"] = meta["seeds"], meta["limit"]
+        run["seeds"] = merge_seeds(run.get("seeds", ()), meta.get("seeds", ()))
+        run["limit"] = max(run.get("limit", 0), meta.get("limit", 0))
         (dst / "run.json").write_text(json.dumps(run, indent=2))
     return added
 

@@ -415,6 +415,36 @@ def test_two_recordings_of_different_methods_join_into_one_table(tmp_path):
         join(second, first)
 
 
+def test_offset_splits_the_seeds_between_two_recordings_and_join_keeps_both(tmp_path):
+    from evals.agent_methods import policy
+    from evals.agent_run import pick_seeds, play_all
+    from evals.join import join
+
+    fold = [20000, 20001, 20002, 20003, 20004]
+    assert pick_seeds(fold, 0, 3, "twc", "test") == [20000, 20001, 20002]
+    assert pick_seeds(fold, 3, 20, "twc", "test") == [20003, 20004]
+    with pytest.raises(SystemExit, match="--offset 5 skips every seed of twc's test fold"):
+        pick_seeds(fold, 5, 1, "twc", "test")
+
+    cascade, _, _ = make(lambda c: SOLUTION[step_of(c)])
+    policies = {"large alone": policy("large alone", cascade)}
+    envs = queue.Queue()
+    envs.put(Game())
+    args = Namespace(max_steps=5, history=5, concurrency=1)
+    run = {"benchmark": "twc", "params": "", "fold": "test", "small": "scripted/small", "large": "scripted/large",
+           "n": 4, "max_tokens": 64, "max_steps": 5, "history": 5, "prices": {}, "methods": ["large alone"],
+           "command": "test"}
+    head, tail = tmp_path / "head", tmp_path / "tail"
+    for folder, offset, limit in ((head, 0, 3), (tail, 3, 2)):
+        folder.mkdir()
+        seeds = pick_seeds(fold, offset, limit, "twc", "test")
+        play_all([(s, "large alone") for s in seeds], policies, envs, folder / "records.jsonl", args)
+        (folder / "run.json").write_text(json.dumps({**run, "limit": offset + limit, "seeds": seeds}))
+    assert join(tail, head) == 2
+    joined = json.loads((head / "run.json").read_text())
+    assert joined["seeds"] == fold and joined["limit"] == 5  # the shorter list did not replace the longer one
+
+
 def test_agent_runs_name_their_format_in_the_folder_and_keep_chat_folders_apart(tmp_path):
     from evals.agent_run import build_parser, out_dir
     from evals.folders import AGENT_SETTINGS, check_same_settings
