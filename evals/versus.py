@@ -1,12 +1,14 @@
-"""`python -m evals.versus FOLDER`: where the paper's COPE and the MoT-style cascade part ways on code, problem
-by problem, read from a recorded (or re-scored) code folder with no model call.
+"""`python -m evals.versus FOLDER`: where the paper's COPE and the MoT-style cascade part ways, problem by
+problem, read from a recorded (or re-scored) code or math folder with no model call.
 
-Both methods are replayed as the folder's table replays them (`evals.report.code_rows` and
-`code_baseline_rows`, under the folder's acceptance rule). Each problem falls in one case, by the stage where
-each method decided: COPE's stage 1 draws n small samples, each with a small goal; MoT's first stage draws n
-unplanned small samples; COPE's stage 2 adds the large guideline; each method's last stage is the large model
-(COPE's with the guideline, MoT's alone). Per case: how many problems, and on how many only COPE or only MoT
-is right. The cases where one method wins are the reasons, from the records, that it wins.
+Both methods are replayed as the folder's table replays them (code: `evals.report.code_rows` and
+`code_baseline_rows`, under the folder's acceptance rule; math: `evals.report.cope_rows` at the paper's
+thresholds and `baseline_rows`' MoT-vote). Each problem falls in one case, by the stage where each method
+decided: COPE's stage 1 draws n small samples, each with a small goal; MoT's first stage draws n unplanned small
+samples; COPE's stage 2 adds the large guideline; each method's last stage is the large model (COPE's with the
+guideline, MoT's alone). On code a stage decides when a program passes its acceptance tests, on math when the
+samples agree enough. Per case: how many problems, and on how many only COPE or only MoT is right. The cases
+where one method wins are the reasons, from the records, that it wins.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-CASES = {
+CODE_CASES = {
     (1, 1): "both accept a small program at their first stage (COPE's samples planned, MoT's not)",
     (1, 2): "COPE accepts a planned small program; MoT's unplanned samples pass nothing and it asks the large model",
     (2, 1): "COPE's planned samples pass nothing (it decides at stage 2) where MoT's unplanned ones pass",
@@ -25,6 +27,17 @@ CASES = {
     (2, 2): "MoT's samples pass nothing; COPE accepts a small program written with the large guideline",
     (3, 2): "both end at the large model: COPE's answer with the guideline against large alone",
 }
+MATH_CASES = {
+    (1, 1): "both accept the small model's majority at their first stage (COPE's samples planned, MoT's not)",
+    (1, 2): "COPE accepts its planned small majority; MoT's unplanned samples agree too little and it asks the "
+            "large model",
+    (2, 1): "COPE's planned samples agree too little (it decides at stage 2) where MoT's unplanned ones agree",
+    (3, 1): "COPE's planned samples agree too little (it ends at the large model) where MoT's unplanned ones agree",
+    (2, 2): "MoT asks the large model; COPE accepts a small majority written with the large guideline",
+    (3, 2): "both end at the large model: COPE's answer with the guideline against large alone",
+}
+CASES = CODE_CASES  # the keys every table has
+CODE_BENCHMARKS, MATH_BENCHMARKS = ("mbpp", "humaneval"), ("gsm8k", "math500")
 
 
 def part_ways(cope: Sequence[dict[str, Any]], mot: Sequence[dict[str, Any]]) -> dict[tuple[int, int], dict[str, int]]:
@@ -41,7 +54,7 @@ def part_ways(cope: Sequence[dict[str, Any]], mot: Sequence[dict[str, Any]]) -> 
     return cases
 
 
-def markdown(cases: dict[tuple[int, int], dict[str, int]], folder_name: str) -> str:
+def markdown(cases: dict[tuple[int, int], dict[str, int]], folder_name: str, texts: dict = CODE_CASES) -> str:
     total = {k: sum(c[k] for c in cases.values()) for k in ("problems", "only_cope", "only_mot")}
     lines = [
         f"COPE against the MoT-style cascade, {folder_name} ({total['problems']} problems): only COPE right on "
@@ -50,26 +63,48 @@ def markdown(cases: dict[tuple[int, int], dict[str, int]], folder_name: str) -> 
         "| case (COPE's stage, MoT's) | problems | only COPE right | only MoT right |",
         "|---|---|---|---|",
     ]
-    for key, text in CASES.items():
+    for key, text in texts.items():
         c = cases[key]
         lines.append(f"| {text} ({key[0]}, {key[1]}) | {c['problems']} | {c['only_cope']} | {c['only_mot']} |")
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    from .report import CODE_MOT, code_baseline_rows, code_rows, folder_records
+def folder_rows(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict]:
+    """COPE's and MoT's per-problem rows from a code or math folder, and the case texts for its kind."""
+    from .report import (
+        CODE_MOT,
+        MOT_TAU,
+        baseline_rows,
+        code_baseline_rows,
+        code_rows,
+        cope_rows,
+        folder_records,
+    )
 
+    run = json.loads((folder / "run.json").read_text())
+    benchmark = run.get("benchmark")
+    if benchmark not in CODE_BENCHMARKS + MATH_BENCHMARKS:
+        raise SystemExit(f"python -m evals.versus: {folder} is a {benchmark} folder; give a code "
+                         f"({' or '.join(CODE_BENCHMARKS)}) or math ({' or '.join(MATH_BENCHMARKS)}) folder")
+    records = folder_records(folder)  # as the table reads them (older record layouts too)
+    if benchmark in CODE_BENCHMARKS:
+        cope, _ = code_rows(records.items, run["n"])
+        mot = code_baseline_rows(records.items, run.get("acceptance") or "grading")[CODE_MOT]  # older runs lack it
+        return cope, mot, CODE_CASES
+    from cope_dspy.calibrate import PAPER_DEFAULT
+    from cope_dspy.tasks import Math
+
+    same = Math().same
+    cope, _ = cope_rows(records, same, **PAPER_DEFAULT)
+    return cope, baseline_rows(records.items, same)[f"MoT-vote (tau {MOT_TAU})"], MATH_CASES
+
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.versus", description=__doc__.split("\n")[0])
-    p.add_argument("folder", type=Path, help="a code result folder (MBPP or HumanEval), recorded or re-scored")
+    p.add_argument("folder", type=Path, help="a code (MBPP, HumanEval) or math (GSM8K, MATH-500) result folder")
     args = p.parse_args(argv)
-    run = json.loads((args.folder / "run.json").read_text())
-    if run.get("benchmark") not in {"mbpp", "humaneval"}:
-        raise SystemExit(f"python -m evals.versus: {args.folder} is a {run.get('benchmark')} folder; give a code "
-                         "(mbpp or humaneval) folder")
-    records = folder_records(args.folder).items  # as the table reads them (older record layouts too)
-    cope, _ = code_rows(records, run["n"])
-    mot = code_baseline_rows(records, run.get("acceptance") or "grading")[CODE_MOT]  # older runs lack it
-    print(markdown(part_ways(cope, mot), str(args.folder)), end="")
+    cope, mot, texts = folder_rows(args.folder)
+    print(markdown(part_ways(cope, mot), str(args.folder), texts), end="")
     return 0
 
 

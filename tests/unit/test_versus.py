@@ -30,7 +30,43 @@ def test_rows_of_different_problems_are_refused():
         part_ways([row(1, True)], [row(1, True), row(2, False)])
 
 
-def test_a_math_folder_is_refused_with_what_to_give(tmp_path):
-    (tmp_path / "run.json").write_text(json.dumps({"benchmark": "gsm8k", "n": 4}))
-    with pytest.raises(SystemExit, match="is a gsm8k folder; give a code"):
+def test_a_folder_of_another_benchmark_is_refused_with_what_to_give(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"benchmark": "mtbench", "n": 4}))
+    with pytest.raises(SystemExit, match="is a mtbench folder; give a code .* or math"):
         main([str(tmp_path)])
+
+
+def cand(i, answer, truth="7"):
+    return {"index": i, "solution": "", "answer": answer, "plans": {}, "error": None, "score": None,
+            "usage": {"calls": 1, "usd": 0.001}, "correct": float(answer == truth)}
+
+
+def math_record(pid, stage1, stage2, final, unplanned, large):
+    trace = [{"kind": "vote", "stage": 1, "candidates": [cand(i, a) for i, a in enumerate(stage1)]},
+             {"kind": "guideline", "stage": 2, "guideline": "G", "usage": {"calls": 1, "usd": 0.001}},
+             {"kind": "vote", "stage": 2, "candidates": [cand(i, a) for i, a in enumerate(stage2)]},
+             {"kind": "final", "stage": 3, "candidates": [cand(0, final)]}]
+    return {"format": "cope-dspy/records/1", "id": pid, "variant": "default",
+            "policy": {"n": 4, "stages": [1, 2, 3], "task": "math", "variant": "default"},
+            "inputs": {"question": pid}, "answer": "7", "stage": 3, "trace": trace,
+            "baselines": {"small_greedy": cand(0, unplanned[0]), "large_greedy": cand(0, large),
+                          "small_samples": [cand(i, a) for i, a in enumerate(unplanned)]}}
+
+
+def test_a_math_folder_is_read_at_the_papers_thresholds_against_mot_vote(tmp_path, capsys):
+    scattered = ["1", "2", "3", "4"]
+    records = [
+        math_record("both-small", ["7"] * 4, scattered, "7", ["7", "7", "7", "1"], "7"),  # (1, 1), both right
+        math_record("planned-agree-wrong", ["3"] * 4, scattered, "7", scattered, "7"),  # (1, 2), only MoT
+        math_record("guided-right", scattered, ["7", "7", "5", "6"], "9", scattered, "8"),  # (2, 2), only COPE
+        math_record("planned-large-wrong", scattered, scattered, "9", scattered, "7"),  # (3, 2), only MoT
+    ]
+    (tmp_path / "run.json").write_text(json.dumps({"benchmark": "gsm8k", "n": 4}))
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(4 problems): only COPE right on 1, only MoT on 2." in out
+    assert "agree too little and it asks the large model (1, 2) | 1 | 0 | 1 |" in out
+    assert "written with the large guideline (2, 2) | 1 | 1 | 0 |" in out
+    assert "against large alone (3, 2) | 1 | 0 | 1 |" in out
+    assert "(COPE's samples planned, MoT's not) (1, 1) | 1 | 0 | 0 |" in out
