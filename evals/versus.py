@@ -81,6 +81,9 @@ def folder_rows(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         folder_records,
     )
 
+    if not (folder / "run.json").is_file():
+        raise SystemExit(f"python -m evals.versus: {folder} has no run.json; give a folder `python -m evals.run "
+                         "... --out FOLDER` wrote")
     run = json.loads((folder / "run.json").read_text())
     benchmark = run.get("benchmark")
     if benchmark not in CODE_BENCHMARKS + MATH_BENCHMARKS:

@@ -36,6 +36,11 @@ def test_a_folder_of_another_benchmark_is_refused_with_what_to_give(tmp_path):
         main([str(tmp_path)])
 
 
+def test_a_folder_without_run_json_is_refused_with_what_to_give(tmp_path):
+    with pytest.raises(SystemExit, match="has no run.json; give a folder"):
+        main([str(tmp_path)])
+
+
 def cand(i, answer, truth="7"):
     return {"index": i, "solution": "", "answer": answer, "plans": {}, "error": None, "score": None,
             "usage": {"calls": 1, "usd": 0.001}, "correct": float(answer == truth)}
