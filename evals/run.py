@@ -43,7 +43,7 @@ DEFAULT_N = 4
 # with `python -m evals.plan_stats FOLDER` on each new recording. Code too: in plain text the 1.5B model writes
 # the function, then test calls and an explanation; at 384 tokens 2 of the first 3 HumanEval large-alone replies
 # were cut after a complete code block (and a cut reply abstains), so code gets 768 as GSM8K does.
-DEFAULT_MAX_TOKENS = {"gsm8k": 768, "math500": 1024, "mbpp": 768, "humaneval": 768, "mtbench": 512}
+DEFAULT_MAX_TOKENS = {"gsm8k": 768, "math500": 1024, "mbpp": 768, "humaneval": 768, "mtbench": 1024}
 
 
 def build_parser() -> argparse.ArgumentParser:
