@@ -35,6 +35,10 @@ API_KEY_ENV: dict[str, tuple[str, ...]] = {
 }
 # Prefixes that are local servers: no key to check.
 KEYLESS_PROVIDERS = {"ollama", "ollama_chat", "hosted_vllm", "lm_studio", "llamafile", "vllm", "sglang"}
+# How long a local model's LM waits for its reply (seconds) unless given `timeout=`: a non-streamed reply
+# of 1,024 tokens from a 1.5B model on a busy laptop CPU can take over ten minutes, past the 600 s DSPy's
+# engines wait for a paid API, which turned such replies into transport errors (an abstaining sample).
+LOCAL_TIMEOUT_S = 3600.0
 
 
 # -- Ollama ----------------------------------------------------------------------------------------------
@@ -115,7 +119,8 @@ def ollama(
     host: see `ollama_host` ($OLLAMA_HOST is honoured). num_ctx: tokens of context Ollama allocates (prompt
     and reply together); check it fits the model with `preflight(model, num_ctx=...)`. keep_alive: how long
     Ollama keeps the model loaded after a call ("10m", "1h", -1 for ever). Other keyword arguments go to
-    `dspy.LM` (temperature, max_tokens, cache, num_retries, ...). Costs: DSPy reports 0 or None for Ollama;
+    `dspy.LM` (temperature, max_tokens, cache, num_retries, ...); `timeout` defaults to `LOCAL_TIMEOUT_S`
+    (an hour: a long reply on a CPU outlasts DSPy's 600 s). Costs: DSPy reports 0 or None for Ollama;
     cope-dspy's `Prices` treat local models as free.
     """
     if not isinstance(num_ctx, int) or num_ctx < 256:
@@ -125,6 +130,7 @@ def ollama(
     options: dict[str, Any] = {"num_ctx": num_ctx}
     if keep_alive is not None:
         options["keep_alive"] = keep_alive
+    kwargs.setdefault("timeout", LOCAL_TIMEOUT_S)
     return dspy.LM(
         f"ollama_chat/{_ollama_name(model)}",
         engine="litellm",
@@ -305,7 +311,10 @@ def local_lm(base_url: str, model_name: str, *, api_key: str = "local", **kwargs
     requests; `rollout_id` busts DSPy's cache. The key is a placeholder that local servers ignore (an
     empty key is refused by DSPy). DSPy may price "openai/<model_name>" from its price map when the name
     happens to be an OpenAI model's; cope-dspy's `Prices` decide what a call costs, not that figure.
+    `timeout` (seconds to wait for the reply) defaults to `LOCAL_TIMEOUT_S`, an hour, not DSPy's 600 s: a
+    long non-streamed reply from a CPU-bound server can take longer, and the server is local.
     """
+    kwargs.setdefault("timeout", LOCAL_TIMEOUT_S)
     base = base_url.rstrip("/")
     if not base.endswith("/v1"):
         base += "/v1"

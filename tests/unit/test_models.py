@@ -3,12 +3,14 @@
 import json
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dspy
 import httpx
 import ollama as ollama_client
 import pytest
+from dspy.utils.exceptions import LMTransportError
 from fixtures.fake_ollama import FakeOllama
 
 from cope_dspy import models
@@ -263,6 +265,41 @@ def test_local_lm_posts_openai_chat_completions():
         assert body.get("max_completion_tokens", body.get("max_tokens")) == 20
     with pytest.raises(CopeInputError):
         local_lm("http://127.0.0.1:1/v1", "m", api_key="")
+
+
+def test_local_lms_wait_an_hour_for_a_reply_unless_told_otherwise():
+    """A long reply from a CPU-bound local server outlasts DSPy's 600 s: local LMs wait LOCAL_TIMEOUT_S, and
+    a timeout the user gives reaches the transport (a reply slower than it fails)."""
+    assert local_lm("http://127.0.0.1:1/v1", "m").kwargs["timeout"] == models.LOCAL_TIMEOUT_S == 3600
+    assert ollama("qwen2.5:0.5b", host="127.0.0.1:1").kwargs["timeout"] == models.LOCAL_TIMEOUT_S
+    assert ollama("qwen2.5:0.5b", host="127.0.0.1:1", timeout=30).kwargs["timeout"] == 30
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            time.sleep(1.5)
+            body = json.dumps({"id": "x", "object": "chat.completion", "model": "m", "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "late"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        assert local_lm(url, "m", cache=False, num_retries=0)("x")[0] == "late"
+        with pytest.raises(LMTransportError, match="timed out"):
+            local_lm(url, "m", cache=False, num_retries=0, timeout=0.5)("x")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 # -- api(): paid models ----------------------------------------------------------------------------------
