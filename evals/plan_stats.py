@@ -5,7 +5,7 @@ Per benchmark:
 - the guideline's completion tokens as a share of the large-alone answer's on the same problem (mean and
   median over problems, and the ratio of the totals). A large-alone reply cut off at the cap counts with
   the cap's tokens, so on benchmarks with many cut-off replies the share is overstated;
-- how often a guideline states an answer. Math: it has a `\\boxed{}`, or the answer read out of it as out of
+- how often a guideline states an answer (not asked of MT-Bench's open-ended questions). Math: it has a `\\boxed{}`, or the answer read out of it as out of
   a reply (the boxed value, else the number after "the answer is", else the last number; math-verify on
   MATH-500) is the gold answer or the large-alone answer. Code: it holds a `def` of the function to write
   (the entry point), with a body;
@@ -147,6 +147,8 @@ def stats(folder: Path) -> dict[str, Any]:
     for r in records:
         text = (_guideline(r) or {}).get("guideline") or ""
         ex = examples[r["id"]]
+        if bench == "mtbench":  # open-ended questions: no answer for a guideline to give away
+            continue
         if bench in ("mbpp", "humaneval"):
             flags.append(code_states_answer(text, ex.entry_point))
         else:
@@ -205,7 +207,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     ]
     for s in rows:
         g, n, a = s["guideline_share"], s["problems"], s["states_answer"]
-        if s["benchmark"] in ("mbpp", "humaneval"):
+        if not a:
+            says = "n/a (open-ended questions)" if s["benchmark"] == "mtbench" else "n/a"
+        elif s["benchmark"] in ("mbpp", "humaneval"):
             says = f"{pct(a['any'], n)}: a def of the entry point ({a['code_block']} hold a code block)"
         else:
             says = (

@@ -102,6 +102,19 @@ def test_cli_writes_its_table(tmp_path):
     assert (tmp_path / "out" / "plan_stats.md").read_text() == markdown([row])
 
 
+def test_mtbench_has_no_answer_to_state_and_still_reports_plan_cost_and_cuts(tmp_path):
+    folder = tmp_path / "mtbench-run"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"benchmark": "mtbench", "max_tokens": 1024}))
+    records = [record("mtbench-81", 100, 400), record("mtbench-82", 50, 1024, large=reply(1024, answer=None))]
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main([str(folder), "--out", str(tmp_path / "out")]) == 0
+    (row,) = json.loads((tmp_path / "out" / "plan_stats.json").read_text())
+    assert row["states_answer"] == {} and row["problems"] == 2 and row["large_cut_off"] == 1
+    assert row["guideline_share"]["ratio_of_totals"] == pytest.approx(150 / 1424)
+    assert "n/a (open-ended questions)" in (tmp_path / "out" / "plan_stats.md").read_text()
+
+
 def test_the_large_alone_reply_after_its_code_and_what_that_text_cost():
     code = "Use a set.\n```python\ndef uniq(xs):\n    return list(set(xs))\n```"
     assert after_code(code) == 0.0
