@@ -7,8 +7,8 @@ Per benchmark:
   the cap's tokens, so on benchmarks with many cut-off replies the share is overstated;
 - how often a guideline states an answer (not asked of MT-Bench's open-ended questions). Math: it has a
   `\\boxed{}`, or the answer read out of it as out of a reply (the boxed value, else the number after "the
-  answer is", else the last number; math-verify on MATH-500) is the gold answer or the large-alone answer. Code: it holds a `def` of the function to write
-  (the entry point), with a body;
+  answer is", else the last number; math-verify on MATH-500) is the gold answer or the large-alone answer.
+  Code: it holds a `def` of the function to write (the entry point), with a body;
 - the share of large-alone replies cut off at the run's reply cap (completion tokens at the cap, or marked
   cut off), and the smallest cap that keeps that share under 5%. When 5% or more are cut at the cap, their
   true lengths are unknown (censored): the records only say the cap must be higher;
