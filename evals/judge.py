@@ -2,8 +2,12 @@
 
 The prompts are FastChat's `pair-v2` (general questions) and `pair-math-v1` (math, reasoning and coding,
 judged against a reference answer), from `fastchat/llm_judge/data/judge_prompts.jsonl` (Zheng et al. 2023,
-"Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena", Apache-2.0), written as DSPy signatures: the
-system prompt is the signature's instructions, the question and the two answers its input fields.
+"Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena", Apache-2.0), sent as FastChat sends them: the
+system prompt as the system message, the filled prompt template as the user message, and the judge's reply
+read as plain text ending with `[[A]]`, `[[B]]` or `[[C]]`. They are DSPy signatures (one text input, one
+text output) asked through `cope_dspy.plain.PlainAdapter`, so no field markers reach the judge: a small judge
+asked for two marked fields (DSPy's chat format) lost its verdict field in 2 of 12 replies, looping to the
+reply cap (decisions.md).
 
 Swap rule (FastChat's "pairwise with swap", as the COPE paper alternates positions): the judge sees
 (a, b) and then (b, a); a response wins only when both orders pick it, anything else (one order a win
@@ -19,6 +23,7 @@ is reported apart from the methods' cost.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,14 +31,18 @@ from typing import Any
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
-from cope_dspy.adapter import LenientChatAdapter
 from cope_dspy.costs import CostTracker, Prices, tag
+from cope_dspy.plain import PlainAdapter
 
 __all__ = ["PairwiseJudge", "PairwiseJudgeWithReference", "Judgment", "judge", "judge_pair", "combine", "parse_verdict",
-           "reference_for", "open_judge", "NEED_REF_CATEGORIES"]
+           "reference_for", "open_judge", "judge_setup", "NEED_REF_CATEGORIES", "JUDGE_MAX_TOKENS"]
 
 # FastChat judges these categories against a reference answer (pair-math-v1), the rest with pair-v2.
 NEED_REF_CATEGORIES = ("math", "reasoning", "coding")
+# The judge's reply cap. A readable verdict from the 1.5B judge took 75-100 tokens (six trial judgments,
+# decisions.md); a reply that reaches the cap is a repetition loop with no verdict, so a larger cap buys
+# nothing but time. FastChat gives GPT-4 2,048.
+JUDGE_MAX_TOKENS = 512
 
 _RULES = (
     "Avoid any positional biases and ensure that the order in which the responses were presented does not "
@@ -41,6 +50,15 @@ _RULES = (
     "favor certain names of the assistants. Be as objective as possible. After providing your explanation, "
     'output your final verdict by strictly following this format: "[[A]]" if assistant A is better, "[[B]]" '
     'if assistant B is better, and "[[C]]" for a tie.'
+)
+_ANSWERS = (
+    "[The Start of Assistant A's Answer]\n{answer_a}\n[The End of Assistant A's Answer]\n\n"
+    "[The Start of Assistant B's Answer]\n{answer_b}\n[The End of Assistant B's Answer]"
+)
+PAIR_V2_TEMPLATE = "[User Question]\n{question}\n\n" + _ANSWERS
+PAIR_MATH_TEMPLATE = (
+    "[User Question]\n{question}\n\n[The Start of Reference Answer]\n{ref_answer_1}\n[The End of Reference Answer]\n\n"
+    + _ANSWERS
 )
 
 
@@ -54,12 +72,8 @@ class PairwiseJudge(dspy.Signature):
         + _RULES
     )
 
-    question: str = dspy.InputField(desc="the user question")
-    response_a: str = dspy.InputField(desc="assistant A's answer")
-    response_b: str = dspy.InputField(desc="assistant B's answer")
-    explanation: str = dspy.OutputField(desc="a short comparison of the two responses")
-    verdict: str = dspy.OutputField(desc='"[[A]]" if assistant A is better, "[[B]]" if assistant B is better, '
-                                         '"[[C]]" for a tie')
+    comparison: str = dspy.InputField(desc="FastChat's pair-v2 template: the question, then the two answers")
+    judgment: str = dspy.OutputField(desc='a short explanation ending with "[[A]]", "[[B]]" or "[[C]]"')
 
 
 class PairwiseJudgeWithReference(dspy.Signature):
@@ -71,36 +85,37 @@ class PairwiseJudgeWithReference(dspy.Signature):
         "assistants' answers with the reference answer. Identify and correct any mistakes. " + _RULES
     )
 
-    question: str = dspy.InputField(desc="the user question")
-    reference: str = dspy.InputField(desc="the reference answer")
-    response_a: str = dspy.InputField(desc="assistant A's answer")
-    response_b: str = dspy.InputField(desc="assistant B's answer")
-    explanation: str = dspy.OutputField(desc="a short comparison of the two responses with the reference answer")
-    verdict: str = dspy.OutputField(desc='"[[A]]" if assistant A is better, "[[B]]" if assistant B is better, '
-                                         '"[[C]]" for a tie')
+    comparison: str = dspy.InputField(desc="FastChat's pair-math-v1 template: the question, the reference "
+                                           "answer, then the two answers")
+    judgment: str = dspy.OutputField(desc='a short explanation ending with "[[A]]", "[[B]]" or "[[C]]"')
+
+
+def judge_setup(max_tokens: int = JUDGE_MAX_TOKENS) -> str:
+    """What, besides the judge model, decides a verdict: the prompts (hashed), the format and the reply cap.
+    Cached judgments are keyed on it, so a changed prompt or cap judges again instead of reusing verdicts."""
+    prompts = "\n".join([PairwiseJudge.instructions, PAIR_V2_TEMPLATE, PairwiseJudgeWithReference.instructions,
+                         PAIR_MATH_TEMPLATE])
+    return f"fastchat pair-v2/pair-math-v1 {hashlib.sha256(prompts.encode()).hexdigest()[:12]}, plain text, " \
+           f"max_tokens {max_tokens}"
 
 
 _BRACKETED = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 _BARE = {"A": "A", "B": "B", "C": "tie", "TIE": "tie"}
 
 
-def parse_verdict(verdict: str | None, explanation: str | None = "") -> str | None:
+def parse_verdict(reply: str | None) -> str | None:
     """"A", "B" or "tie" from the judge's reply; None when it cannot be read.
 
-    The verdict field is read as `[[A]]` / `[[B]]` / `[[C]]` (the last one written), or as a bare "A", "B",
-    "C" or "tie"; failing that, the last bracketed verdict in the explanation (a judge that put everything
-    in one field). FastChat reads the same brackets from the judge's whole reply.
+    The last `[[A]]` / `[[B]]` / `[[C]]` in the reply (its final verdict: an explanation may quote the
+    format first), or a reply that is only "A", "B", "C" or "tie". FastChat takes the first of `[[A]]`,
+    `[[B]]`, `[[C]]` found in that order, which reads a reply quoting the format as a win for A.
     """
-    for text, bare in ((verdict, True), (explanation, False)):
-        text = text or ""
-        found = _BRACKETED.findall(text)
-        if found:
-            return _BARE[found[-1].upper()]
-        if bare:
-            word = re.sub(r"[^A-Za-z]", "", text).upper()
-            if word in _BARE:
-                return _BARE[word]
-    return None
+    text = reply or ""
+    found = _BRACKETED.findall(text)
+    if found:
+        return _BARE[found[-1].upper()]
+    word = re.sub(r"[^A-Za-z]", "", text).upper()
+    return _BARE.get(word)
 
 
 @dataclass
@@ -108,13 +123,15 @@ class Judgment:
     """One pairwise comparison, asked in both orders.
 
     first: the verdict with a shown as assistant A ("A", "B", "tie", or None when unparseable);
-    second: with b shown as assistant A. verdict: "a", "b" or "tie" after the swap rule.
+    second: with b shown as assistant A. verdict: "a", "b" or "tie" after the swap rule. cut: how many of
+    the two replies the judge's reply cap cut off (finish_reason "length").
     """
 
     verdict: str
     first: str | None
     second: str | None
     usage: dict[str, Any] = field(default_factory=dict)
+    cut: int = 0
 
     @property
     def unparseable(self) -> int:
@@ -140,13 +157,13 @@ def combine(first: str | None, second: str | None) -> str:
     return w1 if w1 == w2 else "tie"
 
 
-def _ask(predictor: dspy.Predict, judge_lm: dspy.BaseLM, **inputs: str) -> str | None:
+def _ask(predictor: dspy.Predict, judge_lm: dspy.BaseLM, comparison: str) -> str | None:
     try:
-        with dspy.context(lm=judge_lm, adapter=LenientChatAdapter()), tag(stage=0, role="judge"):
-            out = predictor(**inputs, config={"temperature": 0.0})
-    except AdapterParseError:  # an empty or unreadable reply: counted as unparseable, judged a tie
+        with dspy.context(lm=judge_lm, adapter=PlainAdapter()), tag(stage=0, role="judge"):
+            out = predictor(comparison=comparison, config={"temperature": 0.0})
+    except AdapterParseError:  # an empty reply: counted as unparseable, judged a tie
         return None
-    return parse_verdict(getattr(out, "verdict", ""), getattr(out, "explanation", ""))
+    return parse_verdict(out.judgment)
 
 
 def judge(judge_lm: dspy.BaseLM, question: str, a: str, b: str, *, reference: str | None = None,
@@ -157,14 +174,19 @@ def judge(judge_lm: dspy.BaseLM, question: str, a: str, b: str, *, reference: st
     FastChat's pair-math-v1 prompt. prices: how the judge's calls are priced (its usage is in the result).
     A failed call (server down) raises; an unparseable verdict counts as a tie.
     """
-    sig = PairwiseJudgeWithReference if reference else PairwiseJudge
-    predictor = dspy.Predict(sig)
-    extra = {"reference": reference} if reference else {}
+    if reference:
+        predictor = dspy.Predict(PairwiseJudgeWithReference)
+        fill = lambda x, y: PAIR_MATH_TEMPLATE.format(question=question, ref_answer_1=reference,  # noqa: E731
+                                                      answer_a=x, answer_b=y)
+    else:
+        predictor = dspy.Predict(PairwiseJudge)
+        fill = lambda x, y: PAIR_V2_TEMPLATE.format(question=question, answer_a=x, answer_b=y)  # noqa: E731
     tracker = CostTracker(prices=prices)
     with tracker:
-        first = _ask(predictor, judge_lm, question=question, response_a=a, response_b=b, **extra)
-        second = _ask(predictor, judge_lm, question=question, response_a=b, response_b=a, **extra)
-    return Judgment(combine(first, second), first, second, tracker.usage().to_dict())
+        first = _ask(predictor, judge_lm, fill(a, b))
+        second = _ask(predictor, judge_lm, fill(b, a))
+    cut = sum(bool(r.cut) for r in tracker.records)
+    return Judgment(combine(first, second), first, second, tracker.usage().to_dict(), cut)
 
 
 def judge_pair(judge_lm: dspy.BaseLM, question: str, a: str, b: str, *, reference: str | None = None,
@@ -185,7 +207,7 @@ def reference_for(example: Any) -> str | None:
     return None
 
 
-def open_judge(stack: contextlib.ExitStack, name: str, *, max_tokens: int = 1024) -> dspy.BaseLM:
+def open_judge(stack: contextlib.ExitStack, name: str, *, max_tokens: int = JUDGE_MAX_TOKENS) -> dspy.BaseLM:
     """A judge LM from a model name as `cope_dspy.pair.open_models` reads one: a local catalogue name starts
     an embedded llama.cpp server (stopped with `stack`), `ollama_chat/<name>` goes to Ollama, anything else
     is a LiteLLM model string (its API key must be set)."""

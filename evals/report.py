@@ -260,11 +260,13 @@ def _same_timed_problems(records: list[dict[str, Any]], method_rows) -> None:
                 row["seconds"] = np.nan
 
 
-def write_report(folder: Path, examples=None, judge=None, judge_name: str | None = None) -> str:
+def write_report(folder: Path, examples=None, judge=None, judge_name: str | None = None,
+                 judge_max_tokens: int | None = None) -> str:
     """Derive every method from the records in `folder` and write summary.json, table.md and plot.png.
 
     MT-Bench only: `judge` is the judge LM (or a zero-argument function that opens it, called only when a
-    judgment is not yet in judgments.jsonl), `judge_name` the name its judgments are cached under."""
+    judgment is not yet in judgments.jsonl), `judge_name` the name its judgments are cached under and
+    `judge_max_tokens` its reply cap (default: the LM's own, else `evals.judge.JUDGE_MAX_TOKENS`)."""
     folder = Path(folder)
     run = json.loads((folder / "run.json").read_text())
     recs = folder_records(folder)
@@ -273,7 +275,7 @@ def write_report(folder: Path, examples=None, judge=None, judge_name: str | None
         return f"no records in {folder}"
     if run["benchmark"] in TEXT_BENCHMARKS:
         table, extra = text_report(records, run, judge, examples=examples, cache=folder / "judgments.jsonl",
-                                   judge_name=judge_name)
+                                   judge_name=judge_name, judge_max_tokens=judge_max_tokens)
         return _write(folder, run, records, table, extra)
     if run["benchmark"] in CODE_BENCHMARKS:
         return _write(folder, run, records, code_report(records, run))
@@ -426,10 +428,10 @@ def _stage_confidences(records: list[dict[str, Any]], stage: int, n: int) -> lis
     return out
 
 
-def _judgment_key(judge_name: str, pid: str, a: str, b: str, reference: str | None) -> str:
+def _judgment_key(judge_name: str, setup: str, pid: str, a: str, b: str, reference: str | None) -> str:
     import hashlib
 
-    blob = json.dumps([judge_name, pid, a, b, reference or ""], ensure_ascii=False)
+    blob = json.dumps([judge_name, setup, pid, a, b, reference or ""], ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -439,25 +441,49 @@ def _load_judgments(path: Path | None) -> dict[str, dict[str, Any]]:
 
 def _judge_all(pending: dict[str, dict[str, Any]], judge_lm, prices, path: Path | None, concurrency: int) -> dict:
     """Judge every pending pair (method response = a, large-alone response = b), appending each judgment
-    to `path` as soon as it is in, so a killed report resumes where it stopped."""
-    from concurrent.futures import ThreadPoolExecutor
+    to `path` as soon as it is in, so a killed report resumes where it stopped.
+
+    The first Ctrl-C (or SIGTERM) starts no new judgment and waits for the ones in flight, which are kept
+    (a paid judge has been paid for them); a second abandons them. Either way KeyboardInterrupt is raised."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor, wait
     from contextvars import copy_context
 
+    from .folders import sigterm_as_interrupt
     from .judge import judge
     writer = Writer(path) if path is not None else None
     done: dict[str, dict[str, Any]] = {}
 
     def one(key: str, job: dict[str, Any]) -> None:
         j = judge(judge_lm, job["question"], job["a"], job["b"], reference=job["reference"], prices=prices)
-        line = {"key": key, "judge": job["judge"], "id": job["id"], "verdict": j.verdict, "first": j.first,
-                "second": j.second, "usage": j.usage}
+        line = {"key": key, "judge": job["judge"], "setup": job["setup"], "id": job["id"], "verdict": j.verdict,
+                "first": j.first, "second": j.second, "cut": j.cut, "usage": j.usage}
         if writer is not None:
             writer.write(line)
         done[key] = line
 
-    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(pending)))) as pool:
-        for f in [pool.submit(copy_context().run, one, k, job) for k, job in pending.items()]:
-            f.result()
+    pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(pending))))
+    abandon = False
+    futures = []
+    try:
+        with sigterm_as_interrupt():
+            try:
+                futures = [pool.submit(copy_context().run, one, k, job) for k, job in pending.items()]
+                for f in futures:
+                    f.result()
+            except KeyboardInterrupt:
+                for f in futures:
+                    f.cancel()
+                print(f"\ninterrupted: finishing the {sum(f.running() for f in futures)} judgment(s) in flight "
+                      f"(Ctrl-C again abandons them); {len(done)} judged so far are kept in {path}.",
+                      file=sys.stderr, flush=True)
+                try:
+                    wait(futures)
+                except KeyboardInterrupt:
+                    abandon = True
+                raise
+    finally:
+        pool.shutdown(wait=not abandon, cancel_futures=True)
     return done
 
 
@@ -486,18 +512,23 @@ _SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}
 
 
 def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *, examples=None,
-                cache: Path | None = None, judge_name: str | None = None, tau: tuple[float, float] = TEXT_TAU,
+                cache: Path | None = None, judge_name: str | None = None, judge_max_tokens: int | None = None,
+                tau: tuple[float, float] = TEXT_TAU,
                 concurrency: int = JUDGE_CONCURRENCY) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """MT-Bench (first turn): every method's response judged pairwise against large alone's.
 
     Methods: small single, large alone (the reference, 50% by construction), COPE with `tau`, COPE stopped
     after stage 2. judge_lm: a `dspy.BaseLM`, or a function opening one (called only when a judgment is
-    missing from `cache`), or None (every judgment must be cached). Identical responses tie without a call;
-    an empty response loses to a non-empty one. Returns the table and the summary's extra keys."""
-    from .judge import reference_for
+    missing from `cache`), or None (every judgment must be cached). Judgments are cached under the judge's
+    name and `evals.judge.judge_setup` (prompts, format, reply cap), so changing any of them judges again.
+    Identical responses tie without a call; an empty response loses to a non-empty one. Returns the table
+    and the summary's extra keys."""
+    from .judge import JUDGE_MAX_TOKENS, judge_setup, reference_for
 
     by_id = _examples_by_id(records, examples)
     name = judge_name or getattr(judge_lm, "model", None) or run.get("judge") or "judge"
+    lm_cap = (getattr(judge_lm, "kwargs", None) or {}).get("max_tokens") if hasattr(judge_lm, "model") else None
+    setup = judge_setup(judge_max_tokens or lm_cap or JUDGE_MAX_TOKENS)
     base = {"small single": [], "large alone": []}
     large_text: dict[str, str] = {}
     for r in records:
@@ -528,11 +559,11 @@ def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *,
             else:
                 ex = by_id[pid]
                 reference = reference_for(ex)
-                key = _judgment_key(name, pid, a, b, reference)
+                key = _judgment_key(name, setup, pid, a, b, reference)
                 row.update(key=key, how="judge")
                 if key not in cached and key not in pending:
-                    pending[key] = {"judge": name, "id": pid, "question": ex.question, "a": a, "b": b,
-                                    "reference": reference}
+                    pending[key] = {"judge": name, "setup": setup, "id": pid, "question": ex.question, "a": a,
+                                    "b": b, "reference": reference}
     new = {}
     if pending:
         lm = judge_lm() if callable(judge_lm) and not hasattr(judge_lm, "model") else judge_lm
@@ -568,10 +599,11 @@ def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *,
         "metric": "win rate vs large alone",
         "tau": list(tau),
         "judge": {
-            "model": name, "judgments": len(used), "new": len(new), "identical": identical,
+            "model": name, "setup": setup, "judgments": len(used), "new": len(new), "identical": identical,
             "calls": int(sum(u.get("calls") or 0 for u in judge_usage)),
             "usd": float(sum(u.get("usd") or 0.0 for u in judge_usage)),
             "unparseable": sum((j["first"] is None) + (j["second"] is None) for j in used.values()),
+            "cut": sum(j.get("cut") or 0 for j in used.values()),
             "inconsistent": sum(_inconsistent(j) for j in used.values()),
         },
     }
@@ -626,11 +658,12 @@ def markdown(summary: dict[str, Any]) -> str:
                       "derived_from") else ""), ""]
     if summary.get("judge"):
         j = summary["judge"]
-        lines += [f"Judge: {j['model']}, MT-Bench's pairwise prompt asked twice with the positions swapped (a win "
-                  f"only when both orders agree, anything else a tie); {j['judgments']} judgments, {j['calls']} "
-                  f"calls, ${j['usd']:.4f} (not in the methods' cost); {j['inconsistent']} position-inconsistent "
-                  f"pairs and {j['unparseable']} unparseable verdicts counted as ties; {j['new']} judged for this "
-                  f"report, the rest read from judgments.jsonl.", ""]
+        lines += [f"Judge: {j['model']} ({j.get('setup', 'setup not recorded')}), MT-Bench's pairwise prompt asked "
+                  f"twice with the positions swapped (a win only when both orders agree, anything else a tie); "
+                  f"{j['judgments']} judgments, {j['calls']} calls, ${j['usd']:.4f} (not in the methods' cost); "
+                  f"{j['inconsistent']} position-inconsistent pairs and {j['unparseable']} unparseable verdicts "
+                  f"counted as ties; {j.get('cut', 0)} replies cut at the judge's reply cap; {j['new']} judged "
+                  f"for this report, the rest read from judgments.jsonl.", ""]
     metric = summary.get("metric", "accuracy")
     lines += [
         f"| method | {metric} (95% CI) | API $ per 1k problems (95% CI) | cost vs large alone | calls / problem | "

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--large", default="qwen2.5-coder-1.5b", help="local catalogue name, ollama_chat/<name> or LiteLLM model")
     p.add_argument("--judge", default=None, help="mtbench: the pairwise judge, any name --large takes "
                    "(default: the large model); judgments are cached in judgments.jsonl")
+    p.add_argument("--judge-max-tokens", type=int, default=None,
+                   help="mtbench: the judge's reply cap (default: evals.judge.JUDGE_MAX_TOKENS)")
     p.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT",
                    help="USD per million input,output tokens; repeatable")
     p.add_argument("--n", type=int, default=None,
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args.n = DEFAULT_N if args.n is None else args.n
     args.max_tokens = DEFAULT_MAX_TOKENS[args.benchmark] if args.max_tokens is None else args.max_tokens
     for flag, value in (("--limit", args.limit), ("--n", args.n), ("--max-tokens", args.max_tokens),
-                        ("--concurrency", args.concurrency)):
+                        ("--concurrency", args.concurrency), ("--judge-max-tokens", args.judge_max_tokens)):
         if value is not None and value < 1:
             raise SystemExit(f"cope eval: {flag} must be >= 1, got {value}")
     if args.offset < 0:
@@ -184,17 +186,23 @@ def main(argv: list[str] | None = None) -> int:
                       "to report what is recorded.", file=os.sys.stderr)
                 return 130
             print(f"recorded in {time.perf_counter() - started:.0f}s -> {folder / 'records.jsonl'}")
+    from .judge import JUDGE_MAX_TOKENS, open_judge
     from .report import write_report
 
     with contextlib.ExitStack() as judge_stack:  # a judge is opened only if a judgment is not cached yet
         judge_name = args.judge or args.large
+        judge_max_tokens = args.judge_max_tokens or JUDGE_MAX_TOKENS
 
         def judge():
-            from .judge import open_judge
+            return open_judge(judge_stack, judge_name, max_tokens=judge_max_tokens)
 
-            return open_judge(judge_stack, judge_name, max_tokens=max(1024, args.max_tokens))
-
-        print(write_report(folder, examples, judge=judge, judge_name=judge_name))
+        try:
+            print(write_report(folder, examples, judge=judge, judge_name=judge_name,
+                               judge_max_tokens=judge_max_tokens))
+        except KeyboardInterrupt:
+            print(f"stopped judging; judgments so far in {folder / 'judgments.jsonl'}. Rerun the same command to "
+                  "resume.", file=os.sys.stderr)
+            return 130
     return 0
 
 

@@ -17,8 +17,8 @@ from cope_dspy.costs import CostTracker
 from cope_dspy.records import upgrade
 from cope_dspy.text import Text
 from evals.benchmarks import get, record_all
-from evals.judge import PairwiseJudge, combine, judge, judge_pair, parse_verdict, reference_for
-from evals.report import text_rows, write_report
+from evals.judge import JUDGE_MAX_TOKENS, combine, judge, judge_pair, parse_verdict, reference_for
+from evals.report import text_report, text_rows, write_report
 from evals.run import build_parser
 
 CALL_USD = (100 * 1.0 + 20 * 2.0) / 1e6  # one scripted call (100 in, 20 out) at $1 / $2 per million
@@ -26,33 +26,37 @@ JUDGE_PRICE = Prices({"scripted/judge": (1.0, 2.0)})
 
 
 def section(text, name):
-    m = re.search(rf"\[\[ ## {name} ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with|\Z)", text, re.S)
-    return m.group(1).strip() if m else ""
+    """A block of FastChat's judge template: section(user, "Assistant A's Answer"), "Reference Answer"."""
+    m = re.search(rf"\[The Start of {re.escape(name)}\]\n(.*?)\n\[The End of {re.escape(name)}\]", text, re.S)
+    return m.group(1) if m else ""
 
 
 def plus_judge(name="scripted/judge"):
     """A fair judge: the response with more '+' marks is better, equal counts tie."""
 
     def respond(call):
-        a, b = section(call.user, "response_a").count("+"), section(call.user, "response_b").count("+")
-        return reply(explanation="Compared.", verdict="[[A]]" if a > b else "[[B]]" if b > a else "[[C]]")
+        a = section(call.user, "Assistant A's Answer").count("+")
+        b = section(call.user, "Assistant B's Answer").count("+")
+        return f"Compared. [[{'A' if a > b else 'B' if b > a else 'C'}]]"
 
     return ScriptedLM(name, respond)
 
 
 def judged_pairs(lm):
-    return [(section(c.user, "response_a"), section(c.user, "response_b")) for c in lm.calls]
+    return [(section(c.user, "Assistant A's Answer"), section(c.user, "Assistant B's Answer")) for c in lm.calls]
 
 
 # ---------------------------------------------------------------- the judge
 
 
-def test_parse_verdict_reads_brackets_bare_words_and_the_explanation():
+def test_parse_verdict_reads_the_last_bracketed_verdict_or_a_bare_one():
     assert parse_verdict("[[A]]") == "A" and parse_verdict("[[B]]") == "B" and parse_verdict("[[C]]") == "tie"
     assert parse_verdict(" B ") == "B" and parse_verdict("tie") == "tie" and parse_verdict("[[ a ]]") == "A"
-    assert parse_verdict("", "A is more detailed. Final verdict: [[A]]") == "A"
-    assert parse_verdict("maybe", "no idea") is None and parse_verdict(None, None) is None
-    assert parse_verdict("", "A is better") is None  # a bare letter in prose is not a verdict
+    assert parse_verdict("A is more detailed.\n\nFinal verdict: [[A]]") == "A"
+    # a reply that quotes the format before its verdict: the final verdict counts, not the first bracket
+    assert parse_verdict('I must answer "[[A]]", "[[B]]" or "[[C]]". B is correct, A is not. [[B]]') == "B"
+    assert parse_verdict("no idea") is None and parse_verdict(None) is None and parse_verdict("") is None
+    assert parse_verdict("A is better") is None  # a bare letter in prose is not a verdict
 
 
 def test_swap_rule_a_win_only_when_both_orders_agree():
@@ -73,6 +77,24 @@ def test_judge_pair_asks_twice_with_positions_swapped_and_a_consistent_judge_dec
     assert "impartial judge" in lm.calls[0].system and "[[C]]" in lm.calls[0].system
 
 
+def test_judge_is_sent_fastchats_prompt_as_plain_text():
+    lm = plus_judge()
+    judge(lm.lm, "Write a poem.", "good ++", "meh +", prices=JUDGE_PRICE)
+    system, user = lm.calls[0].system, lm.calls[0].user
+    assert system.startswith("Please act as an impartial judge") and system.endswith('"[[C]]" for a tie.')
+    assert user == ("[User Question]\nWrite a poem.\n\n[The Start of Assistant A's Answer]\ngood ++\n"
+                    "[The End of Assistant A's Answer]\n\n[The Start of Assistant B's Answer]\nmeh +\n"
+                    "[The End of Assistant B's Answer]")
+    assert "[[ ##" not in system + user  # no DSPy field markers reach the judge
+
+
+def test_a_reply_cut_at_the_cap_is_counted_and_an_unreadable_one_is_a_tie():
+    answers = iter([fakes.cut("A is better because because because"), "B is worse. [[A]]"])
+    lm = ScriptedLM("scripted/judge", lambda call: next(answers))
+    j = judge(lm.lm, "Q", "x", "y", prices=JUDGE_PRICE)
+    assert (j.verdict, j.first, j.second, j.cut, j.unparseable) == ("tie", None, "A", 1, 1)
+
+
 def test_judge_calls_are_tagged_judge_and_priced_apart():
     lm = plus_judge()
     outer = CostTracker(prices=JUDGE_PRICE)
@@ -84,20 +106,20 @@ def test_judge_calls_are_tagged_judge_and_priced_apart():
 
 
 def test_position_biased_judge_gives_a_tie():
-    lm = ScriptedLM("scripted/judge", lambda call: reply(explanation="The first is better.", verdict="[[A]]"))
+    lm = ScriptedLM("scripted/judge", lambda call: "The first is better. [[A]]")
     j = judge(lm.lm, "Q", "x", "y", prices=JUDGE_PRICE)
     assert (j.verdict, j.first, j.second, j.consistent, j.unparseable) == ("tie", "A", "A", False, 0)
 
 
 def test_unparseable_verdict_is_a_tie_and_counted():
-    garbled = ScriptedLM("scripted/judge", lambda call: reply(explanation="Hard to say.", verdict="both are fine"))
+    garbled = ScriptedLM("scripted/judge", lambda call: "Hard to say; both are fine.")
     j = judge(garbled.lm, "Q", "x", "y", prices=JUDGE_PRICE)
     assert (j.verdict, j.first, j.second, j.unparseable) == ("tie", None, None, 2)
     empty = ScriptedLM("scripted/judge", lambda call: "")  # no reply at all: the adapter cannot parse it
     j = judge(empty.lm, "Q", "x", "y", prices=JUDGE_PRICE)
     assert (j.verdict, j.unparseable) == ("tie", 2)
     # one order unreadable, the other a clear win for a: still a tie (a win needs both orders)
-    answers = iter([reply(explanation="", verdict="[[A]]"), reply(explanation="?", verdict="unsure")])
+    answers = iter(["[[A]]", "unsure"])
     half = ScriptedLM("scripted/judge", lambda call: next(answers))
     j = judge(half.lm, "Q", "x", "y", prices=JUDGE_PRICE)
     assert (j.verdict, j.first, j.second, j.unparseable) == ("tie", "A", None, 1)
@@ -111,9 +133,15 @@ def test_math_reasoning_and_coding_are_judged_against_the_reference():
         "def f(): ..."
     lm = plus_judge()
     judge(lm.lm, "What is 2 + 2?", "4 +", "5", reference="The answer is 4.", prices=JUDGE_PRICE)
-    assert section(lm.calls[0].user, "reference") == "The answer is 4."
+    assert section(lm.calls[0].user, "Reference Answer") == "The answer is 4."
+    assert lm.calls[0].user.index("[The End of Reference Answer]") < lm.calls[0].user.index("Assistant A's")
     assert "reference answer" in lm.calls[0].system
-    assert "reference" not in PairwiseJudge.input_fields
+    assert "[The Start of Reference Answer]" not in judge_prompt(plus_judge(), "Q", "x", "y")
+
+
+def judge_prompt(lm, question, a, b, **kwargs):
+    judge(lm.lm, question, a, b, prices=JUDGE_PRICE, **kwargs)
+    return lm.calls[-1].user
 
 
 # ---------------------------------------------------------------- COPE replayed with perplexity
@@ -235,9 +263,49 @@ def test_text_report_win_rates_costs_and_cached_judgments(tmp_path):
     assert len(lm.calls) == 12
 
 
+def test_judgments_are_cached_per_judge_setup_so_a_new_cap_or_prompt_judges_again(tmp_path, monkeypatch):
+    write_run(tmp_path, RECORDS[:1])
+    lm = plus_judge()
+    write_report(tmp_path, examples_for(["t1"]), judge=lm.lm, judge_name="scripted/judge")
+    first = json.loads((tmp_path / "summary.json").read_text())["judge"]
+    assert first["setup"].endswith(f"plain text, max_tokens {JUDGE_MAX_TOKENS}") and first["new"] == 2
+    assert first["cut"] == 0 and "0 replies cut at the judge's reply cap" in (tmp_path / "table.md").read_text()
+    write_report(tmp_path, examples_for(["t1"]), judge=lm.lm, judge_name="scripted/judge", judge_max_tokens=256)
+    assert json.loads((tmp_path / "summary.json").read_text())["judge"]["new"] == 2  # another cap: judged again
+    import evals.judge
+
+    monkeypatch.setattr(evals.judge, "PairwiseJudge",
+                        evals.judge.PairwiseJudge.with_instructions("Pick one. End with [[A]], [[B]] or [[C]]."))
+    write_report(tmp_path, examples_for(["t1"]), judge=lm.lm, judge_name="scripted/judge")
+    assert json.loads((tmp_path / "summary.json").read_text())["judge"]["new"] == 2  # another prompt: again
+    assert len(lm.calls) == 12 and lm.calls[-1].system == "Pick one. End with [[A]], [[B]] or [[C]]."
+
+
+def test_ctrl_c_while_judging_keeps_finished_judgments_and_a_rerun_resumes(tmp_path):
+    write_run(tmp_path, RECORDS)
+    fair = plus_judge()
+
+    def interrupted(call):
+        if len(fair.calls) == 3:  # the second judgment's first call: Ctrl-C arrives
+            return KeyboardInterrupt()
+        return fair.respond(call)
+
+    lm = ScriptedLM("scripted/judge", interrupted)
+    fair.calls = lm.calls
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    run = json.loads((tmp_path / "run.json").read_text())
+    with pytest.raises(KeyboardInterrupt):
+        text_report(records, run, lm.lm, examples=examples_for(["t1", "t2", "t3"]),
+                    cache=tmp_path / "judgments.jsonl", judge_name="scripted/judge", concurrency=1)
+    kept = (tmp_path / "judgments.jsonl").read_text().splitlines()
+    assert 1 <= len(kept) <= 2 and len(lm.calls) <= 5  # pending judgments were cancelled, not all 12 calls made
+    write_report(tmp_path, examples_for(["t1", "t2", "t3"]), judge=plus_judge().lm, judge_name="scripted/judge")
+    assert json.loads((tmp_path / "summary.json").read_text())["judge"]["new"] == 6 - len(kept)
+
+
 def test_text_report_resumes_a_torn_cache_and_counts_biased_verdicts(tmp_path):
     write_run(tmp_path, RECORDS[:1])
-    biased = ScriptedLM("scripted/judge", lambda call: reply(explanation="First one.", verdict="[[A]]"))
+    biased = ScriptedLM("scripted/judge", lambda call: "First one. [[A]]")
     write_report(tmp_path, examples_for(["t1"]), judge=biased.lm)
     with (tmp_path / "judgments.jsonl").open("a") as f:
         f.write('{"key": "torn')  # a report killed mid-write
