@@ -38,3 +38,32 @@ def test_eval_records_reports_and_resumes(bench, tmp_path, capsys):
     before = (tmp_path / "records.jsonl").read_text()
     assert run(bench, tmp_path) == 0  # resumes: nothing left to record
     assert (tmp_path / "records.jsonl").read_text() == before
+
+
+def test_mtbench_records_judges_with_a_real_judge_and_reads_judgments_back(tmp_path):
+    assert run("mtbench", tmp_path, "--judge-max-tokens", "40") == 0
+    (record,) = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert record["baselines"]["large_greedy"]["usage"]["calls"] == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    judge = summary["judge"]
+    assert judge["model"] == MODEL and judge["setup"].endswith("plain text, max_tokens 40")
+    lines = [json.loads(line) for line in (tmp_path / "judgments.jsonl").read_text().splitlines()]
+    assert judge["new"] == len(lines) and judge["calls"] == 2 * len(lines)
+    for j in lines:  # each judgment: two real calls, verdicts read or counted unparseable, cut replies counted
+        assert j["usage"]["calls"] == 2 and j["usage"]["completion_tokens"] <= 2 * 40
+        assert {j["first"], j["second"]} <= {"A", "B", "tie", None} and 0 <= j["cut"] <= 2
+    assert run("mtbench", tmp_path, "--judge-max-tokens", "40") == 0  # nothing to record, nothing to judge
+    assert json.loads((tmp_path / "summary.json").read_text())["judge"]["new"] == 0
+
+
+def test_the_judge_asks_a_real_model_twice_in_plain_text():
+    import contextlib
+
+    from evals.judge import judge, open_judge
+
+    with contextlib.ExitStack() as stack:
+        lm = open_judge(stack, MODEL, max_tokens=40)
+        j = judge(lm, "What is 2 + 2?", "2 + 2 = 4.", "2 + 2 = 5.", reference="4")
+    assert j.usage["calls"] == 2 and 0 < j.usage["completion_tokens"] <= 80
+    assert j.first in {"A", "B", "tie", None} and j.verdict in {"a", "b", "tie"} and 0 <= j.cut <= 2
+    assert lm.history[-1]["messages"][-1]["content"].startswith("[User Question]\nWhat is 2 + 2?")
