@@ -40,7 +40,7 @@ from .consensus import Candidate, Decision, accepts
 from .errors import CopeError, CopeInputError, ModelUnavailable
 from .tasks import Task
 
-__all__ = ["Text", "Perplexity", "PerplexityBallot", "token_logprobs", "mean_logprob"]
+__all__ = ["Text", "Perplexity", "PerplexityBallot", "token_logprobs", "token_entries", "mean_logprob"]
 
 _EXECUTE = (
     "Write a helpful, accurate and well-organised response to the request, following the plan if one is given. "
@@ -162,6 +162,31 @@ class Text(Task):
 
 # -------------------------------------------------------------------- logprobs, in the shapes DSPy gives them
 
+def _items(logprobs: Any) -> list[Any]:
+    """The per-token entries of `logprobs`, whatever shape it came in (see `token_logprobs`)."""
+    if logprobs is None:
+        return []
+    if isinstance(logprobs, Mapping):
+        if "content" in logprobs:
+            return list(logprobs["content"] or ())
+        return list(logprobs.get("token_logprobs") or ())
+    if isinstance(logprobs, list | tuple):
+        return list(logprobs)
+    if hasattr(logprobs, "content"):
+        return list(logprobs.content or ())
+    return list(getattr(logprobs, "token_logprobs", None) or ())
+
+
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value):
+        return float(value)
+    return None
+
+
 def token_logprobs(logprobs: Any) -> list[float]:
     """The per-token log-probabilities in `logprobs`, whatever shape it came in (empty when none).
 
@@ -172,34 +197,26 @@ def token_logprobs(logprobs: Any) -> list[float]:
     completions shape `{"token_logprobs": [...]}`. Entries without a number (e.g. a null first token) are
     skipped.
     """
-    if logprobs is None:
-        return []
-    if isinstance(logprobs, Mapping):
-        if "content" in logprobs:
-            items = logprobs["content"]
-        elif "token_logprobs" in logprobs:
-            items = logprobs["token_logprobs"]
-        else:
-            return []
-    elif isinstance(logprobs, list | tuple):
-        items = logprobs
-    elif hasattr(logprobs, "content"):
-        items = logprobs.content
-    elif hasattr(logprobs, "token_logprobs"):
-        items = logprobs.token_logprobs
-    else:
-        return []
     values = []
-    for item in items or ():
-        if isinstance(item, Mapping):
-            value = item.get("logprob")
-        elif isinstance(item, int | float):
-            value = item
-        else:
-            value = getattr(item, "logprob", None)
-        if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value):
-            values.append(float(value))
+    for item in _items(logprobs):
+        value = _number(item if isinstance(item, int | float) else _field(item, "logprob"))
+        if value is not None:
+            values.append(value)
     return values
+
+
+def token_entries(logprobs: Any) -> list[tuple[str, float | None, list[tuple[str, float]]]]:
+    """Each reply token as (token, logprob, [(alternative, logprob), ...] from its `top_logprobs`), in the
+    shapes `token_logprobs` reads; shapes without token text (bare numbers) give nothing."""
+    out = []
+    for item in _items(logprobs):
+        token = _field(item, "token") if not isinstance(item, int | float) else None
+        if not isinstance(token, str):
+            continue
+        top = [(t, lp) for t, lp in ((_field(x, "token"), _number(_field(x, "logprob")))
+                                     for x in _field(item, "top_logprobs") or ()) if isinstance(t, str) and lp is not None]
+        out.append((token, _number(_field(item, "logprob")), top))
+    return out
 
 
 def mean_logprob(logprobs: Any) -> float | None:

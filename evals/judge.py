@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,8 @@ from cope_dspy.costs import CostTracker, Prices, tag
 from cope_dspy.plain import PlainAdapter
 
 __all__ = ["PairwiseJudge", "PairwiseJudgeWithReference", "Judgment", "judge", "judge_pair", "combine", "parse_verdict",
-           "reference_for", "open_judge", "judge_setup", "NEED_REF_CATEGORIES", "JUDGE_MAX_TOKENS"]
+           "reference_for", "open_judge", "judge_setup", "verdict_probabilities", "preference", "NEED_REF_CATEGORIES",
+           "JUDGE_MAX_TOKENS"]
 
 # FastChat judges these categories against a reference answer (pair-math-v1), the rest with pair-v2.
 NEED_REF_CATEGORIES = ("math", "reasoning", "coding")
@@ -43,6 +45,8 @@ NEED_REF_CATEGORIES = ("math", "reasoning", "coding")
 # decisions.md); a reply that reaches the cap is a repetition loop with no verdict, so a larger cap buys
 # nothing but time. FastChat gives GPT-4 2,048.
 JUDGE_MAX_TOKENS = 512
+# Alternatives asked for at each reply token when the verdict's probabilities are wanted (A, B, C and spares).
+TOP_LOGPROBS = 5
 
 _RULES = (
     "Avoid any positional biases and ensure that the order in which the responses were presented does not "
@@ -90,15 +94,17 @@ class PairwiseJudgeWithReference(dspy.Signature):
     judgment: str = dspy.OutputField(desc='a short explanation ending with "[[A]]", "[[B]]" or "[[C]]"')
 
 
-def judge_setup(max_tokens: int = JUDGE_MAX_TOKENS) -> str:
-    """What, besides the judge model, decides a verdict: the prompts (hashed), the format and the reply cap.
-    Cached judgments are keyed on it, so a changed prompt or cap judges again instead of reusing verdicts."""
+def judge_setup(max_tokens: int = JUDGE_MAX_TOKENS, logprobs: bool = False) -> str:
+    """What, besides the judge model, decides a judgment: the prompts (hashed), the format, the reply cap and
+    whether the verdict's probabilities were asked for. Cached judgments are keyed on it, so a changed
+    judge judges again instead of reusing verdicts."""
     prompts = "\n".join([PairwiseJudge.instructions, PAIR_V2_TEMPLATE, PairwiseJudgeWithReference.instructions,
                          PAIR_MATH_TEMPLATE])
-    return f"fastchat pair-v2/pair-math-v1 {hashlib.sha256(prompts.encode()).hexdigest()[:12]}, plain text, " \
-           f"max_tokens {max_tokens}"
+    return (f"fastchat pair-v2/pair-math-v1 {hashlib.sha256(prompts.encode()).hexdigest()[:12]}, plain text, "
+            f"max_tokens {max_tokens}" + (", verdict logprobs" if logprobs else ""))
 
 
+_LETTERS = ("A", "B", "C")
 _BRACKETED = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
 _BARE = {"A": "A", "B": "B", "C": "tie", "TIE": "tie"}
 
@@ -124,7 +130,8 @@ class Judgment:
 
     first: the verdict with a shown as assistant A ("A", "B", "tie", or None when unparseable);
     second: with b shown as assistant A. verdict: "a", "b" or "tie" after the swap rule. cut: how many of
-    the two replies the judge's reply cap cut off (finish_reason "length").
+    the two replies the judge's reply cap cut off (finish_reason "length"). p_first, p_second: the judge's
+    probabilities of "A", "B" and "C" at its verdict in each order (`verdict_probabilities`), when asked for.
     """
 
     verdict: str
@@ -132,6 +139,13 @@ class Judgment:
     second: str | None
     usage: dict[str, Any] = field(default_factory=dict)
     cut: int = 0
+    p_first: dict[str, float] | None = None
+    p_second: dict[str, float] | None = None
+
+    @property
+    def score(self) -> float | None:
+        """a's score from the verdict probabilities (`preference`); None when they were not asked for."""
+        return preference(self.p_first, self.p_second)
 
     @property
     def unparseable(self) -> int:
@@ -157,21 +171,58 @@ def combine(first: str | None, second: str | None) -> str:
     return w1 if w1 == w2 else "tie"
 
 
-def _ask(predictor: dspy.Predict, judge_lm: dspy.BaseLM, comparison: str) -> str | None:
+def verdict_probabilities(logprobs: Any) -> dict[str, float] | None:
+    """The judge's probabilities of "A", "B" and "C" at its verdict: the top alternatives of the last reply
+    token that is a verdict letter right after "[[", summed per letter (" A" and "A" are one letter) and
+    normalised over the three. None when the reply carries no logprobs or no bracketed verdict letter."""
+    from cope_dspy.text import token_entries
+
+    entries, text, found = token_entries(logprobs), "", None
+    for token, _, top in entries:
+        if token.strip().upper() in _LETTERS and text.rstrip().endswith("[["):
+            found = top
+        text += token
+    if not found:
+        return None
+    mass = dict.fromkeys(_LETTERS, 0.0)
+    for token, logprob in found:
+        letter = token.strip().upper()
+        if letter in mass:
+            mass[letter] += math.exp(logprob)
+    total = sum(mass.values())
+    return {k: v / total for k, v in mass.items()} if total > 0 else None
+
+
+def preference(p_first: dict[str, float] | None, p_second: dict[str, float] | None) -> float | None:
+    """a's score against b from the verdict probabilities of both orders: P(a named better) + P(tie) / 2 in
+    each order (a is "A" first, "B" second), averaged. A judge that always says "A" with the same certainty
+    scores 0.5 (its position bias cancels); 1 and 0 are certain wins and losses in both orders. None when
+    either order has no probabilities."""
+    if not p_first or not p_second:
+        return None
+    return (p_first["A"] + p_first["C"] / 2 + p_second["B"] + p_second["C"] / 2) / 2
+
+
+def _ask(predictor: dspy.Predict, judge_lm: dspy.BaseLM, comparison: str,
+         logprobs: bool) -> tuple[str | None, dict[str, float] | None]:
+    config = {"temperature": 0.0, **({"logprobs": True, "top_logprobs": TOP_LOGPROBS} if logprobs else {})}
     try:
         with dspy.context(lm=judge_lm, adapter=PlainAdapter()), tag(stage=0, role="judge"):
-            out = predictor(comparison=comparison, config={"temperature": 0.0})
+            out = predictor(comparison=comparison, config=config)
     except AdapterParseError:  # an empty reply: counted as unparseable, judged a tie
-        return None
-    return parse_verdict(out.judgment)
+        return None, None
+    probs = verdict_probabilities(getattr(out, "logprobs", None)) if logprobs else None
+    return parse_verdict(out.judgment), probs
 
 
 def judge(judge_lm: dspy.BaseLM, question: str, a: str, b: str, *, reference: str | None = None,
-          prices: Prices | dict | None = None) -> Judgment:
+          prices: Prices | dict | None = None, logprobs: bool = False) -> Judgment:
     """Ask `judge_lm` which of a and b answers `question` better, in both orders (two calls, greedy).
 
     reference: a reference answer (MT-Bench gives one for math, reasoning and coding): the judge then uses
     FastChat's pair-math-v1 prompt. prices: how the judge's calls are priced (its usage is in the result).
+    logprobs: also ask for the verdict's token probabilities (`Judgment.p_first`, `.score`); the judge's
+    route must return logprobs (a local llama.cpp server does; some paid APIs refuse them).
     A failed call (server down) raises; an unparseable verdict counts as a tie.
     """
     if reference:
@@ -183,10 +234,10 @@ def judge(judge_lm: dspy.BaseLM, question: str, a: str, b: str, *, reference: st
         fill = lambda x, y: PAIR_V2_TEMPLATE.format(question=question, answer_a=x, answer_b=y)  # noqa: E731
     tracker = CostTracker(prices=prices)
     with tracker:
-        first = _ask(predictor, judge_lm, fill(a, b))
-        second = _ask(predictor, judge_lm, fill(b, a))
+        first, p_first = _ask(predictor, judge_lm, fill(a, b), logprobs)
+        second, p_second = _ask(predictor, judge_lm, fill(b, a), logprobs)
     cut = sum(bool(r.cut) for r in tracker.records)
-    return Judgment(combine(first, second), first, second, tracker.usage().to_dict(), cut)
+    return Judgment(combine(first, second), first, second, tracker.usage().to_dict(), cut, p_first, p_second)
 
 
 def judge_pair(judge_lm: dspy.BaseLM, question: str, a: str, b: str, *, reference: str | None = None,

@@ -261,12 +261,13 @@ def _same_timed_problems(records: list[dict[str, Any]], method_rows) -> None:
 
 
 def write_report(folder: Path, examples=None, judge=None, judge_name: str | None = None,
-                 judge_max_tokens: int | None = None) -> str:
+                 judge_max_tokens: int | None = None, judge_logprobs: bool = False) -> str:
     """Derive every method from the records in `folder` and write summary.json, table.md and plot.png.
 
     MT-Bench only: `judge` is the judge LM (or a zero-argument function that opens it, called only when a
     judgment is not yet in judgments.jsonl), `judge_name` the name its judgments are cached under and
-    `judge_max_tokens` its reply cap (default: the LM's own, else `evals.judge.JUDGE_MAX_TOKENS`)."""
+    `judge_max_tokens` its reply cap (default: the LM's own, else `evals.judge.JUDGE_MAX_TOKENS`);
+    `judge_logprobs` asks for the verdict's probabilities too (`text_report`)."""
     folder = Path(folder)
     run = json.loads((folder / "run.json").read_text())
     recs = folder_records(folder)
@@ -275,7 +276,8 @@ def write_report(folder: Path, examples=None, judge=None, judge_name: str | None
         return f"no records in {folder}"
     if run["benchmark"] in TEXT_BENCHMARKS:
         table, extra = text_report(records, run, judge, examples=examples, cache=folder / "judgments.jsonl",
-                                   judge_name=judge_name, judge_max_tokens=judge_max_tokens)
+                                   judge_name=judge_name, judge_max_tokens=judge_max_tokens,
+                                   judge_logprobs=judge_logprobs)
         return _write(folder, run, records, table, extra)
     if run["benchmark"] in CODE_BENCHMARKS:
         return _write(folder, run, records, code_report(records, run))
@@ -439,7 +441,8 @@ def _load_judgments(path: Path | None) -> dict[str, dict[str, Any]]:
     return {j["key"]: j for j in read_lines(path)} if path is not None else {}  # a torn last line is dropped
 
 
-def _judge_all(pending: dict[str, dict[str, Any]], judge_lm, prices, path: Path | None, concurrency: int) -> dict:
+def _judge_all(pending: dict[str, dict[str, Any]], judge_lm, prices, path: Path | None, concurrency: int,
+               logprobs: bool = False) -> dict:
     """Judge every pending pair (method response = a, large-alone response = b), appending each judgment
     to `path` as soon as it is in, so a killed report resumes where it stopped.
 
@@ -455,9 +458,11 @@ def _judge_all(pending: dict[str, dict[str, Any]], judge_lm, prices, path: Path 
     done: dict[str, dict[str, Any]] = {}
 
     def one(key: str, job: dict[str, Any]) -> None:
-        j = judge(judge_lm, job["question"], job["a"], job["b"], reference=job["reference"], prices=prices)
+        j = judge(judge_lm, job["question"], job["a"], job["b"], reference=job["reference"], prices=prices,
+                  logprobs=logprobs)
         line = {"key": key, "judge": job["judge"], "setup": job["setup"], "id": job["id"], "verdict": j.verdict,
-                "first": j.first, "second": j.second, "cut": j.cut, "usage": j.usage}
+                "first": j.first, "second": j.second, "cut": j.cut, "p_first": j.p_first, "p_second": j.p_second,
+                "usage": j.usage}
         if writer is not None:
             writer.write(line)
         done[key] = line
@@ -505,6 +510,10 @@ def summarize_text(name: str, rows: list[dict[str, Any]], large_usd: float, exit
     out.update(accuracy=float(np.mean(scores)), accuracy_ci95=[lo, hi], win_rate=float(np.mean(scores)),
                wins=sum(s == 1.0 for s in scores), ties=sum(s == 0.5 for s in scores),
                losses=sum(s == 0.0 for s in scores))
+    p_scores = [r.get("p_score") for r in rows]
+    if rows and all(p is not None for p in p_scores):  # the judge's verdict probabilities, every problem
+        plo, phi = bootstrap_mean_ci(p_scores)
+        out.update(win_rate_p=float(np.mean(p_scores)), win_rate_p_ci95=[plo, phi])
     return out
 
 
@@ -513,7 +522,7 @@ _SCORE = {"a": 1.0, "tie": 0.5, "b": 0.0}
 
 def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *, examples=None,
                 cache: Path | None = None, judge_name: str | None = None, judge_max_tokens: int | None = None,
-                tau: tuple[float, float] = TEXT_TAU,
+                judge_logprobs: bool = False, tau: tuple[float, float] = TEXT_TAU,
                 concurrency: int = JUDGE_CONCURRENCY) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """MT-Bench (first turn): every method's response judged pairwise against large alone's.
 
@@ -521,14 +530,16 @@ def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *,
     after stage 2. judge_lm: a `dspy.BaseLM`, or a function opening one (called only when a judgment is
     missing from `cache`), or None (every judgment must be cached). Judgments are cached under the judge's
     name and `evals.judge.judge_setup` (prompts, format, reply cap), so changing any of them judges again.
+    judge_logprobs: also ask for the verdict's probabilities and report the win rate they give
+    (`evals.judge.preference`, position bias cancelled) beside the swap rule's.
     Identical responses tie without a call; an empty response loses to a non-empty one. Returns the table
     and the summary's extra keys."""
-    from .judge import JUDGE_MAX_TOKENS, judge_setup, reference_for
+    from .judge import JUDGE_MAX_TOKENS, judge_setup, preference, reference_for
 
     by_id = _examples_by_id(records, examples)
     name = judge_name or getattr(judge_lm, "model", None) or run.get("judge") or "judge"
     lm_cap = (getattr(judge_lm, "kwargs", None) or {}).get("max_tokens") if hasattr(judge_lm, "model") else None
-    setup = judge_setup(judge_max_tokens or lm_cap or JUDGE_MAX_TOKENS)
+    setup = judge_setup(judge_max_tokens or lm_cap or JUDGE_MAX_TOKENS, judge_logprobs)
     base = {"small single": [], "large alone": []}
     large_text: dict[str, str] = {}
     for r in records:
@@ -571,7 +582,7 @@ def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *,
             raise RuntimeError(f"{len(pending)} judgments are not in {cache}: name a judge LM (--judge) to make them")
         from cope_dspy.costs import Prices
 
-        new = _judge_all(pending, lm, Prices(run.get("prices") or {}), cache, concurrency)
+        new = _judge_all(pending, lm, Prices(run.get("prices") or {}), cache, concurrency, judge_logprobs)
     judgments = {**cached, **new}
 
     used: dict[str, dict[str, Any]] = {}
@@ -581,6 +592,9 @@ def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *,
                 used[row["key"]] = j = judgments[row["key"]]
                 row["outcome"] = j["verdict"]
             row["score"] = _SCORE[row["outcome"]]
+            if judge_logprobs:  # a judged pair by its probabilities; one decided without the judge is certain
+                row["p_score"] = preference(j.get("p_first"), j.get("p_second")) if row.get("how") == "judge" \
+                    else row["score"]
 
     large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
     notes = {"small single": "the small model alone, greedy, no plan",
@@ -678,6 +692,7 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(f"| {m['method']} | {100 * m['accuracy']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) | "
                      f"{m['usd_per_1k']:.4f} ({clo:.4f}-{chi:.4f}) | {vs} | {m['calls_per_problem']:.1f} | "
                      f"{_latency_cell(m)} | {exits} |")
+    lines += _probability_table(summary["methods"])
     notes = [f"- {m['method']}: {m['note']}" for m in summary["methods"] if m["note"]]
     if summary.get("records_with_cached_calls"):
         notes.append(f"- Warning: {summary['records_with_cached_calls']} problems hold replies served from DSPy's "
@@ -699,6 +714,22 @@ def markdown(summary: dict[str, Any]) -> str:
               f"- Recording every model's samples took {summary['recording_seconds_per_problem']:.0f} s per problem "
               "for the cascade part (all stages in full, 2 CPU cores, both models local).", ""]
     return "\n".join(lines)
+
+
+def _probability_table(methods: list[dict[str, Any]]) -> list[str]:
+    """MT-Bench with the judge's verdict probabilities: the win rate they give, as a second table."""
+    rows = [m for m in methods if m.get("win_rate_p") is not None]
+    if not rows:
+        return []
+    lines = ["", "The same judgments read by the judge's verdict probabilities: a pair scores P(named better) + "
+             "P(tie) / 2 in each order, averaged over the two orders, so a judge that always names position A "
+             "scores 0.5 (its position bias cancels); pairs decided without the judge (identical or empty "
+             "responses) score 1, 0.5 or 0.", "", "| method | win rate vs large alone, by probabilities (95% CI) |",
+             "|---|---|"]
+    for m in rows:
+        lo, hi = m["win_rate_p_ci95"]
+        lines.append(f"| {m['method']} | {100 * m['win_rate_p']:.1f} ({100 * lo:.1f}-{100 * hi:.1f}) |")
+    return lines
 
 
 def _latency_multiples(methods: list[dict[str, Any]]) -> str:

@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the large model); judgments are cached in judgments.jsonl")
     p.add_argument("--judge-max-tokens", type=int, default=None,
                    help="mtbench: the judge's reply cap (default: evals.judge.JUDGE_MAX_TOKENS)")
+    p.add_argument("--judge-logprobs", action="store_true",
+                   help="mtbench: also read the judge's verdict probabilities (a second win rate, position bias "
+                        "cancelled); always on for a local catalogue judge, whose server returns them")
     p.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT",
                    help="USD per million input,output tokens; repeatable")
     p.add_argument("--n", type=int, default=None,
@@ -186,19 +189,22 @@ def main(argv: list[str] | None = None) -> int:
                       "to report what is recorded.", file=os.sys.stderr)
                 return 130
             print(f"recorded in {time.perf_counter() - started:.0f}s -> {folder / 'records.jsonl'}")
+    from cope_dspy.local import catalogue
+
     from .judge import JUDGE_MAX_TOKENS, open_judge
     from .report import write_report
 
     with contextlib.ExitStack() as judge_stack:  # a judge is opened only if a judgment is not cached yet
         judge_name = args.judge or args.large
         judge_max_tokens = args.judge_max_tokens or JUDGE_MAX_TOKENS
+        judge_logprobs = args.judge_logprobs or judge_name in catalogue()
 
         def judge():
             return open_judge(judge_stack, judge_name, max_tokens=judge_max_tokens)
 
         try:
             print(write_report(folder, examples, judge=judge, judge_name=judge_name,
-                               judge_max_tokens=judge_max_tokens))
+                               judge_max_tokens=judge_max_tokens, judge_logprobs=judge_logprobs))
         except KeyboardInterrupt:
             print(f"stopped judging; judgments so far in {folder / 'judgments.jsonl'}. Rerun the same command to "
                   "resume.", file=os.sys.stderr)

@@ -46,7 +46,8 @@ def test_mtbench_records_judges_with_a_real_judge_and_reads_judgments_back(tmp_p
     assert record["baselines"]["large_greedy"]["usage"]["calls"] == 1
     summary = json.loads((tmp_path / "summary.json").read_text())
     judge = summary["judge"]
-    assert judge["model"] == MODEL and judge["setup"].endswith("plain text, max_tokens 40")
+    # a local catalogue judge is asked for its verdict's probabilities too
+    assert judge["model"] == MODEL and judge["setup"].endswith("plain text, max_tokens 40, verdict logprobs")
     lines = [json.loads(line) for line in (tmp_path / "judgments.jsonl").read_text().splitlines()]
     assert judge["new"] == len(lines) and judge["calls"] == 2 * len(lines)
     for j in lines:  # each judgment: two real calls, verdicts read or counted unparseable, cut replies counted
@@ -63,7 +64,9 @@ def test_the_judge_asks_a_real_model_twice_in_plain_text():
 
     with contextlib.ExitStack() as stack:
         lm = open_judge(stack, MODEL, max_tokens=40)
-        j = judge(lm, "What is 2 + 2?", "2 + 2 = 4.", "2 + 2 = 5.", reference="4")
+        j = judge(lm, "What is 2 + 2?", "2 + 2 = 4.", "2 + 2 = 5.", reference="4", logprobs=True)
     assert j.usage["calls"] == 2 and 0 < j.usage["completion_tokens"] <= 80
     assert j.first in {"A", "B", "tie", None} and j.verdict in {"a", "b", "tie"} and 0 <= j.cut <= 2
+    for p in (j.p_first, j.p_second):  # read from the server's top logprobs wherever it wrote "[[" + a letter
+        assert p is None or (set(p) == {"A", "B", "C"} and sum(p.values()) == pytest.approx(1.0))
     assert lm.history[-1]["messages"][-1]["content"].startswith("[User Question]\nWhat is 2 + 2?")

@@ -9,7 +9,7 @@ import re
 import dspy
 import fakes
 import pytest
-from dspy.lm15 import TokenLogprob
+from dspy.lm15 import TokenLogprob, TopLogprob
 from fakes import ScriptedLM, reply
 
 from cope_dspy import Cascade, Prices
@@ -17,7 +17,16 @@ from cope_dspy.costs import CostTracker
 from cope_dspy.records import upgrade
 from cope_dspy.text import Text
 from evals.benchmarks import get, record_all
-from evals.judge import JUDGE_MAX_TOKENS, combine, judge, judge_pair, parse_verdict, reference_for
+from evals.judge import (
+    JUDGE_MAX_TOKENS,
+    combine,
+    judge,
+    judge_pair,
+    parse_verdict,
+    preference,
+    reference_for,
+    verdict_probabilities,
+)
 from evals.report import text_report, text_rows, write_report
 from evals.run import build_parser
 
@@ -137,6 +146,58 @@ def test_math_reasoning_and_coding_are_judged_against_the_reference():
     assert lm.calls[0].user.index("[The End of Reference Answer]") < lm.calls[0].user.index("Assistant A's")
     assert "reference answer" in lm.calls[0].system
     assert "[The Start of Reference Answer]" not in judge_prompt(plus_judge(), "Q", "x", "y")
+
+
+def verdict_model(p_better, name="scripted/judge"):
+    """A judge that always replies "[[A]]" (position bias) while its verdict token's top alternatives give the
+    answer with more '+' marks probability p_better of being named, the other 1 - p_better - 0.1, a tie 0.1;
+    logprobs only when asked for (`.requested`: each call's config.logprobs)."""
+
+    def tokens(scripted, response):
+        user = scripted.calls[-1].user
+        a = section(user, "Assistant A's Answer").count("+")
+        b = section(user, "Assistant B's Answer").count("+")
+        pa = 0.45 if a == b else p_better if a > b else 0.9 - p_better
+        top = (TopLogprob(token="A", logprob=math.log(pa)), TopLogprob(token=" B", logprob=math.log(0.9 - pa)),
+               TopLogprob(token="C", logprob=math.log(0.1)), TopLogprob(token="D", logprob=math.log(0.01)))
+        return (TokenLogprob(token="[[", logprob=0.0), TokenLogprob(token="A", logprob=math.log(pa), top=top),
+                TokenLogprob(token="]]", logprob=0.0))
+
+    return with_logprobs(ScriptedLM(name, lambda call: "[[A]]"), tokens)
+
+
+def test_verdict_probabilities_read_the_letter_after_the_brackets_and_cancel_position_bias():
+    lm = verdict_model(0.7)
+    j = judge(lm.lm, "Q", "x ++", "y", prices=JUDGE_PRICE, logprobs=True)
+    assert (j.first, j.second, j.verdict) == ("A", "A", "tie")  # the swap rule sees only position bias
+    assert j.p_first == pytest.approx({"A": 0.7 / 1.0, "B": 0.2, "C": 0.1}, abs=1e-3)  # "D" is not a verdict
+    assert j.p_second == pytest.approx({"A": 0.2, "B": 0.7, "C": 0.1}, abs=1e-3)
+    assert j.score == pytest.approx((0.7 + 0.05 + 0.7 + 0.05) / 2, abs=1e-3)  # x is preferred in both orders
+    assert lm.requested == [5, 5]
+    same = verdict_model(0.7)
+    assert judge(same.lm, "Q", "x +", "y +", prices=JUDGE_PRICE, logprobs=True).score == pytest.approx(0.5)
+    plain = verdict_model(0.7)
+    j = judge(plain.lm, "Q", "x ++", "y", prices=JUDGE_PRICE)  # not asked for: no probabilities, no score
+    assert (j.p_first, j.score) == (None, None) and plain.requested == [None, None]
+    assert verdict_probabilities(None) is None
+    assert verdict_probabilities([TokenLogprob(token="A", logprob=-0.1)]) is None  # no "[[" before the letter
+    assert preference({"A": 1.0, "B": 0.0, "C": 0.0}, {"A": 0.0, "B": 1.0, "C": 0.0}) == 1.0
+
+
+def test_text_report_adds_the_probability_win_rate_when_the_judge_gives_it(tmp_path):
+    write_run(tmp_path, RECORDS)
+    write_report(tmp_path, examples_for(["t1", "t2", "t3"]), judge=verdict_model(0.7).lm, judge_logprobs=True)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    methods = {m["method"]: m for m in summary["methods"]}
+    assert summary["judge"]["setup"].endswith(", verdict logprobs")
+    assert methods["large alone"]["win_rate_p"] == 0.5
+    # small single: loses t1 (0.25), wins t2 (0.75), identical on t3 (0.5, no judge asked)
+    assert methods["small single"]["win_rate_p"] == pytest.approx((0.25 + 0.75 + 0.5) / 3, abs=1e-3)
+    assert methods["small single"]["accuracy"] == 0.5  # the swap rule: all ties from an always-"A" judge
+    assert "by probabilities (95% CI)" in (tmp_path / "table.md").read_text()
+    write_run(tmp_path / "plain", RECORDS)
+    write_report(tmp_path / "plain", examples_for(["t1", "t2", "t3"]), judge=plus_judge().lm)
+    assert "by probabilities" not in (tmp_path / "plain" / "table.md").read_text()
 
 
 def judge_prompt(lm, question, a, b, **kwargs):
@@ -330,26 +391,36 @@ def test_cli_takes_mtbench_and_a_judge():
 # ---------------------------------------------------------------- recorded end to end
 
 
-def logprob_model(name, respond, logprob):
-    """A scripted LM whose replies carry per-token logprobs `logprob(text)` when they are asked for."""
-    scripted = ScriptedLM(name, respond)
+def with_logprobs(scripted, tokens):
+    """`scripted` (a ScriptedLM) whose replies carry `tokens(scripted, response)` (lm15 TokenLogprobs) when logprobs are
+    asked for; `.requested` records each call's config.logprobs (None, or how many alternatives a token)."""
     inner = fakes._Engine(scripted)
+    scripted.requested = []
 
     class Engine:
         def complete(self, request):
             response = inner.complete(request)
+            scripted.requested.append(request.config.logprobs)
             if request.config.logprobs is None:
                 return response
-            tokens = tuple(TokenLogprob(token=t, logprob=logprob(response.message.parts[0].text)) for t in "abc")
-            return dataclasses.replace(response, logprobs=tokens)
+            return dataclasses.replace(response, logprobs=tokens(scripted, response))
 
     class AsyncEngine:
         async def complete(self, request):
             return Engine().complete(request)
 
-    scripted.lm = dspy.LM(name, engine=Engine(), async_engine=AsyncEngine(), cache=False,
+    scripted.lm = dspy.LM(scripted.name, engine=Engine(), async_engine=AsyncEngine(), cache=False,
                           callbacks=[fakes._Capture()])
     return scripted
+
+
+def logprob_model(name, respond, logprob):
+    """A scripted LM whose replies carry per-token logprobs `logprob(text)` when they are asked for."""
+
+    def tokens(scripted, response):
+        return tuple(TokenLogprob(token=t, logprob=logprob(response.message.parts[0].text)) for t in "abc")
+
+    return with_logprobs(ScriptedLM(name, respond), tokens)
 
 
 def test_recorded_mtbench_run_reports_win_rates(tmp_path):
