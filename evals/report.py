@@ -592,9 +592,11 @@ def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *,
                 used[row["key"]] = j = judgments[row["key"]]
                 row["outcome"] = j["verdict"]
             row["score"] = _SCORE[row["outcome"]]
-            if judge_logprobs:  # a judged pair by its probabilities; one decided without the judge is certain
-                row["p_score"] = preference(j.get("p_first"), j.get("p_second")) if row.get("how") == "judge" \
-                    else row["score"]
+            if judge_logprobs and row.get("how") == "judge":  # a pair without them scores as a tie, counted
+                p_score = preference(j.get("p_first"), j.get("p_second"))
+                row["p_score"] = 0.5 if p_score is None else p_score
+            elif judge_logprobs:  # decided without the judge: the outcome is certain
+                row["p_score"] = row["score"]
 
     large_usd = float(np.mean([r["usd"] for r in base["large alone"]]))
     notes = {"small single": "the small model alone, greedy, no plan",
@@ -618,6 +620,8 @@ def text_report(records: list[dict[str, Any]], run: dict[str, Any], judge_lm, *,
             "usd": float(sum(u.get("usd") or 0.0 for u in judge_usage)),
             "unparseable": sum((j["first"] is None) + (j["second"] is None) for j in used.values()),
             "cut": sum(j.get("cut") or 0 for j in used.values()),
+            **({"without_probabilities": sum(preference(j.get("p_first"), j.get("p_second")) is None
+                                             for j in used.values())} if judge_logprobs else {}),
             "inconsistent": sum(_inconsistent(j) for j in used.values()),
         },
     }
@@ -676,8 +680,10 @@ def markdown(summary: dict[str, Any]) -> str:
                   f"twice with the positions swapped (a win only when both orders agree, anything else a tie); "
                   f"{j['judgments']} judgments, {j['calls']} calls, ${j['usd']:.4f} (not in the methods' cost); "
                   f"{j['inconsistent']} position-inconsistent pairs and {j['unparseable']} unparseable verdicts "
-                  f"counted as ties; {j.get('cut', 0)} replies cut at the judge's reply cap; {j['new']} judged "
-                  f"for this report, the rest read from judgments.jsonl.", ""]
+                  f"counted as ties; {j.get('cut', 0)} replies cut at the judge's reply cap; "
+                  + (f"{j['without_probabilities']} judgments without verdict probabilities in both orders; "
+                     if "without_probabilities" in j else "")
+                  + f"{j['new']} judged for this report, the rest read from judgments.jsonl.", ""]
     metric = summary.get("metric", "accuracy")
     lines += [
         f"| method | {metric} (95% CI) | API $ per 1k problems (95% CI) | cost vs large alone | calls / problem | "
@@ -724,7 +730,8 @@ def _probability_table(methods: list[dict[str, Any]]) -> list[str]:
     lines = ["", "The same judgments read by the judge's verdict probabilities: a pair scores P(named better) + "
              "P(tie) / 2 in each order, averaged over the two orders, so a judge that always names position A "
              "scores 0.5 (its position bias cancels); pairs decided without the judge (identical or empty "
-             "responses) score 1, 0.5 or 0.", "", "| method | win rate vs large alone, by probabilities (95% CI) |",
+             "responses) score 1, 0.5 or 0; a judgment with no verdict letter to read in either order scores 0.5 "
+             "(the judge line counts them).", "", "| method | win rate vs large alone, by probabilities (95% CI) |",
              "|---|---|"]
     for m in rows:
         lo, hi = m["win_rate_p_ci95"]

@@ -195,6 +195,16 @@ def test_text_report_adds_the_probability_win_rate_when_the_judge_gives_it(tmp_p
     assert methods["small single"]["win_rate_p"] == pytest.approx((0.25 + 0.75 + 0.5) / 3, abs=1e-3)
     assert methods["small single"]["accuracy"] == 0.5  # the swap rule: all ties from an always-"A" judge
     assert "by probabilities (95% CI)" in (tmp_path / "table.md").read_text()
+    assert summary["judge"]["without_probabilities"] == 0
+    # a judge whose reply has no "[[" + letter to read: those pairs score as ties, and are counted
+    write_run(tmp_path / "silent", RECORDS)
+    silent = with_logprobs(ScriptedLM("scripted/judge", lambda call: "Both fine. [[C]]"),
+                           lambda scripted, response: (TokenLogprob(token="Both", logprob=-0.1),))
+    write_report(tmp_path / "silent", examples_for(["t1", "t2", "t3"]), judge=silent.lm, judge_logprobs=True)
+    summary = json.loads((tmp_path / "silent" / "summary.json").read_text())
+    assert summary["judge"]["without_probabilities"] == summary["judge"]["judgments"] == 6
+    assert {m["method"]: m["win_rate_p"] for m in summary["methods"]}["small single"] == 0.5
+    assert "6 judgments without verdict probabilities" in (tmp_path / "silent" / "table.md").read_text()
     write_run(tmp_path / "plain", RECORDS)
     write_report(tmp_path / "plain", examples_for(["t1", "t2", "t3"]), judge=plus_judge().lm)
     assert "by probabilities" not in (tmp_path / "plain" / "table.md").read_text()
