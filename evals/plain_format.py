@@ -4,6 +4,8 @@ guideline's length under a few planner wordings (issue 16), on the first GSM8K t
     nice -n 10 python -m evals.plain_format --out evals/results/plain-format
     python -m evals.plain_format --benchmark humaneval --models --planners code-today code-one-sentence \
         --answers evals/results/humaneval-...-block-n4-cap768 --out evals/results/plan-wording-humaneval
+    python -m evals.plain_format --benchmark math500 --models --planners plain-hint paragraph-one-sentence \
+        --answers evals/results/math500-...-plain-n4-cap1024 --out evals/results/plan-wording-math500
 
 Executors: each model answers the first --limit test problems alone (no plan), greedy, once per executor
 variant (format x wording). Guidelines: the --planner model writes one guideline per problem for the first
@@ -12,8 +14,10 @@ the same model's plain-text answer alone on those problems, and a guideline "sta
 number in it equals the gold answer. On HumanEval (`--benchmark humaneval`: planners only, no executor is
 run) the answer a guideline is compared with is the large-alone reply of a recorded benchmark folder
 (`--answers`, on the problems it holds), and a guideline "states the answer" when it holds a `def` of the
-function to write with a body (`evals.plan_stats.code_states_answer`). One llama.cpp server at a time, 1 thread, 4 slots. Records go to
-<out>/records.jsonl (resumable: rerun the same command to continue); the summary to <out>/summary.json.
+function to write with a body (`evals.plan_stats.code_states_answer`); on MATH-500 (`--benchmark math500`, the
+same way) when it holds a `\\boxed{}` or its answer reads as the gold one (`evals.plan_stats.math_states_answer`).
+One llama.cpp server at a time, 1 thread, 4 slots. Records go to <out>/records.jsonl (resumable: rerun the
+same command to continue); the summary to <out>/summary.json.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ from cope_dspy.signatures import PlanGuideline
 from .benchmarks import folder_records
 from .loaders import load
 from .metrics import gsm8k_match
-from .plan_stats import code_states_answer
-from .wordings import CODE_ONE_SENTENCE, QWEN_MATH
+from .plan_stats import code_states_answer, math_states_answer, reads_as
+from .wordings import CODE_ONE_SENTENCE, MATH_HINT, QWEN_MATH
 
 # name -> (format, instructions or None for the task's own, number of few-shot demos from the dev split)
 EXECUTORS = {
@@ -56,6 +60,8 @@ PLANNERS = {
     "plain-today": ("plain", PlanGuideline.instructions),
     "plain-one-sentence": ("plain", None),  # Math's own plain wording: one sentence, no calculation
     "paragraph-one-sentence": ("paragraph", None),
+    "plain-hint": ("plain", MATH_HINT),
+    "paragraph-hint": ("paragraph", MATH_HINT),
 }
 # Code (HumanEval): the wording the block recordings used (Code's chat wording, asked in plain text), and
 # one sentence with no steps, as Math's plain wording; the stop at a blank line would keep only the 1.5B's
@@ -64,7 +70,9 @@ CODE_PLANNERS = {
     "code-today": ("plain", Code.instructions["guideline_planner"]),
     "code-one-sentence": ("plain", CODE_ONE_SENTENCE),
 }
-BENCHMARKS = ("gsm8k", "humaneval")
+BENCHMARKS = ("gsm8k", "humaneval", "math500")
+# Benchmarks asked for guidelines only, compared with a recorded folder's large-alone answers (--answers).
+PLANNERS_ONLY = ("humaneval", "math500")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -198,7 +206,7 @@ def record(args, examples) -> None:
                     for name, cascade in planners.items():
                         key = {"part": "guideline", "model": model, "variant": name, "id": ex.id}
                         if tuple(key.values()) not in done:
-                            jobs.append((i, key, lambda c=cascade, ex=ex: _plan(c, ex)))
+                            jobs.append((i, key, lambda c=cascade, ex=ex: _plan(c, ex, args.benchmark)))
             print(f"{model}: {len(jobs)} calls to make", flush=True)
             jobs.sort(key=lambda job: job[0])  # problem by problem, executors and planners alike
             _run([job[1:] for job in jobs], path, args.concurrency)
@@ -216,10 +224,12 @@ def _solve(cascade: Cascade, predictor, ex) -> dict:
     return out
 
 
-def _plan(cascade: Cascade, ex) -> dict:
+def _plan(cascade: Cascade, ex, benchmark: str) -> dict:
     out = _guideline(cascade, ex.question)
     if "entry_point" in ex:  # code: a def of the function to write, with a body
         out["states_answer"] = code_states_answer(out["guideline"] or "", ex.entry_point)["any"]
+    elif benchmark == "math500":  # a \boxed{}, or the gold answer read out of it as out of a reply
+        out["states_answer"] = math_states_answer(out["guideline"] or "", ex.answer, None, reads_as("math500"))["any"]
     else:
         out["states_answer"] = states_answer(out["guideline"], ex.answer)
     return out
@@ -353,13 +363,13 @@ def main(argv: list[str] | None = None) -> int:
             f"--planners {' '.join(wrong)}: not a {args.benchmark} wording; choose from {', '.join(wordings)}"
         )
     answers = None
-    if args.benchmark == "humaneval":
+    if args.benchmark in PLANNERS_ONLY:
         if args.models:
-            p.error("--benchmark humaneval runs planners only: pass --models with no names")
+            p.error(f"--benchmark {args.benchmark} runs planners only: pass --models with no names")
         if args.answers is None:
             p.error(
-                "--benchmark humaneval needs --answers FOLDER: a recorded HumanEval folder (evals.run) "
-                "whose large-alone replies the guidelines are compared with"
+                f"--benchmark {args.benchmark} needs --answers FOLDER: a recorded {args.benchmark} folder "
+                "(evals.run) whose large-alone replies the guidelines are compared with"
             )
         answers = recorded_answers(args.answers)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -154,7 +154,7 @@ def stats(folder: Path) -> dict[str, Any]:
         else:
             flags.append(
                 math_states_answer(
-                    text, ex.answer, r["baselines"]["large_greedy"].get("answer"), _same(bench)
+                    text, ex.answer, r["baselines"]["large_greedy"].get("answer"), reads_as(bench)
                 )
             )
     counts = {k: sum(f[k] for f in flags) for k in flags[0]} if flags else {}
@@ -182,7 +182,8 @@ def _out_price(run: dict[str, Any]) -> float:
     return float(prices[0][1]) if prices else 0.0
 
 
-def _same(bench: str) -> Callable[[str, str], bool]:
+def reads_as(bench: str) -> Callable[[str, str], bool]:
+    """`same(text, answer)` for a math benchmark: the text's answer, read as a reply's, equals `answer`."""
     from .metrics import gsm8k_match, math_equiv
 
     return gsm8k_match if bench == "gsm8k" else (lambda text, answer: math_equiv(text, answer))

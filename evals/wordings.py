@@ -14,7 +14,16 @@ CODE_ONE_SENTENCE = (
     "the algorithm or data structure, and the edge case to handle. Do not write any code, steps or lists."
 )
 
-WORDINGS = {"qwen-math": QWEN_MATH, "code-one-sentence": CODE_ONE_SENTENCE}
+# Math's guideline as a short hint: on MATH-500 Math's plain wording ("In one sentence, name the strategy ...
+# Do not calculate anything and do not give the answer.") gave guidelines of 71% of a large-alone answer's
+# tokens, 9 of 11 with a \boxed{} answer (evals/README, MATH-500 in plain text); this one names the length
+# and the things a guideline must not hold (evals/README, "A hint-length guideline for MATH-500").
+MATH_HINT = (
+    "You are a math coach. Give a hint for the problem in one sentence of at most 30 words: the method or "
+    "formula to use. Do not solve the problem, do not calculate anything, and do not write or box an answer."
+)
+
+WORDINGS = {"qwen-math": QWEN_MATH, "code-one-sentence": CODE_ONE_SENTENCE, "math-hint": MATH_HINT}
 
 
 def parse_wordings(items: list[str]) -> dict[str, str]:

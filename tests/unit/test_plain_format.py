@@ -207,3 +207,38 @@ def test_code_planner_run_refuses_executors_and_a_missing_answers_folder(tmp_pat
                 str(tmp_path / "c"),
             ]
         )  # a GSM8K wording
+
+
+def test_math500_planner_wordings_count_boxed_answers_and_the_share_of_recorded_answers(monkeypatch, tmp_path):
+    """`--benchmark math500`: guidelines only, as on HumanEval; a guideline that boxes an answer or whose
+    answer reads as the gold one states the answer."""
+    examples = load("math500", split="test", limit=2)
+    folder = tmp_path / "recorded"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"benchmark": "math500"}))
+    record = {"format": "cope-dspy/records/1", "variant": "default", "inputs": {}, "answer": None, "stage": 1,
+              "policy": {"n": 4, "stages": [1, 2, 3], "task": "math", "variant": "default"}, "trace": [],
+              "baselines": {"large_greedy": {"solution": "x", "usage": {"completion_tokens": 400}}}}
+    (folder / "records.jsonl").write_text("".join(json.dumps({**record, "id": ex.id}) + "\n" for ex in examples))
+    gold = {ex.question.strip(): ex.answer for ex in examples}
+
+    def respond(call):
+        if "hint" in call.system:
+            return "Use the distance formula."
+        return f"Work it out step by step, so the answer is \\boxed{{{gold[call.user.strip()]}}}."
+
+    planner = ScriptedLM("scripted/large", respond, usage=(100, 40))
+    monkeypatch.setattr(plain_format, "LocalServer", lambda model, **kw: _Serving(planner.lm))
+    out = tmp_path / "run"
+    argv = ["--benchmark", "math500", "--models", "--planners", "plain-one-sentence", "plain-hint", "--answers",
+            str(folder), "--guideline-limit", "500", "--out", str(out)]
+    assert plain_format.main(argv) == 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert sorted((r["variant"], r["id"]) for r in records) == sorted(
+        (v, ex.id) for v in ("plain-one-sentence", "plain-hint") for ex in examples)
+    assert {r["variant"]: r["states_answer"] for r in records} == {"plain-one-sentence": True, "plain-hint": False}
+    summary = json.loads((out / "summary.json").read_text())
+    assert {g["variant"]: g["share_of_recorded_answer"] for g in summary["guidelines"]} == {
+        "plain-one-sentence": 0.1, "plain-hint": 0.1}  # 40 scripted tokens of 400 recorded
+    assert {g["variant"]: g["states_answer"] for g in summary["guidelines"]} == {
+        "plain-one-sentence": 2, "plain-hint": 0}
