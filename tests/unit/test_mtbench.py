@@ -465,3 +465,15 @@ def test_recorded_mtbench_run_reports_win_rates(tmp_path):
     assert {int(k): v for k, v in cope["exits"].items()} == {1: 1, 2: 0, 3: 1}
     assert cope["accuracy"] == pytest.approx(0.75)
     assert cope["usd_per_1k"] == pytest.approx(1000 * 2 * CALL_USD / 2)
+
+
+def test_judge_lms_skip_dspys_cache_so_judgment_costs_are_real(monkeypatch):
+    import contextlib
+
+    from evals.judge import open_judge
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with contextlib.ExitStack() as stack:
+        for name in ("openai/gpt-4o-mini", "ollama_chat/qwen2.5:1.5b"):
+            lm = open_judge(stack, name, max_tokens=64)
+            assert lm.cache is False and lm.kwargs["max_tokens"] == 64
