@@ -41,9 +41,9 @@ __all__ = ["PairwiseJudge", "PairwiseJudgeWithReference", "Judgment", "judge", "
 
 # FastChat judges these categories against a reference answer (pair-math-v1), the rest with pair-v2.
 NEED_REF_CATEGORIES = ("math", "reasoning", "coding")
-# The judge's reply cap. A readable verdict from the 1.5B judge took 75-100 tokens (six trial judgments,
-# decisions.md); a reply that reaches the cap is a repetition loop with no verdict, so a larger cap buys
-# nothing but time. FastChat gives GPT-4 2,048.
+# The judge's reply cap. A readable verdict from the 1.5B judge took 75-100 tokens in the two-field format
+# (six trial judgments, decisions.md), 4 in plain text (the verdict alone); a reply that reaches the cap is
+# a repetition loop with no verdict, so a larger cap buys nothing but time. FastChat gives GPT-4 2,048.
 JUDGE_MAX_TOKENS = 512
 # Alternatives asked for at each reply token when the verdict's probabilities are wanted (A, B, C and spares).
 TOP_LOGPROBS = 5
