@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             print(write_report(folder, examples, judge=judge, judge_name=judge_name,
                                judge_max_tokens=judge_max_tokens, judge_logprobs=judge_logprobs))
         except KeyboardInterrupt:
+            if args.benchmark != "mtbench":  # no judge: nothing was left half done
+                raise
             print(f"stopped judging; judgments so far in {folder / 'judgments.jsonl'}. Rerun the same command to "
                   "resume.", file=os.sys.stderr)
             return 130

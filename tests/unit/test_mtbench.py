@@ -477,3 +477,17 @@ def test_judge_lms_skip_dspys_cache_so_judgment_costs_are_real(monkeypatch):
         for name in ("openai/gpt-4o-mini", "ollama_chat/qwen2.5:1.5b"):
             lm = open_judge(stack, name, max_tokens=64)
             assert lm.cache is False and lm.kwargs["max_tokens"] == 64
+
+
+def test_ctrl_c_while_judging_ends_the_command_with_130_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import evals.report
+    from evals.run import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evals.report, "write_report", interrupted)
+    assert main(["mtbench", "--report-only", "--out", str(tmp_path)]) == 130
+    assert "stopped judging" in capsys.readouterr().err
+    with pytest.raises(KeyboardInterrupt):  # another benchmark has no judge: the interrupt is not dressed up
+        main(["gsm8k", "--report-only", "--out", str(tmp_path / "g")])
