@@ -9,11 +9,10 @@ import json
 import math
 import numbers
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from .ballot_replay import PERPLEXITY, TESTS_PASS
 from .consensus import Candidate, Vote
 from .costs import CostTracker, tag
 from .errors import CopeInputError
+from .jobs import run_jobs
 from .redact import redact
 
 FORMAT = "cope-dspy/records/1"
@@ -90,8 +90,8 @@ def record_each(cascade, jobs: Sequence[tuple[str, Any]], one: Callable[[Any], d
     variant), `concurrency` at once, and each is appended as soon as it is done. The first job runs alone, so a
     broken metric fails after one example's calls, not all; an error stops starting new jobs (those running
     finish and are kept). Ctrl-C stops starting new jobs and waits for those in flight, so the minutes already
-    spent on them are kept; a second Ctrl-C abandons them (nothing of theirs is written). Either way the
-    KeyboardInterrupt is re-raised, and rerunning resumes. Returns every record in the file."""
+    spent on them are kept; a second Ctrl-C abandons them (nothing of theirs is written): `cope_dspy.jobs`.
+    Either way the KeyboardInterrupt is re-raised, and rerunning resumes. Returns every record in the file."""
     from tqdm.auto import tqdm
 
     p, task = cascade.policy, cascade.task.name
@@ -110,41 +110,16 @@ def record_each(cascade, jobs: Sequence[tuple[str, Any]], one: Callable[[Any], d
             done.add(item["id"])
     todo = [job for job in jobs if job[0] not in done]
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), disable=not progress, desc=desc, unit=unit)
-    abandoned = threading.Event()  # set by a second interrupt: a job finishing after it is not written
 
-    def run(job) -> None:
-        line = one(job)
-        if abandoned.is_set():  # its calls may have failed as the servers stopped: not a measurement
-            return
+    def keep(job, line: dict[str, Any]) -> None:
         writer.write(line)
         bar.update(1)
         if line.get("seconds") is not None:
             bar.set_postfix_str(f"{line['seconds']:.0f}s cope")
 
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="cope-record")
-    futures = []
     try:
-        try:
-            for k, job in enumerate(todo):
-                futures.append(pool.submit(contextvars.copy_context().run, run, job))
-                if k == 0:
-                    futures[0].result()
-            for f in futures:
-                f.result()
-        except KeyboardInterrupt:
-            for f in futures:
-                f.cancel()  # the queued ones; those running cannot be cancelled
-            print(f"\ninterrupted: finishing the {sum(f.running() for f in futures)} {unit}(s) in flight so their "
-                  "samples are kept (Ctrl-C again abandons them); rerun the same command to resume.",
-                  file=sys.stderr, flush=True)
-            try:
-                wait(futures)
-            except KeyboardInterrupt:
-                abandoned.set()
-                print(f"abandoned the {unit}s in flight; nothing of theirs was written.", file=sys.stderr, flush=True)
-            raise
-    finally:  # also on an error: jobs not yet started are never started, those running are kept
-        pool.shutdown(wait=not abandoned.is_set(), cancel_futures=True)
+        run_jobs(one, keep, todo, concurrency=concurrency, first_alone=True, unit=unit, thread_name="cope-record")
+    finally:
         bar.close()
     return Records.load(path, task=task)
 

@@ -18,10 +18,7 @@ import os
 import queue
 import shlex
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
-from contextvars import copy_context
 from pathlib import Path
 from typing import Any
 
@@ -187,14 +184,16 @@ def record(args, methods: list[str], folder: Path, argv: list[str]) -> int:
 def play_all(todo, policies, envs: queue.Queue, path: Path, args) -> None:
     """Play every (seed, method) episode, `args.concurrency` at once, one line each. An interrupt stops
     taking new episodes and finishes those in flight (their steps are already paid for); a second one
-    abandons them, unwritten."""
+    abandons them, unwritten (`cope_dspy.jobs`)."""
     from cope_dspy.episode import play
+    from cope_dspy.jobs import run_jobs
 
-    writer, abandoned = Writer(path), threading.Event()
+    writer = Writer(path)
 
-    def one(seed: int, method: str) -> None:
+    def work(job: tuple[int, str]) -> dict[str, Any] | None:
+        seed, method = job
         if f"{method}/{seed}" in load_episodes(path):  # recorded meanwhile (another run into the same folder)
-            return
+            return None
         env = envs.get()
         try:
             started = time.perf_counter()
@@ -203,9 +202,7 @@ def play_all(todo, policies, envs: queue.Queue, path: Path, args) -> None:
             gold = len(env.gold_actions())
         finally:
             envs.put(env)
-        if abandoned.is_set():
-            return
-        line = {
+        return {
             "id": f"{method}/{seed}",
             "method": method,
             "seed": seed,
@@ -213,36 +210,18 @@ def play_all(todo, policies, envs: queue.Queue, path: Path, args) -> None:
             "seconds": round(seconds, 3),
             **result.to_dict(),
         }
+
+    def keep(job: tuple[int, str], line: dict[str, Any] | None) -> None:
+        if line is None:
+            return
         writer.write(line)
         print(
-            f"{method} seed {seed}: {result.end} in {len(result.steps)} steps, {seconds:.0f}s, "
-            f"${result.usage.usd:.6f}",
+            f"{line['method']} seed {line['seed']}: {line['end']} in {line['n_steps']} steps, "
+            f"{line['seconds']:.0f}s, ${line['usage']['usd']:.6f}",
             flush=True,
         )
 
-    pool = ThreadPoolExecutor(max_workers=args.concurrency)
-    futures = []
-    try:
-        try:
-            futures = [pool.submit(copy_context().run, one, seed, m) for seed, m in todo]
-            for f in futures:
-                f.result()
-        except KeyboardInterrupt:
-            for f in futures:
-                f.cancel()
-            print(
-                f"\ninterrupted: finishing the {sum(f.running() for f in futures)} episode(s) in flight (Ctrl-C "
-                "again abandons them); rerun the same command to resume.",
-                file=sys.stderr,
-                flush=True,
-            )
-            try:
-                wait(futures)
-            except KeyboardInterrupt:
-                abandoned.set()
-            raise
-    finally:
-        pool.shutdown(wait=not abandoned.is_set(), cancel_futures=True)
+    run_jobs(work, keep, list(todo), concurrency=args.concurrency, unit="episode", thread_name="cope-episode")
 
 
 # ------------------------------------------------------------------------------------------- report

@@ -447,48 +447,31 @@ def _judge_all(pending: dict[str, dict[str, Any]], judge_lm, prices, path: Path 
     to `path` as soon as it is in, so a killed report resumes where it stopped.
 
     The first Ctrl-C (or SIGTERM) starts no new judgment and waits for the ones in flight, which are kept
-    (a paid judge has been paid for them); a second abandons them. Either way KeyboardInterrupt is raised."""
-    import sys
-    from concurrent.futures import ThreadPoolExecutor, wait
-    from contextvars import copy_context
+    (a paid judge has been paid for them); a second abandons them, and a judgment finishing after that is not
+    written (`cope_dspy.jobs`). Either way KeyboardInterrupt is raised."""
+    from cope_dspy.jobs import run_jobs
 
     from .folders import sigterm_as_interrupt
     from .judge import judge
     writer = Writer(path) if path is not None else None
     done: dict[str, dict[str, Any]] = {}
 
-    def one(key: str, job: dict[str, Any]) -> None:
+    def work(item: tuple[str, dict[str, Any]]) -> dict[str, Any]:
+        key, job = item
         j = judge(judge_lm, job["question"], job["a"], job["b"], reference=job["reference"], prices=prices,
                   logprobs=logprobs)
-        line = {"key": key, "judge": job["judge"], "setup": job["setup"], "id": job["id"], "verdict": j.verdict,
+        return {"key": key, "judge": job["judge"], "setup": job["setup"], "id": job["id"], "verdict": j.verdict,
                 "first": j.first, "second": j.second, "cut": j.cut, "p_first": j.p_first, "p_second": j.p_second,
                 "usage": j.usage}
+
+    def keep(item: tuple[str, dict[str, Any]], line: dict[str, Any]) -> None:
         if writer is not None:
             writer.write(line)
-        done[key] = line
+        done[line["key"]] = line
 
-    pool = ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(pending))))
-    abandon = False
-    futures = []
-    try:
-        with sigterm_as_interrupt():
-            try:
-                futures = [pool.submit(copy_context().run, one, k, job) for k, job in pending.items()]
-                for f in futures:
-                    f.result()
-            except KeyboardInterrupt:
-                for f in futures:
-                    f.cancel()
-                print(f"\ninterrupted: finishing the {sum(f.running() for f in futures)} judgment(s) in flight "
-                      f"(Ctrl-C again abandons them); {len(done)} judged so far are kept in {path}.",
-                      file=sys.stderr, flush=True)
-                try:
-                    wait(futures)
-                except KeyboardInterrupt:
-                    abandon = True
-                raise
-    finally:
-        pool.shutdown(wait=not abandon, cancel_futures=True)
+    with sigterm_as_interrupt():
+        run_jobs(work, keep, list(pending.items()), concurrency=concurrency, unit="judgment",
+                 resume=lambda: f"{len(done)} judged so far are kept in {path}.", thread_name="cope-judge")
     return done
 
 
