@@ -310,7 +310,9 @@ def _prune_logs(logs: Path, keep: int = 20) -> None:
 
 
 def _parent_death_signal():
-    """A preexec_fn that makes the child get SIGTERM if this thread dies (Linux), so no server outlives us."""
+    """A preexec_fn that makes the child get SIGKILL if this thread dies (Linux), so no server outlives us.
+    SIGKILL, not SIGTERM: llama-server can hang in its own shutdown ("cleaning up before exit", still running
+    minutes later, even after a second SIGTERM), and once we are dead no `stop()` is left to escalate."""
     if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
         return None  # PR_SET_PDEATHSIG fires when the forking *thread* exits: only safe from the main thread
     try:
@@ -322,7 +324,7 @@ def _parent_death_signal():
     parent = os.getpid()
 
     def preexec() -> None:
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 

@@ -265,8 +265,12 @@ def test_missing_model_file_and_missing_binary(fake_binary, tmp_path, monkeypatc
         LocalServer(tmp_path / "m.gguf").start()
 
 
-def test_server_dies_with_a_killed_parent(fake_binary, gguf):
-    """Even `kill -9` of the Python process leaves no server behind (PR_SET_PDEATHSIG)."""
+@pytest.mark.parametrize("hangs_on_sigterm", [False, True])
+def test_server_dies_with_a_killed_parent(fake_binary, gguf, monkeypatch, hangs_on_sigterm):
+    """Even `kill -9` of the Python process leaves no server behind (PR_SET_PDEATHSIG), also one that does not
+    end on SIGTERM (llama-server can hang in its shutdown)."""
+    if hangs_on_sigterm:
+        monkeypatch.setenv("FAKE_IGNORE_SIGTERM", "1")
     code = (
         "import sys, time; from cope_dspy.local import LocalServer; "
         f"s = LocalServer({str(gguf)!r}).start(); print(s.pid, flush=True); time.sleep(60)"
