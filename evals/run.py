@@ -31,7 +31,7 @@ from .folders import (  # noqa: F401 (SETTINGS, RESULTS and parse_formats: read 
     sigterm_as_interrupt,
     user_tests,
 )
-from .wordings import instructions, parse_wordings
+from .wordings import WORDINGS, instructions, parse_wordings
 
 # Samples per stage and reply caps when the command line gives none. n = 4, not the paper's 8: on a laptop's
 # CPU the embedded pair records a problem in ~2 min at n = 4; the caps fit one worked answer on each
@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    f"small_executor=plain,goal_planner=plain (default: {DEFAULT_FORMATS}; on code {CODE_FORMATS})")
     p.add_argument("--wording", action="append", default=[], metavar="ROLE=NAME",
                    help="ask a role in a named wording instead of the task's own (evals/wordings.py: "
-                        "qwen-math, code-one-sentence), e.g. guideline_planner=code-one-sentence; repeatable")
+                        f"{', '.join(WORDINGS)}), e.g. guideline_planner=code-one-sentence; repeatable")
     p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
     p.add_argument("--out", type=Path, default=None, help="result folder (default: derived from the arguments)")
     p.add_argument("--report-only", action="store_true", help="do not record; report what is recorded")
