@@ -30,7 +30,7 @@ USERS = ("examples", "scripts")  # code that may import anything, but is held to
 # fmt: off
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("leaves", ("errors", "redact", "usage", "prices", "costs", "ledger", "models", "local", "sandbox", "sandbox_child",
-                "answers", "objective", "adapter", "plain", "role", "billing", "failures", "runner", "user_tests")),
+                "answers", "objective", "adapter", "plain", "role", "billing", "failures", "runner", "jobs", "user_tests")),
     ("signatures", ("signatures",)),
     ("tasks/consensus", ("consensus", "tasks", "code", "text", "policy", "agent")),
     ("cascade", ("cascade", "ballot_replay", "records", "replay", "pair", "episode", "textworld")),
