@@ -13,3 +13,17 @@ if "DSPY_CACHEDIR" not in os.environ:  # a throwaway cache per test process, rem
     os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp(prefix="cope-dspy-test-cache-")
     atexit.register(shutil.rmtree, os.environ["DSPY_CACHEDIR"], ignore_errors=True)
 sys.path.insert(0, os.path.dirname(__file__))  # `from fakes import ...`
+
+
+import pytest  # noqa: E402 (after the environment above, which must be set before dspy loads)
+
+
+@pytest.fixture
+def ctrl_c():
+    """SIGINT raises KeyboardInterrupt, as at a terminal, even when pytest was started in the background by a
+    script (a background job inherits SIGINT ignored, and Python then installs no handler)."""
+    import signal
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

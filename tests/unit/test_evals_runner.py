@@ -396,17 +396,6 @@ def _interrupting_cascade(signals: int):
     return Cascade(small=small.lm, large=large.lm, task=Math(), n=2, prices=prices), started
 
 
-@pytest.fixture
-def ctrl_c():
-    """SIGINT raises KeyboardInterrupt, as at a terminal, even when pytest was started in the background by a
-    script (a background job inherits SIGINT ignored, and Python then installs no handler)."""
-    import signal
-
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
-
-
 def test_ctrl_c_keeps_the_problems_in_flight_and_starts_no_new_one(tmp_path, ctrl_c):
     cascade, started = _interrupting_cascade(signals=1)
     path = tmp_path / "records.jsonl"

@@ -10,15 +10,6 @@ import pytest
 from cope_dspy.jobs import run_jobs
 
 
-@pytest.fixture
-def ctrl_c():
-    """SIGINT raises KeyboardInterrupt, as at a terminal, even under a background script (which inherits SIGINT
-    ignored)."""
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    yield
-    signal.signal(signal.SIGINT, before)
-
-
 def test_every_job_is_worked_then_kept_at_most_concurrency_at_once():
     busy, peak, lock, kept = [0], [0], threading.Lock(), {}
 
