@@ -31,7 +31,7 @@ from .folders import (  # noqa: F401 (SETTINGS, RESULTS and parse_formats: read 
     sigterm_as_interrupt,
     user_tests,
 )
-from .wordings import WORDINGS, instructions, parse_wordings
+from .wordings import DEFAULT_WORDINGS, OWN, WORDINGS, instructions, parse_wordings
 
 # Samples per stage and reply caps when the command line gives none. n = 4, not the paper's 8: on a laptop's
 # CPU the embedded pair records a problem in ~2 min at n = 4; the caps fit one worked answer on each
@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                    f"small_executor=plain,goal_planner=plain (default: {DEFAULT_FORMATS}; on code {CODE_FORMATS})")
     p.add_argument("--wording", action="append", default=[], metavar="ROLE=NAME",
                    help="ask a role in a named wording instead of the task's own (evals/wordings.py: "
-                        f"{', '.join(WORDINGS)}), e.g. guideline_planner=code-one-sentence; repeatable")
+                        f"{', '.join(WORDINGS)}), e.g. guideline_planner=code-one-sentence, or {OWN} for the "
+                        "task's own; repeatable (default: " + "; ".join(
+                            f"{b} " + ",".join(f"{r}={n}" for r, n in w.items()) for b, w in DEFAULT_WORDINGS.items())
+                        + "; elsewhere each task's own)")
     p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
     p.add_argument("--out", type=Path, default=None, help="result folder (default: derived from the arguments)")
     p.add_argument("--report-only", action="store_true", help="do not record; report what is recorded")
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parse_prices(args.price)  # bad prices fail here, before any server starts
     role_caps = parse_role_caps(args.role_max_tokens)
     formats = parse_formats(args.format, args.benchmark)
-    wordings = parse_wordings(args.wording)
+    wordings = parse_wordings(args.wording, args.benchmark)
     bench = get(args.benchmark)
     acceptance = args.acceptance if args.benchmark in CODE else None
     end = None if args.limit is None else args.offset + args.limit

@@ -301,11 +301,10 @@ def test_offset_records_the_problems_after_it(tmp_path, monkeypatch):
         main(["gsm8k", "--offset", "100000", "--out", str(tmp_path / "d")])
 
 
-def test_a_named_wording_asks_its_role_in_it_and_keeps_the_folder_to_it(tmp_path, monkeypatch):
+def _task_seen_before_any_model_call(monkeypatch) -> dict:
+    """Scripted servers and a `record_all` that keeps the cascade's task and stops (exit 130) before any call."""
     import cope_dspy.pair as pair
     import evals.benchmarks as benchmarks
-    from evals.run import main
-    from evals.wordings import CODE_ONE_SENTENCE, QWEN_MATH
 
     seen = {}
 
@@ -318,6 +317,15 @@ def test_a_named_wording_asks_its_role_in_it_and_keeps_the_folder_to_it(tmp_path
 
     monkeypatch.setattr(pair, "open_models", lambda *a, **k: (Opened(), Opened(), Prices({})))
     monkeypatch.setattr(benchmarks, "record_all", fake_record_all)
+    return seen
+
+
+def test_a_named_wording_asks_its_role_in_it_and_keeps_the_folder_to_it(tmp_path, monkeypatch):
+    import cope_dspy.pair as pair
+    from evals.run import main
+    from evals.wordings import CODE_ONE_SENTENCE, QWEN_MATH
+
+    seen = _task_seen_before_any_model_call(monkeypatch)
     out = tmp_path / "he"
     assert main(["humaneval", "--limit", "1", "--wording", "guideline_planner=code-one-sentence",
                  "--out", str(out)]) == 130
@@ -342,6 +350,36 @@ def test_a_named_wording_asks_its_role_in_it_and_keeps_the_folder_to_it(tmp_path
               "small_executor=qwen-math", "--out", folder])
     with pytest.raises(ServersWouldStart):
         main(["gsm8k", "--limit", "2", "--format", "chat", "--max-tokens", "320", "--out", folder])
+
+
+def test_math500_asks_its_guideline_in_math_hint_unless_told_own_and_other_benchmarks_keep_their_task_s(
+        tmp_path, monkeypatch):
+    import cope_dspy.pair as pair
+    from evals.run import main
+    from evals.wordings import MATH_HINT
+
+    seen = _task_seen_before_any_model_call(monkeypatch)
+    wordings = lambda folder: json.loads((folder / "run.json").read_text())["wordings"]  # noqa: E731
+    assert main(["math500", "--limit", "1", "--out", str(tmp_path / "m")]) == 130
+    own = type(seen["task"])().signature("guideline_planner", "plain").instructions  # Math's own, no override
+    assert seen["task"].signature("guideline_planner", "plain").instructions == MATH_HINT != own
+    assert seen["task"].signature("small_executor", "plain").instructions != MATH_HINT  # that role only
+    assert wordings(tmp_path / "m") == {"guideline_planner": "math-hint"}
+    assert main(["math500", "--limit", "1", "--wording", "guideline_planner=own", "--out", str(tmp_path / "o")]) == 130
+    assert seen["task"].signature("guideline_planner", "plain").instructions == own
+    assert wordings(tmp_path / "o") == {}  # as folders recorded before the default: they resume with =own
+    assert main(["gsm8k", "--limit", "1", "--out", str(tmp_path / "g")]) == 130
+    assert seen["task"].signature("guideline_planner", "plain").instructions == own
+    assert wordings(tmp_path / "g") == {}
+    # a MATH-500 folder recorded in Math's own wording refuses the new default and names the difference
+    (tmp_path / "old").mkdir()
+    folder = _recorded_folder(tmp_path / "old", benchmark="math500", max_tokens=1024, formats={"goal_planner": "plain"})
+    monkeypatch.setattr(pair, "open_models", lambda *a, **k: (_ for _ in ()).throw(ServersWouldStart()))
+    with pytest.raises(SystemExit, match=r"wordings=\{\}; this run asks wordings=\{'guideline_planner': 'math-hint'\}"):
+        main(["math500", "--limit", "3", "--format", "goal_planner=plain", "--out", str(folder)])
+    with pytest.raises(ServersWouldStart):
+        main(["math500", "--limit", "3", "--format", "goal_planner=plain", "--wording", "guideline_planner=own",
+              "--out", str(folder)])
 
 
 def test_a_folder_holding_every_problem_reports_without_starting_a_server(tmp_path, monkeypatch):
