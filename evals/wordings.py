@@ -31,10 +31,10 @@ OWN = "own"
 
 # The wording a benchmark's recordings ask a role in when the command line names none for it: the variant its
 # study chose (issue 16: `cope eval` uses the chosen variant by default). MATH-500: math-hint, chosen in 4 of 5
-# folds of the joint variant study on the first 37 test problems, the same COPE accuracy as Math's own wording
-# at 59% less cost than large alone against 30%, its guideline 28% of an answer's tokens against 69%
-# (evals/README, "The hint-length guideline in the cascade"). GSM8K keeps Math's own wording: no variant study
-# of it there.
+# folds of the joint variant study on the first 37 test problems and again on 40; COPE's accuracy within one
+# problem of Math's own wording at about half its API cost, its guideline 28-30% of an answer's tokens against
+# 68-69% (evals/README, "The hint-length guideline in the cascade"). GSM8K keeps Math's own wording: no variant
+# study of it there.
 DEFAULT_WORDINGS = {"math500": {"guideline_planner": "math-hint"}}
 
 
