@@ -132,12 +132,13 @@ def cap_under(tokens: Sequence[int], cap: int, target: float = CUT_TARGET) -> in
     return next(c for c in range(1, cap + 1) if sum(t >= c for t in tokens) / n < target)
 
 
-def stats(folder: Path) -> dict[str, Any]:
+def stats(folder: Path, ids: set[str] | None = None) -> dict[str, Any]:
+    """The statistics of one recorded folder; `ids`: only these problems (variants on the same problems)."""
     from .benchmarks import folder_records
     from .loaders import load
 
     run = json.loads((folder / "run.json").read_text())
-    records = folder_records(folder).items
+    records = [r for r in folder_records(folder).items if ids is None or r["id"] in ids]
     bench = run["benchmark"]
     examples = {ex.id: ex for ex in load(bench, split="all", source="local")}
     cap = (run.get("role_max_tokens") or {}).get("large_executor", run["max_tokens"])
@@ -174,6 +175,14 @@ def stats(folder: Path) -> dict[str, Any]:
         "small_cut_off": sum(cut_off(c, run["max_tokens"]) for c in small),
         **({"large_after_code": large_after_code(records, _out_price(run))} if bench in ("mbpp", "humaneval") else {}),
     }
+
+
+def common_ids(folders: Sequence[Path]) -> set[str]:
+    """The problem ids every folder's records hold."""
+    from .benchmarks import folder_records
+
+    sets = [{r["id"] for r in folder_records(f).items} for f in folders]
+    return set.intersection(*sets) if sets else set()
 
 
 def _out_price(run: dict[str, Any]) -> float:
@@ -242,8 +251,14 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.plan_stats", description=__doc__.split("\n")[0])
     p.add_argument("folders", nargs="*", type=Path, default=FOLDERS, help="recorded benchmark folders")
     p.add_argument("--out", type=Path, default=None, help="also write plan_stats.md and plan_stats.json here")
+    p.add_argument(
+        "--common",
+        action="store_true",
+        help="read every folder on the problems all of them hold (variants compared on the same problems)",
+    )
     args = p.parse_args(argv)
-    rows = [stats(f) for f in args.folders]
+    ids = common_ids(args.folders) if args.common else None
+    rows = [stats(f, ids) for f in args.folders]
     md = markdown(rows)
     print(md)
     if args.out:

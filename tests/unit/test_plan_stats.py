@@ -148,3 +148,21 @@ def test_reply_tokens_compares_calls_and_says_why_large_alone_programs_differ():
     assert out["calls"]["large alone"] == {"a": 100, "b": 60, "change": pytest.approx(-0.4)}
     assert out["calls"]["vote stage 1"]["change"] == pytest.approx(-0.5)
     assert out["large_alone_programs"] == {"same": 1, "b_reply_starts_a_reply": 1, "decoding_differed": 1}
+
+
+def test_common_reads_every_folder_on_the_problems_all_of_them_hold(tmp_path):
+    def folder(name, records):
+        f = tmp_path / name
+        f.mkdir()
+        (f / "run.json").write_text(json.dumps({"benchmark": "gsm8k", "max_tokens": 320}))
+        (f / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        return f
+
+    long = folder("long", [record("gsm8k-0", 60, 120), record("gsm8k-1", 100, 100), record("gsm8k-2", 10, 100)])
+    short = folder("short", [record("gsm8k-0", 30, 120), record("gsm8k-1", 20, 100)])
+    assert main([str(long), str(short), "--common", "--out", str(tmp_path / "c")]) == 0
+    rows = json.loads((tmp_path / "c" / "plan_stats.json").read_text())
+    assert [r["problems"] for r in rows] == [2, 2]
+    assert rows[0]["guideline_share"]["ratio_of_totals"] == pytest.approx(160 / 220)
+    assert main([str(long), str(short), "--out", str(tmp_path / "all")]) == 0
+    assert [r["problems"] for r in json.loads((tmp_path / "all" / "plan_stats.json").read_text())] == [3, 2]
