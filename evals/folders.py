@@ -121,3 +121,29 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def report_folders(argv: list[str] | None, prog: str, doc: str, read, markdown, stem: str) -> int:
+    """The command line of a command that reads recorded folders with no model call (`evals.oracle`,
+    `evals.unplanned_stage1`): `prog FOLDER [FOLDER ...] [--out DIR]`. `read(folder)` on each, printed as
+    `markdown(name, result)`; with --out, also written there as `<stem>.md` and `<stem>.json` (results by
+    folder name). A folder without run.json is refused."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    p.add_argument("folders", nargs="+", type=Path, help="recorded benchmark folders (evals.run --out)")
+    p.add_argument("--out", type=Path, help=f"also write {stem}.md and {stem}.json here")
+    args = p.parse_args(argv)
+    results, parts = {}, []
+    for folder in args.folders:
+        if not (folder / "run.json").is_file():
+            raise SystemExit(f"{folder} has no run.json: give a folder `python -m evals.run ... --out FOLDER` wrote")
+        results[folder.name] = read(folder)
+        parts.append(markdown(folder.name, results[folder.name]))
+    text = "\n".join(parts)
+    print(text)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{stem}.md").write_text(text)
+        (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0

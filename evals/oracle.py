@@ -22,8 +22,6 @@ says no acceptance rule on these samples can meet the goal.
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,30 +130,21 @@ def markdown(name: str, result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def read(folder: Path) -> dict[str, Any]:
+    """The oracle rows of one recorded folder (its default variant); records without every stage are counted."""
     from .benchmarks import folder_records
 
-    p = argparse.ArgumentParser(prog="python -m evals.oracle", description=__doc__.split("\n")[0])
-    p.add_argument("folders", nargs="+", type=Path, help="recorded benchmark folders (evals.run --out)")
-    p.add_argument("--out", type=Path, help="also write oracle.md and oracle.json here")
-    args = p.parse_args(argv)
-    parts, results = [], {}
-    for folder in args.folders:
-        if not (folder / "run.json").is_file():
-            p.error(f"{folder} has no run.json: give a folder `python -m evals.run ... --out FOLDER` wrote")
-        records = [r for r in folder_records(folder).items if r.get("variant", "default") == "default"]
-        result = oracle(records)
-        if result["problems"] < len(records):
-            result["skipped_incomplete"] = len(records) - result["problems"]
-        results[folder.name] = result
-        parts.append(markdown(folder.name, result))
-    text = "\n".join(parts)
-    print(text)
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "oracle.md").write_text(text)
-        (args.out / "oracle.json").write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    records = [r for r in folder_records(folder).items if r.get("variant", "default") == "default"]
+    result = oracle(records)
+    if result["problems"] < len(records):
+        result["skipped_incomplete"] = len(records) - result["problems"]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .folders import report_folders
+
+    return report_folders(argv, "python -m evals.oracle", __doc__, read, markdown, "oracle")
 
 
 if __name__ == "__main__":

@@ -202,3 +202,24 @@ def writer(name, responses, guideline="Mention Rayleigh scattering.", **kwargs):
 def by_text(table, default=-3.0):
     """Per-token logprob by a marker in the reply (e.g. 'R3' -> table['R3'])."""
     return lambda text: next((v for k, v in table.items() if k in text), default)
+
+
+# ------------------------------------------------------------------ recorded math folders (evals)
+
+
+def recorded_candidate(i, answer, truth="7"):
+    """One recorded math sample, as `cope_dspy.records` keeps it."""
+    return {"index": i, "solution": "", "answer": answer, "plans": {}, "error": None, "score": None,
+            "usage": {"calls": 1, "usd": 0.001}, "correct": float(answer == truth)}
+
+
+def math_record(pid, stage1, stage2, final, unplanned, large):
+    trace = [{"kind": "vote", "stage": 1, "candidates": [recorded_candidate(i, a) for i, a in enumerate(stage1)]},
+             {"kind": "guideline", "stage": 2, "guideline": "G", "usage": {"calls": 1, "usd": 0.001}},
+             {"kind": "vote", "stage": 2, "candidates": [recorded_candidate(i, a) for i, a in enumerate(stage2)]},
+             {"kind": "final", "stage": 3, "candidates": [recorded_candidate(0, final)]}]
+    return {"format": "cope-dspy/records/1", "id": pid, "variant": "default",
+            "policy": {"n": 4, "stages": [1, 2, 3], "task": "math", "variant": "default"},
+            "inputs": {"question": pid}, "answer": "7", "stage": 3, "trace": trace,
+            "baselines": {"small_greedy": recorded_candidate(0, unplanned[0]), "large_greedy": recorded_candidate(0, large),
+                          "small_samples": [recorded_candidate(i, a) for i, a in enumerate(unplanned)]}}

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from fakes import math_record
 
 from evals.versus import main, markdown, part_ways
 
@@ -39,23 +40,6 @@ def test_a_folder_of_another_benchmark_is_refused_with_what_to_give(tmp_path):
 def test_a_folder_without_run_json_is_refused_with_what_to_give(tmp_path):
     with pytest.raises(SystemExit, match="has no run.json; give a folder"):
         main([str(tmp_path)])
-
-
-def cand(i, answer, truth="7"):
-    return {"index": i, "solution": "", "answer": answer, "plans": {}, "error": None, "score": None,
-            "usage": {"calls": 1, "usd": 0.001}, "correct": float(answer == truth)}
-
-
-def math_record(pid, stage1, stage2, final, unplanned, large):
-    trace = [{"kind": "vote", "stage": 1, "candidates": [cand(i, a) for i, a in enumerate(stage1)]},
-             {"kind": "guideline", "stage": 2, "guideline": "G", "usage": {"calls": 1, "usd": 0.001}},
-             {"kind": "vote", "stage": 2, "candidates": [cand(i, a) for i, a in enumerate(stage2)]},
-             {"kind": "final", "stage": 3, "candidates": [cand(0, final)]}]
-    return {"format": "cope-dspy/records/1", "id": pid, "variant": "default",
-            "policy": {"n": 4, "stages": [1, 2, 3], "task": "math", "variant": "default"},
-            "inputs": {"question": pid}, "answer": "7", "stage": 3, "trace": trace,
-            "baselines": {"small_greedy": cand(0, unplanned[0]), "large_greedy": cand(0, large),
-                          "small_samples": [cand(i, a) for i, a in enumerate(unplanned)]}}
 
 
 def test_a_math_folder_is_read_at_the_papers_thresholds_against_mot_vote(tmp_path, capsys):

@@ -1,0 +1,46 @@
+"""`evals.unplanned_stage1`: COPE replayed with MoT's unplanned samples as its stage 1 (an estimate)."""
+
+import json
+
+import pytest
+from fakes import math_record
+
+from evals.unplanned_stage1 import main, unplanned_stage1
+
+SCATTERED = ["1", "2", "3", "4"]
+
+
+def test_stage_one_samples_are_swapped_for_the_unplanned_ones_on_copies():
+    record = math_record("p", ["3"] * 4, SCATTERED, "7", ["7", "7", "7", "1"], "7")
+    (swapped,) = unplanned_stage1([record])
+    stage1 = next(e for e in swapped["trace"] if e["kind"] == "vote" and e["stage"] == 1)
+    assert [c["answer"] for c in stage1["candidates"]] == ["7", "7", "7", "1"]
+    assert [c["answer"] for c in record["trace"][0]["candidates"]] == ["3"] * 4  # the original is untouched
+    assert swapped["trace"][2] == record["trace"][2]  # stage 2 and 3 as recorded
+
+
+def test_a_record_without_unplanned_samples_is_refused():
+    record = math_record("p", ["3"] * 4, SCATTERED, "7", SCATTERED, "7")
+    record["baselines"]["small_samples"] = []
+    with pytest.raises(SystemExit, match="has no unplanned small samples"):
+        unplanned_stage1([record])
+
+
+def test_a_math_folder_is_replayed_with_and_without_goals_at_stage_one(tmp_path):
+    records = [
+        # the goals make the small samples agree on a wrong answer; unplanned they agree on the right one
+        math_record("goals-mislead", ["3"] * 4, SCATTERED, "9", ["7", "7", "7", "1"], "7"),
+        # neither stage 1 agrees; the guideline's samples do, on the right answer
+        math_record("guided-right", SCATTERED, ["7", "7", "5", "6"], "9", SCATTERED, "8"),
+        # nothing small agrees: stage 3, right with the plans, wrong alone
+        math_record("planned-right", SCATTERED, SCATTERED, "7", SCATTERED, "8"),
+    ]
+    (tmp_path / "run.json").write_text(json.dumps({"benchmark": "gsm8k", "n": 4}))
+    (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    methods = json.loads((tmp_path / "out" / "unplanned_stage1.json").read_text())[tmp_path.name]["methods"]
+    assert methods["COPE (the paper's)"]["correct"] == 2 and methods["COPE (the paper's)"]["exits"] == [1, 1, 1]
+    unplanned = methods["COPE, stage 1 without goals (estimate)"]
+    assert unplanned["correct"] == 3 and unplanned["exits"] == [1, 1, 1]
+    assert methods["COPE, stage 1 without goals, stage 3 alone (estimate)"]["correct"] == 2
+    assert methods["large alone"]["correct"] == 1
