@@ -116,6 +116,7 @@ class _Space:
     early_stop: bool
     fingerprint: str
     stage3_plans: list[bool] = field(default_factory=lambda: [True])  # spaces stored before it: the paper's
+    stage1_plans: list[bool] = field(default_factory=lambda: [True])  # the same
 
     def suggest(self, trial) -> dict[str, Any]:
         params = {
@@ -127,13 +128,16 @@ class _Space:
                              else self.variants[0])
         params["stage3_plans"] = (trial.suggest_categorical("stage3_plans", self.stage3_plans)
                                   if len(self.stage3_plans) > 1 else self.stage3_plans[0])
+        params["stage1_plans"] = (trial.suggest_categorical("stage1_plans", self.stage1_plans)
+                                  if len(self.stage1_plans) > 1 else self.stage1_plans[0])
         return params
 
     def params(self, trial) -> dict[str, Any]:
         p = trial.params
         return {"tau1": p.get("tau1", PAPER_DEFAULT["tau1"]), "tau2": p.get("tau2", PAPER_DEFAULT["tau2"]),
                 "n": p.get("n", self.n_max), "variant": p.get("variant", self.variants[0]),
-                "stage3_plans": p.get("stage3_plans", self.stage3_plans[0])}
+                "stage3_plans": p.get("stage3_plans", self.stage3_plans[0]),
+                "stage1_plans": p.get("stage1_plans", self.stage1_plans[0])}
 
     def enqueue_form(self, params: dict[str, Any]) -> dict[str, Any]:
         out = {}
@@ -147,6 +151,8 @@ class _Space:
             out["variant"] = params["variant"]
         if len(self.stage3_plans) > 1:
             out["stage3_plans"] = params["stage3_plans"]
+        if len(self.stage1_plans) > 1:
+            out["stage1_plans"] = params["stage1_plans"]
         return out
 
 
@@ -157,7 +163,7 @@ class _Objective:
     def evaluate(self, params: dict[str, Any]) -> ReplayResult:
         return replay(self.records, params["tau1"], params["tau2"], params["n"], tuple(self.space.stages),
                       self.space.early_stop, variant=params["variant"], same=self.same,
-                      stage3_plans=params["stage3_plans"])
+                      stage3_plans=params["stage3_plans"], stage1_plans=params["stage1_plans"])
 
     def __call__(self, trial) -> tuple[float, float]:
         r = self.evaluate(self.space.suggest(trial))
@@ -217,7 +223,7 @@ def _create_study(**kwargs):
 
 
 def _space(records: Records, variants, include_n: bool, stages, early_stop: bool,
-           stage3_plans=(True,)) -> _Space:
+           stage3_plans=(True,), stage1_plans=None) -> _Space:
     variants = list(records.variants if variants is None else variants)
     if not variants or any(v not in records.variants for v in variants):
         raise CopeInputError(f"variants must be a non-empty subset of the recorded ones {records.variants}, "
@@ -241,7 +247,32 @@ def _space(records: Records, variants, include_n: bool, stages, early_stop: bool
                              "stage3_plans=(True,)")
     return _Space(variants=variants, n_max=min(records.policies[v]["n"] for v in variants),
                   include_n=bool(include_n), stages=list(stages), early_stop=bool(early_stop),
-                  fingerprint=records.fingerprint(), stage3_plans=options)
+                  fingerprint=records.fingerprint(), stage3_plans=options,
+                  stage1_plans=_stage1_options(records, variants, stage1_plans))
+
+
+def _stage1_options(records: Records, variants: list[str], stage1_plans) -> list[bool]:
+    """The stage-1 settings a study may choose: `stage1_plans` checked against the records (None: the
+    records' own stage 1, goals or not)."""
+    goals = {records.policies[v].get("stage1_plans", True) for v in variants}
+    if stage1_plans is None:
+        if len(goals) > 1:
+            raise CopeInputError("these variants were recorded with and without goals at stage 1: calibrate "
+                                 "stage1_plans=(False,) (CLI --stage1 alone), which every one of them can replay")
+        return list(goals)
+    options = list(dict.fromkeys(stage1_plans)) if isinstance(stage1_plans, (tuple, list)) else []
+    if not options or any(not isinstance(o, bool) for o in options):
+        raise CopeInputError(f"stage1_plans must be a non-empty tuple of True (the paper's stage 1: goals) and/or "
+                             f"False (the small model alone), e.g. (True, False), got {stage1_plans!r}")
+    if True in options and False in goals:
+        raise CopeInputError("these records were made with Cascade(stage1_plans=False), so their stage 1 had no "
+                             "goals: calibrate stage1_plans=(False,) (CLI --stage1 alone)")
+    if False in options and True in goals and not all(
+            (it.get("baselines") or {}).get("small_samples") for it in records if it["variant"] in variants):
+        raise CopeInputError("stage1_plans=False replays stage 1 from the records' unplanned small samples, and some "
+                             "of these records have none: record with baselines=True, or calibrate "
+                             "stage1_plans=(True,)")
+    return options
 
 
 def default_storage(records: Records) -> str:
@@ -305,7 +336,7 @@ class Calibration:
     stage_sets: list[dict[str, Any]] = field(default_factory=list)
 
     def apply(self, cascade) -> None:
-        """Set the chosen stages, tau1, tau2, n and stage3_plans on `cascade` (kept by `cascade.save`): the
+        """Set the chosen stages, tau1, tau2, n, stage3_plans and stage1_plans on `cascade` (kept by `cascade.save`): the
         thresholds were chosen for those stages."""
         if list(cascade.stages) != list(self.params["stages"]):
             warnings.warn(f"the cascade ran stages {tuple(cascade.stages)}; it now runs the calibrated "
@@ -313,6 +344,7 @@ class Calibration:
         cascade.stages = tuple(self.params["stages"])
         cascade.n, cascade.tau1, cascade.tau2 = self.params["n"], self.params["tau1"], self.params["tau2"]
         cascade.stage3_plans = self.params.get("stage3_plans", True)
+        cascade.stage1_plans = self.params.get("stage1_plans", True)
 
     def average_accuracy(self, usd_per_1k_max: float | None = None) -> dict[str, float]:
         """The whole cost-accuracy curve as one number (RouterBench's AIQ, the area RouterArena asks for):
@@ -345,7 +377,8 @@ class Calibration:
     def summary(self) -> str:
         r, d, big = self.result, self.default, self.large_alone
         p = self.params
-        alone = "" if p.get("stage3_plans", True) else " stage3_plans=False"
+        alone = ("" if p.get("stage3_plans", True) else " stage3_plans=False") + (
+            "" if p.get("stage1_plans", True) else " stage1_plans=False")
         staged = f" stages={tuple(p['stages'])}" if self.stage_sets else ""
         return (f"chosen: tau1={p['tau1']:.3g} tau2={p['tau2']:.3g} n={p['n']}{staged} variant={p['variant']}{alone}: accuracy "
                 f"{r.accuracy:.1%}, ${r.usd_per_1k:.4g} per 1k queries, exits {r.exits} ({self.constraint}"
@@ -417,7 +450,7 @@ def load_calibration(path: str | os.PathLike) -> dict[str, Any]:
         raise CopeInputError(f"{str(path)!r} is not a calibration: it has no params with n, tau1 and tau2 (write one "
                              "with `cope calibrate run --json FILE`; a saved cascade is loaded with --load)")
     Policy(n=params["n"], tau1=params["tau1"], tau2=params["tau2"], stages=tuple(params.get("stages", (1, 2, 3))),
-           stage3_plans=params.get("stage3_plans", True))
+           stage3_plans=params.get("stage3_plans", True), stage1_plans=params.get("stage1_plans", True))
     return params
 
 
@@ -425,7 +458,8 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
               study_name: str | None = None, objective: str = "pareto", constraint: Constraint | None = None,
               seed: int | None = 0, include_n: bool = True, variants: list[str] | None = None,
               stages: tuple[int, ...] | list[tuple[int, ...]] | None = None, early_stop: bool = True, sampler="tpe",
-              same=None, task=None, stage3_plans: tuple[bool, ...] = (True,)) -> Calibration:
+              same=None, task=None, stage3_plans: tuple[bool, ...] = (True,),
+              stage1_plans: tuple[bool, ...] | None = None) -> Calibration:
     """Search tau1, tau2, n (and the prompt variant) with Optuna, every trial a replay of the records:
     no LM call. Two objectives (accuracy up, USD per 1k queries down) give a Pareto front; `constraint`
     picks one point (default: the cheapest within 1 point of the large model alone).
@@ -436,7 +470,9 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
     (`run_worker`). `sampler` (seeded with `seed`): "tpe" (multi-objective TPE), "nsga2", "grid" (every
     distinct setting, see `grid_settings`: exact, ~380 trials for n = 8; `n_trials` is then ignored) or
     an optuna sampler. `stage3_plans=(True, False)` lets the study also choose stage 3 without plans (the
-    large model alone, `Cascade(stage3_plans=False)`), read from the records' large-alone baseline.
+    large model alone, `Cascade(stage3_plans=False)`), read from the records' large-alone baseline;
+    `stage1_plans=(True, False)` stage 1 without goals (`Cascade(stage1_plans=False)`), read from the records'
+    unplanned small samples (its stage-2 figures are then estimates: `replay`). Default: the records' own stage 1.
     `stages` several sets, e.g. `[(1, 2, 3), (1, 3), (1, 2)]`: one study per set (its name suffixed with the
     set), and the choice is the best of their chosen points under `constraint` (the cheapest that meets it,
     else the most accurate); `Calibration.stage_sets` lists each set's point and `apply` sets the stages.
@@ -464,7 +500,8 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
         name = study_name or default_study_name(records)
         cals = [calibrate(records, n_trials=n_trials, storage=storage, study_name=f"{name}-stages{''.join(map(str, s))}",
                           constraint=constraint, seed=seed, include_n=include_n, variants=variants, stages=s,
-                          early_stop=early_stop, sampler=sampler, same=same, task=task, stage3_plans=stage3_plans)
+                          early_stop=early_stop, sampler=sampler, same=same, task=task, stage3_plans=stage3_plans,
+                          stage1_plans=stage1_plans)
                 for s in sets]
         met = [c for c in cals if c.constraint_met]
         if met and constraint.kind == "within_points_of_large":
@@ -478,7 +515,7 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
                             "constraint_met": c.constraint_met, "params": c.params} for s, c in zip(sets, cals, strict=True)]
         return best
     same = resolve_same(records, same, task)
-    space = _space(records, variants, include_n, stages, early_stop, stage3_plans)
+    space = _space(records, variants, include_n, stages, early_stop, stage3_plans, stage1_plans)
     if sampler == "grid" and any(consensus_kind(records.policies[v]) == PERPLEXITY for v in space.variants):
         raise CopeInputError("sampler='grid' enumerates every distinct decision of a vote or a test pass; a Text "
                              "cascade's confidence (1/perplexity) is continuous: use sampler='tpe' or 'nsga2'")
@@ -496,7 +533,8 @@ def calibrate(records: Records | str | os.PathLike, *, n_trials: int = 200, stor
             if not study.trials:  # the paper default, evaluated first
                 for v in space.variants:
                     study.enqueue_trial(space.enqueue_form({**PAPER_DEFAULT, "n": space.n_max, "variant": v,
-                                                            "stage3_plans": space.stage3_plans[0]}))
+                                                            "stage3_plans": space.stage3_plans[0],
+                                                            "stage1_plans": space.stage1_plans[0]}))
             done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
             todo = max(0, n_trials - done)
         if todo:
@@ -526,10 +564,12 @@ def _enqueue_missing(study, space: _Space, grid: list[dict[str, Any]]) -> int:
              for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))}
     for v in space.variants:
         for plans in space.stage3_plans:
-            for params in grid:
-                form = space.enqueue_form({**params, "variant": v, "stage3_plans": plans})
-                if tuple(sorted(form.items())) not in have:
-                    study.enqueue_trial(form)
+            for goals in space.stage1_plans:
+                for params in grid:
+                    form = space.enqueue_form({**params, "variant": v, "stage3_plans": plans, "stage1_plans": goals})
+                    if tuple(sorted(form.items())) not in have:
+                        study.enqueue_trial(form)
+                        have.add(tuple(sorted(form.items())))
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
 
 
@@ -546,7 +586,8 @@ def _summarize(study, space: _Space, run: _Objective, records: Records, constrai
                     key=lambda p: p["usd_per_1k"])
     defaults = {}
     for v in space.variants:  # the paper's setting, stage 3 included
-        params = {**PAPER_DEFAULT, "n": space.n_max, "variant": v, "stage3_plans": True in space.stage3_plans}
+        params = {**PAPER_DEFAULT, "n": space.n_max, "variant": v, "stage3_plans": True in space.stage3_plans,
+                  "stage1_plans": True in space.stage1_plans}
         r = run.evaluate(params)
         defaults[v] = (r, point(params, (r.accuracy, r.usd_per_1k), None))
     larges = {v: large_alone(records, v) for v in space.variants}
@@ -556,7 +597,7 @@ def _summarize(study, space: _Space, run: _Objective, records: Records, constrai
     candidates = trials + ([p for _, p in defaults.values()] if True in space.stage3_plans else [])
     feasible = [p for p in candidates if constraint.feasible(p, big["accuracy"])]
     best = constraint.best(feasible) if feasible else min(candidates, key=lambda p: (-p["accuracy"], p["usd_per_1k"]))
-    params = {k: best[k] for k in ("tau1", "tau2", "n", "variant", "stage3_plans")}
+    params = {k: best[k] for k in ("tau1", "tau2", "n", "variant", "stage3_plans", "stage1_plans")}
     result = run.evaluate(params)
     return Calibration(
         params={**params, "stages": space.stages, "early_stop": space.early_stop}, result=result, pareto=pareto,
@@ -570,7 +611,7 @@ def _summarize(study, space: _Space, run: _Objective, records: Records, constrai
 def run_worker(records: Records | str | os.PathLike, storage: str, study_name: str, n_trials: int, *,
                seed: int | None = None, sampler="tpe", same=None, task=None, include_n: bool = True,
                stages: tuple[int, ...] | None = None, early_stop: bool = True,
-               stage3_plans: tuple[bool, ...] = (True,)) -> int:
+               stage3_plans: tuple[bool, ...] = (True,), stage1_plans: tuple[bool, ...] | None = None) -> int:
     """Add `n_trials` trials to a shared study (creating it if needed); returns the trials it ran. Run
     several at once, on one machine or many, against the same RDB storage and records file."""
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
@@ -581,7 +622,7 @@ def run_worker(records: Records | str | os.PathLike, storage: str, study_name: s
     restore = _quiet_optuna()
     try:
         study, space = _open_study(records, storage, study_name, _sampler(sampler, seed),
-                                   _space(records, None, include_n, stages, early_stop, stage3_plans))
+                                   _space(records, None, include_n, stages, early_stop, stage3_plans, stage1_plans))
         study.optimize(_Objective(records, space, same), n_trials=n_trials)
         return n_trials
     finally:
@@ -610,6 +651,10 @@ def _parse_stage_sets(values: list[str] | None):
 
 
 STAGE3_CHOICES = {"planned": (True,), "alone": (False,), "choose": (True, False)}
+STAGE1_CHOICES = {"goals": (True,), "alone": (False,), "choose": (True, False)}
+STAGE1_HELP = ("stage 1: 'goals' (the paper: a small goal per sample), 'alone' (the small samples answer alone: "
+               "Cascade(stage1_plans=False)) or 'choose' (the study picks; 'alone' and 'choose' read the records' "
+               "unplanned baseline samples); default: the records' own")
 STAGE3_HELP = ("stage 3: 'planned' (the paper: the large model executes its guideline), 'alone' (it answers alone: "
                "Cascade(stage3_plans=False)) or 'choose' (the study picks); 'alone' and 'choose' need records with "
                "baselines")
@@ -627,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--sampler", default="tpe", choices=["tpe", "nsga2"])
     w.add_argument("--task", default=None, help="task for answer equality, module:Class (default: recorded task)")
     w.add_argument("--stage3", default="planned", choices=sorted(STAGE3_CHOICES), help=STAGE3_HELP)
+    w.add_argument("--stage1", default=None, choices=sorted(STAGE1_CHOICES), help=STAGE1_HELP)
     r = sub.add_parser("run", help="calibrate: run the study, pick a point, print it")
     r.add_argument("--records", required=True)
     r.add_argument("--trials", type=int, default=200)
@@ -636,6 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--task", default=None)
     r.add_argument("--stage3", default="planned", choices=sorted(STAGE3_CHOICES), help=STAGE3_HELP)
+    r.add_argument("--stage1", default=None, choices=sorted(STAGE1_CHOICES), help=STAGE1_HELP)
     r.add_argument("--stages", nargs="+", default=None, metavar="SET",
                    help="stage set(s) to calibrate, e.g. 1,2,3 (default: the recorded ones); several (1,2,3 1,3 1,2) "
                         "run one study each and choose among them")
@@ -653,14 +700,16 @@ def main(argv: list[str] | None = None) -> int:
         task = _load_task(args.task)
         if args.command == "worker":
             run_worker(args.records, args.storage, args.study, args.trials, seed=args.seed, sampler=args.sampler,
-                       task=task, stage3_plans=STAGE3_CHOICES[args.stage3])
+                       task=task, stage3_plans=STAGE3_CHOICES[args.stage3],
+                       stage1_plans=STAGE1_CHOICES.get(args.stage1))
             print(f"worker: ran {args.trials} trials on study {args.study!r}")
             return 0
         constraint = (max_usd_per_1k(args.max_usd_per_1k) if args.max_usd_per_1k is not None
                       else within_points_of_large(1.0 if args.within_points is None else args.within_points))
         cal = calibrate(args.records, n_trials=args.trials, storage=args.storage, study_name=args.study,
                         constraint=constraint, seed=args.seed, sampler=args.sampler, task=task,
-                        stage3_plans=STAGE3_CHOICES[args.stage3], stages=_parse_stage_sets(args.stages))
+                        stage3_plans=STAGE3_CHOICES[args.stage3], stages=_parse_stage_sets(args.stages),
+                        stage1_plans=STAGE1_CHOICES.get(args.stage1))
         print(cal.summary())
         if args.json:
             cal.to_json(args.json)

@@ -40,7 +40,8 @@ class Cascade(dspy.Module):
     | 3     | large reuses its guideline | large, one greedy solution    | always                 |
 
     Only plans cross stages, never answers. `stage3_plans=False` departs from the paper: stage 3 is the large
-    model answering the question alone, as a MoT-style cascade escalates. Example::
+    model answering the question alone, as a MoT-style cascade escalates; `stage1_plans=False` too: stage 1's
+    small samples answer without goals, as a MoT-style cascade's first stage samples. Example::
 
         import dspy
         from cope_dspy import Cascade, Math
@@ -83,6 +84,12 @@ class Cascade(dspy.Module):
             stages (1, 3) no guideline is written at all). For pairs where the plans make the large model
             worse (measured in evals/README.md); `calibrate(..., stage3_plans=(True, False))` chooses it from
             records. Saved with the program (in `policy`).
+        stage1_plans: True (the paper): stage 1 asks the small model for a goal per sample, then a solution
+            following it. False: stage 1's samples are the small executor answering the question alone, at
+            `temperatures.stage2_executor` (the MoT-style cascade's first stage, and the call records' unplanned
+            baseline samples make, so `replay(..., stage1_plans=False)` reads them); stage 2's samples then get
+            the guideline only. For pairs where the small model's goals mislead it (measured in
+            evals/README.md, "Stage 1 without goals"). Saved with the program (in `policy`).
     """
 
     def __init__(
@@ -105,6 +112,7 @@ class Cascade(dspy.Module):
         guard: FailureGuard | bool = True,
         formats: str | dict[str, str] | None = None,
         stage3_plans: bool = True,
+        stage1_plans: bool = True,
     ):
         super().__init__()
         for name, lm in (("small", small), ("large", large)):
@@ -128,7 +136,7 @@ class Cascade(dspy.Module):
         self.task = task or Math()
         self.task.check_lms(small, large)
         self.policy = Policy(n=n, tau1=tau1, tau2=tau2, stages=stages, temperatures=temperatures or Temperatures(),
-                             formats=formats, stage3_plans=stage3_plans)
+                             formats=formats, stage3_plans=stage3_plans, stage1_plans=stage1_plans)
         f = self.policy.format
         for role in ROLES:  # goal_planner, guideline_planner, small_executor, large_executor
             setattr(self, role, Role(self.task.signature(role, f(role))))
@@ -148,6 +156,7 @@ class Cascade(dspy.Module):
     tau2 = property(lambda self: self.policy.tau2, lambda self, v: self._set_policy(tau2=v))
     stages = property(lambda self: self.policy.stages, lambda self, v: self._set_policy(stages=v))
     stage3_plans = property(lambda self: self.policy.stage3_plans, lambda self, v: self._set_policy(stage3_plans=v))
+    stage1_plans = property(lambda self: self.policy.stage1_plans, lambda self, v: self._set_policy(stage1_plans=v))
 
     @property
     def formats(self) -> dict[str, str]:
@@ -206,7 +215,7 @@ class Cascade(dspy.Module):
 
     def _begin(self, inputs: dict[str, Any]) -> CostTracker:
         self.task.check_inputs(inputs)
-        for role in _roles(self.policy.stages, self.policy.stage3_plans):
+        for role in _roles(self.policy.stages, self.policy.stage3_plans, self.policy.stage1_plans):
             getattr(self, role).require_lm(role, "small" if role in SMALL_ROLES else "large")
         return CostTracker(prices=self.prices, budget=self.budget)
 
@@ -310,6 +319,8 @@ class Cascade(dspy.Module):
 
     def _stage1(self, question: str, i: int) -> runner.Job:
         t = self.policy.temperatures
+        if not self.policy.stage1_plans:  # the small model alone (`_prepare` drops the plans input)
+            return self._candidate(i, (yield self._ask("small_executor", 1, i, t.stage2_executor, question=question)))
         goal = (yield self._ask("goal_planner", 1, i, t.goal, question=question)).goal
         out = yield self._ask("small_executor", 1, i, t.stage1_executor, question=question,
                               plans=format_plans(goal=goal))
@@ -377,7 +388,7 @@ class Cascade(dspy.Module):
         """What `runner` needs to make a call: the role's predictor, its arguments, and the context it runs
         in (stage/role/sample tags for the tracker, the role's adapter, the budget, large-model errors)."""
         predictor = getattr(self, call.role)
-        if call.role == "large_executor" and "plans" not in call.inputs:  # stage 3 without plans: the large model alone
+        if call.role in _EXECUTORS and "plans" not in call.inputs:  # stage 1 or 3 without plans: a model alone
             predictor = unplanned(predictor)
         config: dict[str, Any] = {**self.task.lm_config(call.role), "temperature": call.temperature}
         if call.role in self.role_max_tokens:
@@ -415,9 +426,10 @@ class Cascade(dspy.Module):
 _EXECUTORS = ("small_executor", "large_executor")
 
 
-def _roles(stages: tuple[int, ...], stage3_plans: bool = True) -> list[str]:
+def _roles(stages: tuple[int, ...], stage3_plans: bool = True, stage1_plans: bool = True) -> list[str]:
     """The predictors the given stages call, in the order they are first called."""
-    per_stage = {1: ("goal_planner", "small_executor"), 2: ("guideline_planner", "small_executor"),
+    per_stage = {1: ("goal_planner", "small_executor") if stage1_plans else ("small_executor",),
+                 2: ("guideline_planner", "small_executor"),
                  3: ("guideline_planner", "large_executor") if stage3_plans else ("large_executor",)}
     return list(dict.fromkeys(role for s in stages for role in per_stage[s]))
 

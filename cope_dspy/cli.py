@@ -217,7 +217,7 @@ _TASKS = {"math": "Math", "exact": "ExactMatch", "code": "Code", "text": "Text"}
 
 def cascade_from_args(args: argparse.Namespace, small=None, large=None, prices=None):
     """The cascade `cope serve --cascade` serves: task, budget, then the thresholds of a saved program
-    (--load), of a calibration (--calibration: with its stages and stage3_plans), and of explicit
+    (--load), of a calibration (--calibration: with its stages, stage3_plans and stage1_plans), and of explicit
     --n/--tau1/--tau2, each over the one before."""
     import cope_dspy
     from cope_dspy import Budget, Cascade
@@ -237,6 +237,8 @@ def cascade_from_args(args: argparse.Namespace, small=None, large=None, prices=N
         cascade.stages = tuple(calibrated["stages"])
     if "stage3_plans" in calibrated:  # a calibration that chose stage 3 with or without plans
         cascade.stage3_plans = calibrated["stage3_plans"]
+    if "stage1_plans" in calibrated:  # ... and stage 1 with or without goals
+        cascade.stage1_plans = calibrated["stage1_plans"]
     return cascade
 
 

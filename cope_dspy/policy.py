@@ -1,5 +1,5 @@
 """The settings that decide when a cascade escalates: n, tau1, tau2, stages and temperatures; the format
-each role is asked in; and whether stage 3 passes the plans to the large model.
+each role is asked in; and whether stage 1 plans goals and stage 3 passes the plans to the large model.
 
 A `Policy` is a DSPy `Parameter`, so `Cascade.save` / `load` keep it, also when the cascade sits
 inside a larger program.
@@ -67,6 +67,7 @@ class Policy(Parameter):
     temperatures: Temperatures = field(default_factory=Temperatures)
     formats: dict[str, str] = field(default_factory=dict)  # role -> "plain" / "paragraph" / "block"; others "chat"
     stage3_plans: bool = True  # False: stage 3 is the large model answering alone (not the paper's)
+    stage1_plans: bool = True  # False: stage 1's small samples answer without goals (not the paper's)
 
     def __post_init__(self):
         self.n = check_n(self.n)
@@ -79,6 +80,9 @@ class Policy(Parameter):
         if not isinstance(self.stage3_plans, bool):
             raise CopeInputError(f"stage3_plans must be True (the paper's stage 3: the large model executes its "
                                  f"own guideline) or False (it answers alone), got {self.stage3_plans!r}")
+        if not isinstance(self.stage1_plans, bool):
+            raise CopeInputError(f"stage1_plans must be True (the paper's stage 1: the small model writes a goal per "
+                                 f"sample) or False (its samples answer alone), got {self.stage1_plans!r}")
 
     def format(self, role: str) -> str:
         return self.formats.get(role, "chat")
@@ -96,6 +100,7 @@ class Policy(Parameter):
             "temperatures": asdict(self.temperatures),
             "formats": dict(self.formats),
             "stage3_plans": self.stage3_plans,
+            "stage1_plans": self.stage1_plans,
         }
 
     def load_state(self, state: dict) -> Policy:
@@ -107,6 +112,7 @@ class Policy(Parameter):
             temperatures=Temperatures(**state.get("temperatures", {})),
             formats=state.get("formats", {}),  # programs saved before formats existed: every role "chat"
             stage3_plans=state.get("stage3_plans", True),  # and before this option: the paper's stage 3
+            stage1_plans=state.get("stage1_plans", True),  # and the paper's stage 1
         )
         self.__dict__.update(loaded.__dict__)
         return self

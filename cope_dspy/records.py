@@ -103,8 +103,9 @@ def record_each(cascade, jobs: Sequence[tuple[str, Any]], one: Callable[[Any], d
         if item["variant"] == variant and _key(old) != _key(policy_of(cascade)):
             raise CopeInputError(
                 f"{path} holds variant {variant!r} recorded with n={old['n']}, stages={old['stages']}, "
-                f"task={old['task']!r}, stage3_plans={old.get('stage3_plans', True)}, but this cascade has n={p.n}, "
-                f"stages={list(p.stages)}, task={task!r}, stage3_plans={p.stage3_plans}; record it under another "
+                f"task={old['task']!r}, stage3_plans={old.get('stage3_plans', True)}, "
+                f"stage1_plans={old.get('stage1_plans', True)}, but this cascade has n={p.n}, stages={list(p.stages)}, "
+                f"task={task!r}, stage3_plans={p.stage3_plans}, stage1_plans={p.stage1_plans}; record it under another "
                 "variant= label or into another file")
         if item["variant"] == variant:
             done.add(item["id"])
@@ -150,11 +151,12 @@ def mark_accepted(line: dict[str, Any]) -> None:
 
 
 def policy_of(cascade) -> dict[str, Any]:
-    """What a record says of the cascade that made it: n, stages, task, and stage3_plans when not the paper's
-    (so records of the default policy read as before)."""
+    """What a record says of the cascade that made it: n, stages, task, and stage3_plans / stage1_plans when not
+    the paper's (so records of the default policy read as before)."""
     p = cascade.policy
     return {"n": p.n, "stages": list(p.stages), "task": cascade.task.name,
             **({} if p.stage3_plans else {"stage3_plans": False}),
+            **({} if p.stage1_plans else {"stage1_plans": False}),
             **({"consensus": kind} if (kind := _replayed_as(cascade)) else {})}
 
 
@@ -172,7 +174,8 @@ def _tests_pass(cascade) -> bool:
 
 
 def _key(policy: dict[str, Any]) -> tuple:
-    return policy["n"], list(policy["stages"]), policy["task"], policy.get("stage3_plans", True)
+    return (policy["n"], list(policy["stages"]), policy["task"], policy.get("stage3_plans", True),
+            policy.get("stage1_plans", True))
 
 
 def candidates(line: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -24,13 +24,34 @@ _VOTE_STAGES = (1, 2)
 _PREPARED: weakref.WeakKeyDictionary[Records, dict[tuple[str, Any], _Prepared]] = weakref.WeakKeyDictionary()
 
 
-def prepared(records: Records, variant: str | None, same: Callable[[str, str], bool]) -> _Prepared:
-    """One variant's records as arrays for replay, cached on the records."""
+def prepared(records: Records, variant: str | None, same: Callable[[str, str], bool],
+             unplanned_first: bool = False) -> _Prepared:
+    """One variant's records as arrays for replay, cached on the records. `unplanned_first`: stage 1 read from
+    the records' unplanned small samples (`unplanned_stage1`)."""
     variant = records.check_variant(variant)
     cache = _PREPARED.setdefault(records, {})
-    if (variant, same) not in cache:
-        cache[(variant, same)] = _Prepared([i for i in records.items if i["variant"] == variant], same)
-    return cache[(variant, same)]
+    key = (variant, same, unplanned_first)
+    if key not in cache:
+        items = [i for i in records.items if i["variant"] == variant]
+        cache[key] = _Prepared(unplanned_stage1(items) if unplanned_first else items, same)
+    return cache[key]
+
+
+def unplanned_stage1(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with their stage-1 samples swapped for their unplanned small samples (the baseline samples
+    `record(..., baselines=True)` draws: the small executor alone at the stage-2 temperature, the very call
+    `Cascade(stage1_plans=False)` makes at stage 1): what a replay with `stage1_plans=False` reads. Copies;
+    the records are not changed."""
+    out = []
+    for item in items:
+        samples = (item.get("baselines") or {}).get("small_samples")
+        if not samples:
+            raise CopeInputError(
+                f"record {item['id']!r} has no unplanned small samples: stage1_plans=False replays stage 1 from the "
+                "records' baseline samples; record with baselines=True (`cope eval` does), or replay stage1_plans=True")
+        out.append({**item, "trace": [{**e, "candidates": samples} if e["kind"] == "vote" and e["stage"] == 1 else e
+                                      for e in item["trace"]]})
+    return out
 
 
 # -------------------------------------------------------------------------------------------- prepared
@@ -291,7 +312,8 @@ def resolve_same(records: Records, same=None, task=None) -> Callable[[str, str],
 
 def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float = 0.5, n: int | None = None,
            stages: tuple[int, ...] | None = None, early_stop: bool = True, *, variant: str | None = None,
-           same: Callable[[str, str], bool] | None = None, task=None, stage3_plans: bool = True) -> ReplayResult:
+           same: Callable[[str, str], bool] | None = None, task=None, stage3_plans: bool = True,
+           stage1_plans: bool = True) -> ReplayResult:
     """What the cascade with these settings decides and spends on the recorded examples, with no LM call.
 
     Each example's first `n` recorded samples go through the cascade's own ballot (`Vote`, with early
@@ -307,7 +329,9 @@ def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float
     may pass on another goal (or none), so stage-2 figures are then estimates. Everything else is exact.
 
     `stage3_plans=False` replays `Cascade(stage3_plans=False)`: stage 3 is the recorded large-alone answer (the
-    same call), and with stages (1, 3) no guideline is paid for.
+    same call), and with stages (1, 3) no guideline is paid for. `stage1_plans=False` replays
+    `Cascade(stage1_plans=False)`: stage 1 is the records' unplanned small samples (the same calls); its stage-2
+    figures are estimates, since the recorded stage-2 samples were asked with a stage-1 goal too.
     """
     if not isinstance(records, Records):
         records = Records.load(records)
@@ -325,22 +349,30 @@ def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float
                              f"{recorded_n}, or record again with a larger n")
     if not isinstance(stage3_plans, bool):
         raise CopeInputError(f"stage3_plans must be True or False, got {stage3_plans!r}")
+    if not isinstance(stage1_plans, bool):
+        raise CopeInputError(f"stage1_plans must be True or False, got {stage1_plans!r}")
+    if stage1_plans and not records.policies[variant].get("stage1_plans", True) and 1 in stages:
+        raise CopeInputError("these records' stage 1 was recorded without goals (Cascade(stage1_plans=False)): "
+                             "replay stage1_plans=False, or record with the paper's stage 1 to replay it")
+    # stage 1 read from the unplanned baseline samples, where the records' stage 1 had goals
+    swap = not stage1_plans and 1 in stages and records.policies[variant].get("stage1_plans", True)
     kind = consensus_kind(records.policies[variant])
     if kind:  # code (passed tests) or text (perplexity): nothing to vote on
         params = {"tau1": tau1, "tau2": tau2, "n": n, "stages": list(stages), "early_stop": bool(early_stop),
-                  "variant": variant, "stage3_plans": stage3_plans}
+                  "variant": variant, "stage3_plans": stage3_plans, "stage1_plans": stage1_plans}
         items = [i for i in records.items if i["variant"] == variant]
+        items = unplanned_stage1(items) if swap else items
         try:
             rows = replay_stages(items, kind, tau1, tau2, n, stages, bool(early_stop), stage3_plans)
         except ValueError as exc:
             raise CopeInputError(str(exc)) from exc
         return ReplayResult.from_rows(params, rows)
-    p = prepared(records, variant, resolve_same(records, same, task))
-    return _replay(p, tau1, tau2, n, stages, bool(early_stop), variant, stage3_plans)
+    p = prepared(records, variant, resolve_same(records, same, task), unplanned_first=bool(swap))
+    return _replay(p, tau1, tau2, n, stages, bool(early_stop), variant, stage3_plans, stage1_plans)
 
 
 def _replay(p: _Prepared, tau1: float, tau2: float, n: int, stages: tuple[int, ...], early_stop: bool,
-            variant: str, stage3_plans: bool = True) -> ReplayResult:
+            variant: str, stage3_plans: bool = True, stage1_plans: bool = True) -> ReplayResult:
     # Totals as dot products with "still escalating" masks: the hot path of every Optuna trial.
     last, open_ = stages[-1], p.everyone
     usd = score = 0.0
@@ -374,7 +406,7 @@ def _replay(p: _Prepared, tau1: float, tau2: float, n: int, stages: tuple[int, .
         score += f.correct @ open_
         exits[3] = (open_, None)
     params = {"tau1": tau1, "tau2": tau2, "n": n, "stages": list(stages), "early_stop": early_stop, "variant": variant,
-              "stage3_plans": stage3_plans}
+              "stage3_plans": stage3_plans, "stage1_plans": stage1_plans}
     return ReplayResult(params, p, exits, float(score), float(usd), int(calls))
 
 

@@ -28,8 +28,8 @@ LARGE_ROLES = ROLES[1::2]  # guideline_planner, large_executor
 
 def unplanned(predictor: dspy.Predict) -> dspy.Predict:
     """An executor without its `plans` input: the same instructions, format and LM, its demos without their
-    plans. The large model answering alone: the large-alone baseline, and stage 3 with `stage3_plans=False`
-    (one builder, so both make the same call)."""
+    plans. A model answering alone: the baselines (small and large), stage 3 with `stage3_plans=False` and stage
+    1 with `stage1_plans=False` (one builder, so a baseline and the stage make the same call)."""
     alone = dspy.Predict(predictor.signature.delete("plans"))
     alone.lm = predictor.lm
     alone.demos = [{k: v for k, v in dict(d).items() if k != "plans"} for d in predictor.demos]

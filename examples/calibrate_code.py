@@ -103,14 +103,15 @@ with contextlib.ExitStack() as stack:
     records = record(cascade, devset, graded, f"{args.out}.jsonl", concurrency=4, baselines=True)
 
 # one study per stage set: on code a tau of 1 passes a stage by but still pays stage 2's guideline, so the
-# MoT-like (1, 3) and the cheap (1, 2) are sets of their own
+# MoT-like (1, 3) and the cheap (1, 2) are sets of their own; each study may also drop the plans at stage 3 (the
+# large model alone) and the goals at stage 1 (the small model alone), both read from the baselines
 cal = calibrate(records, sampler="grid", storage="memory", constraint=within_points_of_large(args.within),
-                stage3_plans=(True, False), stages=[(1, 2, 3), (1, 3), (1, 2)])
+                stage3_plans=(True, False), stage1_plans=(True, False), stages=[(1, 2, 3), (1, 3), (1, 2)])
 print(cal.summary())
 accepted_wrong = sum(c.get("accepted", False) and not c["correct"] for r in records
                      for e in r["trace"] if e["kind"] == "vote" for c in e["candidates"])
 print(f"{accepted_wrong} recorded samples passed the shown tests and failed the hidden ones")
 cal.plot(f"{args.out}.png")
-cal.apply(cascade)  # then cascade.save("cascade.json") keeps the stages, tau1, tau2, n and stage3_plans
+cal.apply(cascade)  # then cascade.save("cascade.json") keeps the stages, tau1, tau2, n and both plans switches
 print(f"cascade now runs stages {cascade.stages} with tau1={cascade.tau1:.3g}, tau2={cascade.tau2:.3g}, n={cascade.n}, "
-      f"stage3_plans={cascade.stage3_plans}; plot: {args.out}.png")
+      f"stage3_plans={cascade.stage3_plans}, stage1_plans={cascade.stage1_plans}; plot: {args.out}.png")

@@ -46,7 +46,9 @@ def reply(**fields: str) -> str:
 
 
 def _section(text: str, name: str) -> str:
-    m = re.search(rf"\[\[ ## {name} ## \]\]\n(.*?)(?=\n\n\[\[ ## |\Z)", text, re.S)
+    # a section ends at the next field, or at the chat adapter's closing request when it is the last input
+    m = re.search(rf"\[\[ ## {name} ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with the corresponding output|\Z)",
+                  text, re.S)
     return m.group(1).strip() if m else ""
 
 

@@ -406,20 +406,25 @@ def recorded_with_baselines(tmp_path_factory):
     return record(_plans_hurt_cascade()[0], devset(), metric, path, progress=False, baselines=True)
 
 
-@pytest.mark.parametrize("tau1, tau2, n, stages, early_stop", [
-    (0.75, 0.5, 8, (1, 2, 3), False), (1.0, 1.0, 8, (1, 2, 3), False), (0.75, 0.5, 8, (1, 3), False),
-    (0.75, 0.5, 8, (1, 2, 3), True), (0.5, 0.75, 6, (2, 3), True),
-])
-def test_stage3_alone_replays_the_live_cascade(recorded_with_baselines, tau1, tau2, n, stages, early_stop):
+SETTINGS = [(0.75, 0.5, 8, (1, 2, 3), False), (1.0, 1.0, 8, (1, 2, 3), False), (0.75, 0.5, 8, (1, 3), False),
+            (0.75, 0.5, 8, (1, 2, 3), True), (0.5, 0.75, 6, (2, 3), True), (1.0, 0.5, 4, (1, 2), True)]
+
+
+@pytest.mark.parametrize("switch", ["stage3_plans", "stage1_plans"])
+@pytest.mark.parametrize("tau1, tau2, n, stages, early_stop", SETTINGS)
+def test_a_stage_without_plans_replays_the_live_cascade(recorded_with_baselines, switch, tau1, tau2, n, stages,
+                                                        early_stop):
+    """Stage 3 alone (the large-alone baseline's call) and stage 1 without goals (the unplanned small samples'
+    calls) replay live runs exactly from records made with baselines."""
     cascade, small, large = _plans_hurt_cascade(tau1=tau1, tau2=tau2, n=n, stages=stages, early_stop=early_stop,
-                                                stage3_plans=False)
+                                                **{switch: False})
     live = [cascade(**ex.inputs()) for ex in devset()]
-    result = replay(recorded_with_baselines, tau1, tau2, n, stages, early_stop, stage3_plans=False)
+    result = replay(recorded_with_baselines, tau1, tau2, n, stages, early_stop, **{switch: False})
     assert [(r["answer"], r["stage"]) for r in result.per_example] == [(p.answer, p.stage) for p in live]
     assert [r["usd"] for r in result.per_example] == pytest.approx([p.cost.usd for p in live], rel=1e-9)
     assert result.calls == lm_calls(small, large)
     assert result.accuracy == pytest.approx(sum(metric(ex, p) for ex, p in zip(devset(), live, strict=True)) / len(live))
-    assert result.params["stage3_plans"] is False
+    assert result.params[switch] is False
 
 
 def test_calibration_chooses_stage3_alone_when_the_plans_hurt(recorded_with_baselines, recorded):
@@ -442,23 +447,76 @@ def test_calibration_chooses_stage3_alone_when_the_plans_hurt(recorded_with_base
         calibrate(records, storage="memory", stage3_plans=())
 
 
-def test_cli_lets_the_study_choose_stage3(recorded_with_baselines, recorded, tmp_path, capsys):
+def _recorded_without(switch: str, path: Path) -> Records:
+    """Records of a cascade made with `switch=False` (no baselines needed), checked to replay its live runs."""
+    cascade, _, _ = _plans_hurt_cascade(**{switch: False})
+    records = record(cascade, devset(), metric, path, progress=False)
+    assert records.policies["default"][switch] is False
+    live = [cascade(**ex.inputs()) for ex in devset()]
+    result = replay(records, early_stop=True, **{switch: False})
+    assert [(r["answer"], r["stage"]) for r in result.per_example] == [(p.answer, p.stage) for p in live]
+    return records
+
+
+def test_records_made_without_goals_at_stage1_replay_as_such(tmp_path, recorded):
+    records = _recorded_without("stage1_plans", tmp_path / "nogoals.jsonl")
+    with pytest.raises(CopeInputError, match="recorded without goals"):
+        replay(records)  # the paper's stage 1 was never recorded here
+    assert replay(records, stages=(2, 3)).params["stage1_plans"] is True  # no stage 1 to read: nothing refused
+    cal = calibrate(records, sampler="grid", storage="memory")  # the records' own stage 1, without goals
+    assert cal.params["stage1_plans"] is False
+    with pytest.raises(CopeInputError, match="no goals"):
+        calibrate(records, storage="memory", stage1_plans=(True, False))
+    with pytest.raises(CopeInputError, match="stage1_plans=False"):  # one file, one policy per variant
+        record(_plans_hurt_cascade()[0], devset(), metric, tmp_path / "nogoals.jsonl", progress=False)
+    with pytest.raises(CopeInputError, match="baselines=True"):  # records without unplanned samples
+        replay(recorded[0], stage1_plans=False)
+
+
+def test_calibration_chooses_stage1_without_goals_when_the_goals_mislead(tmp_path):
+    """The small model answers right alone and wrong when handed its own goal: the study that may choose
+    stage 1 without goals settles every question there, with the small model only."""
+    def small_answers(call):
+        if "Guideline:" in call.plans:
+            return "7"
+        return "3" if "Goal:" in call.plans else "7"
+
+    def misled_cascade(**kwargs):
+        small = math_model("scripted/small", small_answers)
+        large = math_model("scripted/large", lambda call: "7")
+        return Cascade(small=small.lm, large=large.lm, task=Math(), prices=PRICES, **kwargs)
+
+    questions = ["q-a", "q-b", "q-c", "q-d", "q-e"]
+    records = record(misled_cascade(), devset(questions), metric, tmp_path / "misled.jsonl", progress=False,
+                     baselines=True)
+    goals = calibrate(records, sampler="grid", storage="memory")
+    either = calibrate(records, sampler="grid", storage="memory", stage1_plans=(True, False))
+    assert goals.params["stage1_plans"] is True and goals.result.usd_per_1k > 0
+    assert either.params["stage1_plans"] is False and either.constraint_met
+    assert either.result.accuracy == 1.0 and either.result.exits[1] == 5
+    assert either.result.usd_per_1k < goals.result.usd_per_1k  # the small model only: no large call
+    cascade = misled_cascade()
+    either.apply(cascade)
+    assert cascade.stage1_plans is False
+    assert "stage1_plans=False" in either.summary()
+    with pytest.raises(CopeInputError, match="stage1_plans must be"):
+        calibrate(records, storage="memory", stage1_plans=())
+
+
+@pytest.mark.parametrize("flag, key", [("--stage3", "stage3_plans"), ("--stage1", "stage1_plans")])
+def test_cli_lets_the_study_choose_a_plans_switch(recorded_with_baselines, recorded, tmp_path, capsys, flag, key):
+    # the plans hurt the large model; the goals cost small calls and change no small answer: both go
     out = tmp_path / "cal.json"
     assert main(["run", "--records", str(recorded_with_baselines.path), "--sampler", "grid", "--storage", "memory",
-                 "--stage3", "choose", "--json", str(out)]) == 0
-    assert "stage3_plans=False" in capsys.readouterr().out
-    assert json.loads(out.read_text())["params"]["stage3_plans"] is False
-    assert main(["run", "--records", str(recorded[0].path), "--storage", "memory", "--stage3", "alone"]) == 2
+                 flag, "choose", "--json", str(out)]) == 0
+    assert f"{key}=False" in capsys.readouterr().out
+    assert json.loads(out.read_text())["params"][key] is False
+    assert main(["run", "--records", str(recorded[0].path), "--storage", "memory", flag, "alone"]) == 2
     assert "baselines=True" in capsys.readouterr().err
 
 
 def test_records_made_without_plans_at_stage3_replay_as_such(tmp_path):
-    cascade, small, large = _plans_hurt_cascade(stage3_plans=False)
-    records = record(cascade, devset(), metric, tmp_path / "alone.jsonl", progress=False)  # no baselines needed
-    assert records.policies["default"]["stage3_plans"] is False
-    live = [cascade(**ex.inputs()) for ex in devset()]
-    result = replay(records, stage3_plans=False, early_stop=True)
-    assert [(r["answer"], r["stage"]) for r in result.per_example] == [(p.answer, p.stage) for p in live]
+    records = _recorded_without("stage3_plans", tmp_path / "alone.jsonl")
     with pytest.raises(CopeInputError, match="recorded without plans"):
         replay(records)  # the paper's stage 3 was never recorded here
     with pytest.raises(CopeInputError, match="stage3_plans=False"):

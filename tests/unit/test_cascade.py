@@ -464,15 +464,45 @@ def test_stage3_without_plans_and_without_stage2_writes_no_guideline():
     assert [c.role for c in large2.calls] == ["guideline", "execute"]
 
 
-def test_stage3_plans_is_saved_and_checked(tmp_path):
+def test_stage1_without_plans_is_the_small_model_alone():
+    cascade, small, large = make(["7"] * 8, stage1_plans=False)
+    pred = cascade(question=Q)
+    assert (pred.answer, pred.stage, pred.plans) == ("7", 1, {})
+    drawn = pred.trace[0]["drawn"]
+    assert [c.role for c in small.calls] == ["execute"] * drawn  # no goals written
+    assert all(c.plans == "" and "[[ ## plans ## ]]" not in c.user for c in small.calls)
+    assert {c.temperature for c in small.calls} == {Temperatures().stage2_executor}
+    assert large.calls == []
+    # the very calls the unplanned baseline samples make (one builder for both): same messages, rollout, temperature
+    from cope_dspy.records import unplanned_samples
+
+    unplanned_samples(cascade, Q)
+    baseline = sorted((c for c in small.calls[drawn:] if c.temperature == Temperatures().stage2_executor),
+                      key=lambda c: c.rollout_id)[:drawn]
+    stage1 = sorted(small.calls[:drawn], key=lambda c: c.rollout_id)
+    assert [(c.system, c.user, c.rollout_id) for c in baseline] == [(c.system, c.user, c.rollout_id) for c in stage1]
+
+
+def test_stage1_without_plans_gives_stage2_the_guideline_only():
+    cascade, small, large = make(list("12345678"), ["7"] * 8, stage1_plans=False)
+    pred = cascade(question=Q)
+    assert (pred.answer, pred.stage) == ("7", 2)
+    assert pred.plans == {"guideline": "Count all apples together."}
+    stage2 = [c for c in small.calls if "Guideline:" in c.plans]
+    assert stage2 and not any("Goal:" in c.plans for c in stage2)
+    assert [c.role for c in large.calls] == ["guideline"]
+
+
+@pytest.mark.parametrize("option, other", [("stage3_plans", "stage1_plans"), ("stage1_plans", "stage3_plans")])
+def test_a_plans_switch_is_saved_and_checked(tmp_path, option, other):
     cascade = Cascade(small=dspy.LM("ollama_chat/qwen2.5:1.5b"), large=dspy.LM("openai/gpt-4o-mini"),
-                      stage3_plans=False)
+                      **{option: False})
     cascade.save(str(tmp_path / "c.json"))
     loaded = Cascade(task=Math())
-    assert loaded.stage3_plans is True  # the paper's stage 3 by default
+    assert getattr(loaded, option) is True  # the paper's stage by default
     loaded.load(str(tmp_path / "c.json"))
-    assert loaded.stage3_plans is False
-    with pytest.raises(ValueError, match="stage3_plans must be True"):
-        Cascade(stage3_plans="no")
-    with pytest.raises(ValueError, match="stage3_plans must be True"):
-        loaded.stage3_plans = 0
+    assert getattr(loaded, option) is False and getattr(loaded, other) is True
+    with pytest.raises(ValueError, match=f"{option} must be True"):
+        Cascade(**{option: "no"})
+    with pytest.raises(ValueError, match=f"{option} must be True"):
+        setattr(loaded, option, 0)

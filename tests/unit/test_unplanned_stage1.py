@@ -5,7 +5,9 @@ import json
 import pytest
 from fakes import math_record
 
-from evals.unplanned_stage1 import main, unplanned_stage1
+from cope_dspy.errors import CopeInputError
+from cope_dspy.replay import unplanned_stage1
+from evals.unplanned_stage1 import main
 
 SCATTERED = ["1", "2", "3", "4"]
 
@@ -22,25 +24,30 @@ def test_stage_one_samples_are_swapped_for_the_unplanned_ones_on_copies():
 def test_a_record_without_unplanned_samples_is_refused():
     record = math_record("p", ["3"] * 4, SCATTERED, "7", SCATTERED, "7")
     record["baselines"]["small_samples"] = []
-    with pytest.raises(SystemExit, match="has no unplanned small samples"):
+    with pytest.raises(CopeInputError, match="has no unplanned small samples"):
         unplanned_stage1([record])
 
 
 def test_a_math_folder_is_replayed_with_and_without_goals_at_stage_one(tmp_path):
-    records = [
+    patterns = [
         # the goals make the small samples agree on a wrong answer; unplanned they agree on the right one
-        math_record("goals-mislead", ["3"] * 4, SCATTERED, "9", ["7", "7", "7", "1"], "7"),
+        (["3"] * 4, SCATTERED, "9", ["7", "7", "7", "1"], "7"),
         # neither stage 1 agrees; the guideline's samples do, on the right answer
-        math_record("guided-right", SCATTERED, ["7", "7", "5", "6"], "9", SCATTERED, "8"),
+        (SCATTERED, ["7", "7", "5", "6"], "9", SCATTERED, "8"),
         # nothing small agrees: stage 3, right with the plans, wrong alone
-        math_record("planned-right", SCATTERED, SCATTERED, "7", SCATTERED, "8"),
+        (SCATTERED, SCATTERED, "7", SCATTERED, "8"),
     ]
+    records = [math_record(f"p{i}", *patterns[i % 3]) for i in range(12)]  # 4 of each: enough for 5 folds
     (tmp_path / "run.json").write_text(json.dumps({"benchmark": "gsm8k", "n": 4}))
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
-    methods = json.loads((tmp_path / "out" / "unplanned_stage1.json").read_text())[tmp_path.name]["methods"]
-    assert methods["COPE (the paper's)"]["correct"] == 2 and methods["COPE (the paper's)"]["exits"] == [1, 1, 1]
+    result = json.loads((tmp_path / "out" / "unplanned_stage1.json").read_text())[tmp_path.name]
+    methods = result["methods"]
+    assert methods["COPE (the paper's)"]["correct"] == 8 and methods["COPE (the paper's)"]["exits"] == [4, 4, 4]
     unplanned = methods["COPE, stage 1 without goals (estimate)"]
-    assert unplanned["correct"] == 3 and unplanned["exits"] == [1, 1, 1]
-    assert methods["COPE, stage 1 without goals, stage 3 alone (estimate)"]["correct"] == 2
-    assert methods["large alone"]["correct"] == 1
+    assert unplanned["correct"] == 12 and unplanned["exits"] == [4, 4, 4]
+    assert methods["COPE, stage 1 without goals, stage 3 alone (estimate)"]["correct"] == 8
+    assert methods["large alone"]["correct"] == 4
+    assert len(result["stage1_chosen_per_fold"]) == 5 and set(result["stage1_chosen_per_fold"]) <= {"goals", "alone"}
+    assert "COPE calibrated, stage 1 chosen too (cross-fitted; estimate)" in methods
+    assert "Stage 1 per fold" in (tmp_path / "out" / "unplanned_stage1.md").read_text()
