@@ -313,7 +313,7 @@ def resolve_same(records: Records, same=None, task=None) -> Callable[[str, str],
 def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float = 0.5, n: int | None = None,
            stages: tuple[int, ...] | None = None, early_stop: bool = True, *, variant: str | None = None,
            same: Callable[[str, str], bool] | None = None, task=None, stage3_plans: bool = True,
-           stage1_plans: bool = True) -> ReplayResult:
+           stage1_plans: bool | None = None) -> ReplayResult:
     """What the cascade with these settings decides and spends on the recorded examples, with no LM call.
 
     Each example's first `n` recorded samples go through the cascade's own ballot (`Vote`, with early
@@ -330,8 +330,9 @@ def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float
 
     `stage3_plans=False` replays `Cascade(stage3_plans=False)`: stage 3 is the recorded large-alone answer (the
     same call), and with stages (1, 3) no guideline is paid for. `stage1_plans=False` replays
-    `Cascade(stage1_plans=False)`: stage 1 is the records' unplanned small samples (the same calls); its stage-2
-    figures are estimates, since the recorded stage-2 samples were asked with a stage-1 goal too.
+    `Cascade(stage1_plans=False)`: on records of the paper's stage 1, stage 1 is read from their unplanned small
+    samples (the same calls), and its stage-2 figures are estimates, since the recorded stage-2 samples were asked
+    with a stage-1 goal too. None (the default): the records' own stage 1.
     """
     if not isinstance(records, Records):
         records = Records.load(records)
@@ -349,8 +350,10 @@ def replay(records: Records | str | os.PathLike, tau1: float = 0.75, tau2: float
                              f"{recorded_n}, or record again with a larger n")
     if not isinstance(stage3_plans, bool):
         raise CopeInputError(f"stage3_plans must be True or False, got {stage3_plans!r}")
+    if stage1_plans is None:
+        stage1_plans = bool(records.policies[variant].get("stage1_plans", True))
     if not isinstance(stage1_plans, bool):
-        raise CopeInputError(f"stage1_plans must be True or False, got {stage1_plans!r}")
+        raise CopeInputError(f"stage1_plans must be True, False or None (the records' own), got {stage1_plans!r}")
     if stage1_plans and not records.policies[variant].get("stage1_plans", True) and 1 in stages:
         raise CopeInputError("these records' stage 1 was recorded without goals (Cascade(stage1_plans=False)): "
                              "replay stage1_plans=False, or record with the paper's stage 1 to replay it")

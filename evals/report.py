@@ -652,6 +652,9 @@ def markdown(summary: dict[str, Any]) -> str:
     ]
     if run.get("price_note"):
         lines += [f"Prices: {run['price_note']}.", ""]
+    if run.get("stage1_plans") is False:
+        lines += ["Stage 1 without goals (`--stage1 alone`: `Cascade(stage1_plans=False)`, not the paper's): every "
+                  "COPE row's stage 1 is n small samples of the question alone.", ""]
     if run["benchmark"] in CODE_BENCHMARKS:
         rule = run.get("acceptance") or "grading"
         lines += [f"Code acceptance: **{rule}** ({ACCEPTANCE_RULE[rule]})."

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "task's own; repeatable (default: " + "; ".join(
                             f"{b} " + ",".join(f"{r}={n}" for r, n in w.items()) for b, w in DEFAULT_WORDINGS.items())
                         + "; elsewhere each task's own)")
+    p.add_argument("--stage1", default="goals", choices=["goals", "alone"],
+                   help="stage 1: 'goals' (the paper: a small goal per sample) or 'alone' (the small samples answer "
+                        "the question alone: Cascade(stage1_plans=False), not the paper's)")
     p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
     p.add_argument("--out", type=Path, default=None, help="result folder (default: derived from the arguments)")
     p.add_argument("--report-only", action="store_true", help="do not record; report what is recorded")
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = {"benchmark": args.benchmark, "split": args.split, "small": args.small, "large": args.large,
                     "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
                     "acceptance": acceptance, "user_tests": user_tests(args.benchmark, acceptance), "formats": formats,
-                    "wordings": wordings}
+                    "wordings": wordings, "stage1_plans": args.stage1 == "goals"}
         check_same_settings(folder, settings, keys=tuple(settings))  # before any server starts
         recorded = {r["id"] for r in folder_records(folder).items if r["variant"] == "default"}
         if not args.price and all(ex.id in recorded for ex in examples):  # (prices given: checked with servers)
@@ -173,14 +176,14 @@ def main(argv: list[str] | None = None) -> int:
                     "small": args.small,
                     "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
                     "acceptance": acceptance, "user_tests": user_tests(args.benchmark, acceptance), "formats": formats,
-                    "wordings": wordings, "price_note": large.price_note,
+                    "wordings": wordings, "stage1_plans": args.stage1 == "goals", "price_note": large.price_note,
                     "prices": {m: list(r) for m, r in prices.overrides.items()} if hasattr(prices, "overrides") else {},
                     "command": "python -m evals.run " + " ".join(argv if argv is not None else os.sys.argv[1:])}
             check_same_settings(folder, meta)  # the prices too (stand-in prices come with the servers)
             meta_path.write_text(json.dumps(meta, indent=2))
             task = bench.task(instructions=instructions(wordings))
             cascade = Cascade(small=small.lm, large=large.lm, task=task, n=args.n, prices=prices,
-                              max_tokens=role_caps or None, formats=formats)
+                              max_tokens=role_caps or None, formats=formats, stage1_plans=args.stage1 == "goals")
             started = time.perf_counter()
             try:
                 with sigterm_as_interrupt():

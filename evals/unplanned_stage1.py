@@ -12,8 +12,8 @@ table's own replays.
 
 It is an estimate in one respect: the recorded stage-2 samples were asked with the stage-1 goal as well as
 the guideline, and without goals at stage 1 there is no goal to give them (the same approximation as the
-table's "COPE skip stage 1" row). A recording of `Cascade(stage1_plans=False)` itself would remove it (`evals.run`
-has no flag for it yet).
+table's "COPE skip stage 1" row). A recording of `Cascade(stage1_plans=False)` itself removes it
+(`python -m evals.run ... --stage1 alone`, into a folder of its own).
 
 Two calibrated rows, cross-fitted as the benchmark table's (5 folds, each held to large alone on the other
 folds): the table's own "stage 3 chosen" study, and the same study also choosing stage 1 with or without goals

@@ -460,9 +460,10 @@ def _recorded_without(switch: str, path: Path) -> Records:
 
 def test_records_made_without_goals_at_stage1_replay_as_such(tmp_path, recorded):
     records = _recorded_without("stage1_plans", tmp_path / "nogoals.jsonl")
+    assert replay(records).params["stage1_plans"] is False  # by default the records' own stage 1
     with pytest.raises(CopeInputError, match="recorded without goals"):
-        replay(records)  # the paper's stage 1 was never recorded here
-    assert replay(records, stages=(2, 3)).params["stage1_plans"] is True  # no stage 1 to read: nothing refused
+        replay(records, stage1_plans=True)  # the paper's stage 1 was never recorded here
+    assert replay(records, stages=(2, 3), stage1_plans=True).params["stage1_plans"] is True  # no stage 1 read
     cal = calibrate(records, sampler="grid", storage="memory")  # the records' own stage 1, without goals
     assert cal.params["stage1_plans"] is False
     with pytest.raises(CopeInputError, match="no goals"):

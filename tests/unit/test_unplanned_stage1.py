@@ -51,3 +51,30 @@ def test_a_math_folder_is_replayed_with_and_without_goals_at_stage_one(tmp_path)
     assert len(result["stage1_chosen_per_fold"]) == 5 and set(result["stage1_chosen_per_fold"]) <= {"goals", "alone"}
     assert "COPE calibrated, stage 1 chosen too (cross-fitted; estimate)" in methods
     assert "Stage 1 per fold" in (tmp_path / "out" / "unplanned_stage1.md").read_text()
+
+
+def test_a_folder_recorded_without_goals_keeps_that_setting(tmp_path):
+    from evals.folders import check_same_settings
+
+    run = {"benchmark": "gsm8k", "split": "test", "small": "s", "large": "l", "n": 4, "max_tokens": 768,
+           "role_max_tokens": {}, "acceptance": None, "user_tests": None, "formats": {}, "wordings": {}}
+    (tmp_path / "run.json").write_text(json.dumps(run))  # recorded before the setting existed: goals
+    (tmp_path / "records.jsonl").write_text(json.dumps(math_record("p0", *([SCATTERED] * 2), "7", SCATTERED, "7")))
+    check_same_settings(tmp_path, {**run, "stage1_plans": True})
+    with pytest.raises(SystemExit, match="stage1_plans=True.*stage1_plans=False"):
+        check_same_settings(tmp_path, {**run, "stage1_plans": False})
+
+
+def test_the_table_of_records_made_without_goals_replays_their_own_stage1():
+    from cope_dspy.records import Records
+    from evals.report import math_report
+
+    records = []
+    for i in range(10):
+        r = math_record(f"p{i}", ["7"] * 4 if i % 2 else SCATTERED, SCATTERED, "9", SCATTERED, "7")
+        r["policy"]["stage1_plans"] = False  # recorded by Cascade(stage1_plans=False): stage 1 had no goals
+        records.append(r)
+    rows = {row["method"]: row for row in math_report(Records(records))}
+    # the unanimous problems exit at stage 1; the paper's stage 1 (goals) was never recorded, and is not asked for
+    assert rows["COPE (0.75 / 0.5)"]["exits"] == {1: 5, 2: 0, 3: 5}
+    assert rows["COPE (0.75 / 0.5)"]["accuracy"] == 0.5
