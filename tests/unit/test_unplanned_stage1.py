@@ -78,3 +78,4 @@ def test_the_table_of_records_made_without_goals_replays_their_own_stage1():
     # the unanimous problems exit at stage 1; the paper's stage 1 (goals) was never recorded, and is not asked for
     assert rows["COPE (0.75 / 0.5)"]["exits"] == {1: 5, 2: 0, 3: 5}
     assert rows["COPE (0.75 / 0.5)"]["accuracy"] == 0.5
+    assert "exact: stage 1 had no goals" in rows["COPE skip stage 1"]["note"]
