@@ -30,7 +30,7 @@ from .ballot_replay import PERPLEXITY, TESTS_PASS, consensus_kind
 from .errors import CopeError, CopeInputError
 from .policy import Policy, check_n, check_stages
 from .records import Records, record
-from .replay import ReplayResult, large_alone, replay, resolve_same
+from .replay import ReplayResult, large_alone, replay, resolve_same, unplanned_samples_of
 
 __all__ = [
     "record", "replay", "calibrate", "Records", "ReplayResult", "Calibration", "Constraint",
@@ -267,11 +267,10 @@ def _stage1_options(records: Records, variants: list[str], stage1_plans) -> list
     if True in options and False in goals:
         raise CopeInputError("these records were made with Cascade(stage1_plans=False), so their stage 1 had no "
                              "goals: calibrate stage1_plans=(False,) (CLI --stage1 alone)")
-    if False in options and True in goals and not all(
-            (it.get("baselines") or {}).get("small_samples") for it in records if it["variant"] in variants):
-        raise CopeInputError("stage1_plans=False replays stage 1 from the records' unplanned small samples, and some "
-                             "of these records have none: record with baselines=True, or calibrate "
-                             "stage1_plans=(True,)")
+    if False in options and True in goals:
+        for it in records:  # stage 1 read from the unplanned samples: each record must have them, judged
+            if it["variant"] in variants:
+                unplanned_samples_of(it)
     return options
 
 

@@ -77,6 +77,8 @@ def record(cascade, devset: Iterable, metric: Callable, path: str | os.PathLike,
             c["correct"] = _score(metric, example, c, eid)
         if tests_pass:  # what accepted a program (the call's tests) is kept apart from what grades it (`metric`)
             mark_accepted(line)
+            if baselines:
+                judge_unplanned(cascade, line)
         return line
 
     return record_each(cascade, jobs, one, path, variant=variant, concurrency=concurrency, progress=progress,
@@ -148,6 +150,21 @@ def mark_accepted(line: dict[str, Any]) -> None:
         if entry["kind"] == "vote":
             for c in entry.get("candidates", []):
                 c["accepted"] = ((c.get("extra") or {}).get("tests") or {}).get("status") == "passed"
+
+
+def judge_unplanned(cascade, line: dict[str, Any]) -> None:
+    """Code: run the call's acceptance tests on the record's unplanned small samples, as a stage's ballot runs them
+    on its own samples (each gets `extra.tests` and `accepted`), so that they can stand for a stage 1 without goals
+    (`replay(..., stage1_plans=False)`), and the MoT-style baseline accepts on the same tests."""
+    from .consensus import Candidate
+
+    samples = (line.get("baselines") or {}).get("small_samples") or []
+    ballot = cascade.task.consensus().ballot(len(samples), 0.5, cascade.task.same, line["inputs"], early_stop=False)
+    drawn = [Candidate(index=c["index"], answer=c.get("answer")) for c in samples]
+    ballot.add(drawn)
+    for c, judged in zip(samples, drawn, strict=True):
+        c.setdefault("extra", {})["tests"] = judged.extra["tests"]
+        c["accepted"] = judged.extra["tests"]["status"] == "passed"
 
 
 def policy_of(cascade) -> dict[str, Any]:

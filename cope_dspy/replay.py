@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .ballot_replay import consensus_kind, replay_stages
+from .ballot_replay import TESTS_PASS, consensus_kind, replay_stages
 from .consensus import Candidate, Vote, votes_needed
 from .errors import CopeInputError
 from .policy import check_n, check_stages, check_tau
@@ -44,14 +44,26 @@ def unplanned_stage1(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     the records are not changed."""
     out = []
     for item in items:
-        samples = (item.get("baselines") or {}).get("small_samples")
-        if not samples:
-            raise CopeInputError(
-                f"record {item['id']!r} has no unplanned small samples: stage1_plans=False replays stage 1 from the "
-                "records' baseline samples; record with baselines=True (`cope eval` does), or replay stage1_plans=True")
+        samples = unplanned_samples_of(item)
         out.append({**item, "trace": [{**e, "candidates": samples} if e["kind"] == "vote" and e["stage"] == 1 else e
                                       for e in item["trace"]]})
     return out
+
+
+def unplanned_samples_of(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """A record's unplanned small samples, checked to be readable as a stage 1: present, and on a code record
+    each judged by the call's acceptance tests (`accepted`), as a stage's samples are."""
+    samples = (item.get("baselines") or {}).get("small_samples")
+    if not samples:
+        raise CopeInputError(
+            f"record {item['id']!r} has no unplanned small samples: stage1_plans=False replays stage 1 from the "
+            "records' baseline samples; record with baselines=True (`cope eval` does), or replay stage1_plans=True")
+    if consensus_kind(item.get("policy") or {}) == TESTS_PASS and not all("accepted" in c for c in samples):
+        raise CopeInputError(
+            f"record {item['id']!r}: its unplanned small samples were not run against the call's acceptance tests, "
+            "so they cannot stand for a stage 1 that accepts on them; record with `python -m evals.run` (it runs "
+            "them), or replay stage1_plans=True")
+    return samples
 
 
 # -------------------------------------------------------------------------------------------- prepared

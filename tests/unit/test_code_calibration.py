@@ -109,6 +109,32 @@ def test_stage3_alone_replays_the_live_cascade(recorded):
     assert large.by_role("guideline") == []
 
 
+@pytest.mark.parametrize("tau1, stages", [(0.5, (1, 2, 3)), (0.5, (1, 3)), (1.0, (1, 2, 3))])
+def test_stage1_without_goals_replays_the_live_cascade(recorded, tau1, stages):
+    # the unplanned small samples were run against each call's tests when recorded, as a stage's are
+    shown_only = recorded.by_id()["q-shown-only"]["baselines"]["small_samples"]
+    assert [c["accepted"] for c in shown_only] == [True, False, True, False]
+    cascade, small, large = make_cascade(stage1_plans=False, tau1=tau1, stages=stages)
+    live = {ex.id: cascade(**ex.inputs()) for ex in devset()}
+    result = replay(recorded, tau1, 0.5, 4, stages, stage1_plans=False)
+    assert_replays_live(result, live, graded, devset())
+    assert result.calls == len(small.calls) + len(large.calls)
+    assert small.by_role("goal") == []
+
+
+def test_unplanned_samples_never_run_against_the_tests_cannot_stand_for_stage1(recorded):
+    import copy
+
+    items = copy.deepcopy(recorded.items)
+    for item in items:  # as records made before they were judged
+        for c in item["baselines"]["small_samples"]:
+            del c["accepted"]
+    with pytest.raises(CopeInputError, match="not run against the call's acceptance tests"):
+        replay(Records(items), stage1_plans=False)
+    with pytest.raises(CopeInputError, match="not run against the call's acceptance tests"):
+        calibrate(Records(items), storage="memory", stage1_plans=(True, False))
+
+
 def test_the_study_picks_the_cheapest_setting_that_keeps_accuracy_and_it_runs_live(recorded, tmp_path):
     cal = calibrate(recorded, sampler="grid", storage="memory", constraint=within_points_of_large(0))
     grid = grid_settings(4, (1, 2, 3), True, tests_pass=True)
