@@ -39,14 +39,18 @@ def test_every_stage_runs_with_real_tokens_and_counted_cost(local_server):
         assert kinds == ["vote", "guideline", "vote", "final"]
         stage1, guideline, stage2, final = pred.trace
         assert len(stage1["candidates"]) == len(stage2["candidates"]) == 4
-        # stage 1: a goal and a solution per sample; stage 2: one solution per sample; both with real tokens
-        assert all(c["usage"]["calls"] == 2 for c in stage1["candidates"])
+        # stage 1: a goal and a solution per sample; stage 2: one solution per sample; both with real tokens.
+        # A sample whose goal SmolLM2 leaves unreadable (sampled at 0.8, cut at 48 tokens: it happened in CI)
+        # abstains after that one call, with no goal in its plans; every other stage-1 sample made both.
+        assert any(c["plans"].get("goal") for c in stage1["candidates"])
+        assert all(c["usage"]["calls"] == (2 if c["plans"].get("goal") else 1) for c in stage1["candidates"])
         assert all(c["usage"]["calls"] == 1 for c in stage2["candidates"])
         assert all(c["usage"]["completion_tokens"] > 0 for c in stage1["candidates"] + stage2["candidates"])
         assert guideline["guideline"].strip() and guideline["usage"]["prompt_tokens"] > 0
-        assert pred.cost.calls == 8 + 1 + 4 + 1 and pred.cost.estimated_calls == 0  # the server reports usage
+        stage1_calls = sum(c["usage"]["calls"] for c in stage1["candidates"])
+        assert pred.cost.calls == stage1_calls + 1 + 4 + 1 and pred.cost.estimated_calls == 0  # usage reported
         by_stage = pred.cost_by_stage
-        assert by_stage[1].calls == 8 and by_stage[2].calls == 5 and by_stage[3].calls == 1
+        assert by_stage[1].calls == stage1_calls and by_stage[2].calls == 5 and by_stage[3].calls == 1
         expected = sum(Prices({"m": PRICE}).cost("m", u.prompt_tokens, u.completion_tokens)
                        for u in [pred.cost])
         assert pred.cost.usd == pytest.approx(expected)
