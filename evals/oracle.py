@@ -55,29 +55,30 @@ def _large(record: dict[str, Any]) -> dict[str, Any]:
     return record["baselines"]["large_greedy"]
 
 
-def _small_greedy(r: dict[str, Any]) -> tuple[bool, float]:
+# each replay returns (right, dollars, the stage that settled the problem: 1, 2, or 3 for the large model)
+def _small_greedy(r: dict[str, Any]) -> tuple[bool, float, int]:
     if r["baselines"]["small_greedy"].get("correct"):
-        return True, 0.0
-    return bool(_large(r).get("correct")), _usd(_large(r))
+        return True, 0.0, 1
+    return bool(_large(r).get("correct")), _usd(_large(r)), 3
 
 
-def _mot(r: dict[str, Any]) -> tuple[bool, float]:
+def _mot(r: dict[str, Any]) -> tuple[bool, float, int]:
     if _any_right(r["baselines"].get("small_samples") or []):
-        return True, 0.0
-    return bool(_large(r).get("correct")), _usd(_large(r))
+        return True, 0.0, 1
+    return bool(_large(r).get("correct")), _usd(_large(r)), 3
 
 
-def _cope(r: dict[str, Any], planned_last: bool = True) -> tuple[bool, float]:
+def _cope(r: dict[str, Any], planned_last: bool = True) -> tuple[bool, float, int]:
     if _any_right(_votes(r, 1)):
-        return True, 0.0
+        return True, 0.0, 1
     guideline = _guideline_usd(r)
     if _any_right(_votes(r, 2)):
-        return True, guideline
+        return True, guideline, 2
     last = _final(r) if planned_last else _large(r)
-    return bool((last or {}).get("correct")), guideline + _usd(last)
+    return bool((last or {}).get("correct")), guideline + _usd(last), 3
 
 
-ROWS: dict[str, Callable[[dict[str, Any]], tuple[bool, float]]] = {
+ROWS: dict[str, Callable[[dict[str, Any]], tuple[bool, float, int]]] = {
     "small greedy, then large alone": _small_greedy,
     "MoT-style with an oracle (n unplanned small samples, then large alone)": _mot,
     "COPE with an oracle (stage 1, stage 2, then the planned large answer)": _cope,
@@ -104,11 +105,12 @@ def oracle(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
     for name, replay in ROWS.items():
         results = [replay(r) for r in records]
-        usd = sum(u for _, u in results)
+        usd = sum(u for _, u, _ in results)
         out["rows"][name] = {
-            "correct": sum(ok for ok, _ in results),
+            "correct": sum(ok for ok, _, _ in results),
             "usd": usd,
             "cost_vs_large": usd / large_usd - 1 if large_usd else None,
+            "settled": [sum(stage == s for _, _, stage in results) for s in (1, 2, 3)],
         }
     return out
 
@@ -119,14 +121,15 @@ def markdown(name: str, result: dict[str, Any]) -> str:
     lines = [
         f"### {name}: {n} problems",
         "",
-        "| method | right (accuracy) | cost vs large alone |",
-        "|---|---|---|",
-        f"| large alone | {large['correct']} ({large['correct'] / n:.1%}) | +0% |" if n else "| large alone | - | - |",
+        "| method | right (accuracy) | cost vs large alone | settled by a right small sample at stage 1 / 2, sent on |",
+        "|---|---|---|---|",
+        f"| large alone | {large['correct']} ({large['correct'] / n:.1%}) | +0% | |" if n else "| large alone | - | - | |",
     ]
     for row, v in result["rows"].items():
         cost = v["cost_vs_large"]
+        s1, s2, rest = v["settled"]
         lines.append(f"| {row} | {v['correct']} ({v['correct'] / n:.1%}) | "
-                     f"{'-' if cost is None else f'{cost:+.0%}'} |")
+                     f"{'-' if cost is None else f'{cost:+.0%}'} | {s1} / {s2}, {rest} |")
     return "\n".join(lines) + "\n"
 
 

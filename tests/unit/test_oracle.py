@@ -49,6 +49,7 @@ def test_each_row_settles_a_problem_when_one_of_its_samples_is_right_and_pays_th
     cope = rows["COPE with an oracle (stage 1, stage 2, then the planned large answer)"]
     # p0 at stage 1 (free), p1 at stage 2 (the guideline), p2 and p3 at stage 3 (guideline + planned answer)
     assert cope["correct"] == 3 and cope["usd"] == pytest.approx(0.2 + 2 * 1.2)
+    assert cope["settled"] == [1, 1, 2] and mot["settled"] == [2, 0, 2]
     cope12 = rows["COPE stages 1-2 with an oracle, then large alone"]
     assert cope12["correct"] == 3 and cope12["usd"] == pytest.approx(0.2 + 2 * 1.2)  # p3 right instead of p2
 
@@ -64,7 +65,7 @@ def test_a_record_without_every_stage_drawn_is_left_out_and_counted(tmp_path):
     assert main([str(folder), "--out", str(tmp_path / "out")]) == 0
     saved = json.loads((tmp_path / "out" / "oracle.json").read_text())["gsm8k-run"]
     assert saved["problems"] == 4 and saved["skipped_incomplete"] == 1
-    assert "| large alone | 2 (50.0%) | +0% |" in (tmp_path / "out" / "oracle.md").read_text()
+    assert "| large alone | 2 (50.0%) | +0% | |" in (tmp_path / "out" / "oracle.md").read_text()
 
 
 def test_a_folder_without_run_json_is_refused(tmp_path):
