@@ -63,32 +63,40 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def open_model(stack: contextlib.ExitStack, name: str, *, max_tokens: int = 512, parallel: int = 2, threads: int = 2,
+               cache: bool = True) -> dspy.BaseLM:
+    """One model from its name: a local catalogue name starts an embedded llama.cpp server (stopped with
+    `stack`; `parallel` slots, `threads` CPU threads), `ollama_chat/<name>` goes to Ollama, anything else is a
+    LiteLLM model string (its API key must be set)."""
+    from .local import LocalServer, catalogue
+
+    if name in catalogue():
+        server = stack.enter_context(LocalServer(name, parallel=parallel, threads=threads))
+        return server.lm(max_tokens=max_tokens, cache=cache)
+    if name.startswith(("ollama/", "ollama_chat/")):
+        from .models import ollama
+
+        return ollama(name.split("/", 1)[1], max_tokens=max_tokens, cache=cache)
+    from .models import api
+
+    return api(name, max_tokens=max_tokens, cache=cache)
+
+
 def open_models(stack: contextlib.ExitStack, small: str, large: str, prices: dict[str, tuple[float, float]],
                 *, max_tokens: int = 512, parallel: int = 4, cache: bool = True) -> tuple[ModelSpec, ModelSpec, Prices]:
     """Start what needs starting (on `stack`, so servers stop on exit) and price the large model.
 
     cache=False: every call goes to the model (benchmark recordings, where a reply served from DSPy's cache
     would be billed at $0 and timed at ~0 s, understating both)."""
-    from .local import LocalServer, catalogue
+    from .local import catalogue
 
     local_names = set(catalogue())
     both_local = small in local_names and large in local_names
-    specs = []
-    for role, name in (("small", small), ("large", large)):
-        if name in local_names:
-            # two servers share the 2 cores of a small machine: one thread each, or they stall each other
-            server = stack.enter_context(LocalServer(name, parallel=parallel if role == "small" else 2,
-                                                     threads=1 if both_local else 2))
-            lm = server.lm(max_tokens=max_tokens, cache=cache)
-            specs.append(ModelSpec(name, lm, True, ""))
-        elif name.startswith(("ollama/", "ollama_chat/")):
-            from .models import ollama
-
-            specs.append(ModelSpec(name, ollama(name.split("/", 1)[1], max_tokens=max_tokens, cache=cache), True, ""))
-        else:
-            from .models import api
-
-            specs.append(ModelSpec(name, api(name, max_tokens=max_tokens, cache=cache), False, ""))
+    # two servers share the 2 cores of a small machine: one thread each, or they stall each other
+    specs = [ModelSpec(name, open_model(stack, name, max_tokens=max_tokens, cache=cache,
+                                        parallel=parallel if role == "small" else 2, threads=1 if both_local else 2),
+                       name in local_names or name.startswith(("ollama/", "ollama_chat/")), "")
+             for role, name in (("small", small), ("large", large))]
     small_spec, large_spec = specs
     table = dict(prices)
     if large_spec.local and large_spec.lm.model not in table:

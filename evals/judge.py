@@ -263,15 +263,6 @@ def open_judge(stack: contextlib.ExitStack, name: str, *, max_tokens: int = JUDG
     an embedded llama.cpp server (stopped with `stack`), `ollama_chat/<name>` goes to Ollama, anything else
     is a LiteLLM model string (its API key must be set). DSPy's cache is off: judgments.jsonl is the cache,
     and a reply replayed from DSPy's would report a judgment's cost as $0 and 0 tokens."""
-    from cope_dspy.local import LocalServer, catalogue
+    from cope_dspy.pair import open_model
 
-    if name in catalogue():
-        server = stack.enter_context(LocalServer(name, parallel=2, threads=2))
-        return server.lm(max_tokens=max_tokens, cache=False)
-    if name.startswith(("ollama/", "ollama_chat/")):
-        from cope_dspy.models import ollama
-
-        return ollama(name.split("/", 1)[1], max_tokens=max_tokens, cache=False)
-    from cope_dspy.models import api
-
-    return api(name, max_tokens=max_tokens, cache=False)
+    return open_model(stack, name, max_tokens=max_tokens, cache=False)

@@ -114,12 +114,13 @@ class ScriptedLM:
     """Builds a `dspy.LM` named `name` that answers with `respond(call) -> str` (or an exception to raise)."""
 
     def __init__(self, name: str, respond: Callable[[Call], str], usage: tuple[int, int] | None = (100, 20),
-                 cache: bool = False):
+                 cache: bool = False, max_tokens: int | None = None):
         self.name, self.respond, self.usage = name, respond, usage
         self.calls: list[Call] = []
         self.lock = threading.Lock()
         engine = _Engine(self)
-        self.lm = dspy.LM(name, engine=engine, async_engine=_AsyncEngine(engine), cache=cache, callbacks=[_Capture()])
+        self.lm = dspy.LM(name, engine=engine, async_engine=_AsyncEngine(engine), cache=cache, callbacks=[_Capture()],
+                          max_tokens=max_tokens)
 
     def by_role(self, role: str) -> list[Call]:
         return [c for c in self.calls if c.role == role]
