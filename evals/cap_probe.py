@@ -5,10 +5,17 @@ asked again under a larger cap, so that the records say which cap cuts under 5% 
     python -m evals.cap_probe $M --max-tokens 2048                  # writes $M/cap-probe-2048/
 
 `evals.plan_stats` can only say "above the cap" when 5% or more of the replies reach it: their lengths past it
-are unknown. Only those replies are asked again (the same prompt, format and wording as the recording, the
-large model alone, temperature 0): a reply that ended under the old cap ends the same way under a larger one
-when decoding is greedy. The probe checks that premise on what it asks (a new reply should begin with the
-recorded one; batching on the server can change a greedy decode) and reports how many did.
+are unknown. Only those replies are asked again, the large model alone at temperature 0 under the recording's
+prompt, format and wording, in one of two ways:
+
+- continued (the default): the recorded reply is sent back as the start of the assistant's message (llama.cpp's
+  server, and most chat APIs, continue a final assistant message) and the model goes on from it, up to the new
+  cap in all. Its first tokens are the recorded ones, so the reading is about the recording itself: each
+  recorded reply that ended under the old cap ends the same way under a larger one, and each cut one is read to
+  where it would have ended. Plain-text formats only (a chat-format record keeps parsed fields, not the reply);
+- `--redraw`: asked again from the start. Greedy decoding on a server that batches requests is not
+  bit-reproducible (the first MATH-500 probe: none of 10 re-drawn replies began with the recorded one), so a
+  re-draw is a new sample of the reply, not a longer copy of it.
 
 Writes `probe.jsonl` (one line per reply asked; rerun the same command to resume, `kill` stops it after the
 replies in flight) and `probe.md`: the cut rate at both caps, the smallest cap that cuts under 5% when the new
@@ -59,7 +66,7 @@ def read_probe(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def summarize(records: list[dict[str, Any]], probed: dict[str, dict[str, Any]], old_cap: int, new_cap: int,
-              judged: bool = True) -> dict[str, Any]:
+              judged: bool = True, mode: str = "continue") -> dict[str, Any]:
     """The cut rate, accuracy and cost of large alone at the recorded cap and at `new_cap`. A reply that was not
     cut keeps its record at both caps; a cut one is read from the probe (`probed`, by id)."""
     cut = cut_records(records, old_cap)
@@ -71,6 +78,7 @@ def summarize(records: list[dict[str, Any]], probed: dict[str, dict[str, Any]], 
     n = len(records)
     tokens = [new_cap if cut_off(c, new_cap) else _tokens(c) for c in new]
     return {
+        "mode": mode,
         "problems": n,
         "old_cap": old_cap,
         "new_cap": new_cap,
@@ -97,9 +105,12 @@ def markdown(folder: Path, s: dict[str, Any]) -> str:
          + ("" if s["complete"] else " (incomplete: rerun the command to resume)")),
         (f"still cut at {s['new_cap']}", "n/a" if s["cut_at_new_cap"] is None else
          f"{s['cut_at_new_cap']} of {s['problems']} ({pct(s['cut_share_at_new_cap'])})"),
-        (f"smallest cap cutting under {CUT_TARGET:.0%}", "n/a" if not s["complete"] else
+        (f"smallest cap cutting under {CUT_TARGET:.0%}" + (" (an estimate: the cut replies re-drawn, the others as "
+                                                          "recorded)" if s.get("mode") == "redraw" else ""),
+         "n/a" if not s["complete"] else
          str(s["cap_under_target"]) if s["cap_under_target"] else f"above {s['new_cap']} (censored)"),
-        ("new replies that begin with the recorded one (greedy premise)", f"{s['begins_with_recorded_reply']} of {s['asked']}"),
+        ("new replies that begin with the recorded one", f"{s['begins_with_recorded_reply']} of {s['asked']}"
+         + (" (continued from it)" if s.get("mode") == "continue" else " (re-drawn from the start)")),
         ("large alone right", "n/a (judged at report time)" if s["accuracy_old_cap"] is None else
          f"{pct(s['accuracy_old_cap'])} at {s['old_cap']}, {pct(s['accuracy_new_cap'])} at {s['new_cap']} "
          f"({s['right_now_among_asked']} of the {s['asked']} asked again now right)"),
@@ -110,12 +121,49 @@ def markdown(folder: Path, s: dict[str, Any]) -> str:
                       *[f"| {k} | {v} |" for k, v in rows], ""])
 
 
-def probe(folder: Path, new_cap: int, out: Path, *, concurrency: int = CONCURRENCY, threads: int = 2,
-          progress=print) -> dict[str, Any]:
-    """Ask the cut large-alone replies of `folder` again at `new_cap`; append each to out/probe.jsonl."""
+def continue_reply(cascade, predictor, lm, question: str, recorded: dict[str, Any], new_cap: int) -> dict[str, Any]:
+    """The recorded cut reply continued greedily up to `new_cap` completion tokens in all, as a candidate the
+    way the recording keeps one: its usage is one call at `new_cap` (the recorded prompt and tokens plus the new
+    completion tokens at the completion price; the continuation's own call is kept in extra)."""
+    from dspy.lm15 import Config, Message, Request, TextPart
+
+    from cope_dspy.consensus import Candidate
+
+    adapter = cascade.adapter_for("large_executor")
+    prefix = recorded.get("solution") or ""
+    done = _tokens(recorded)
+    messages = adapter.format(predictor.signature, predictor.demos, {"question": question})  # what DSPy sends
+    turns = [Message.user(m["content"]) if m["role"] == "user" else Message.assistant([TextPart(m["content"])])
+             for m in messages if m["role"] != "system"]
+    request = Request(
+        model=lm.model, messages=(*turns, Message.assistant([TextPart(prefix)])),
+        system="\n\n".join(m["content"] for m in messages if m["role"] == "system") or None,
+        config=Config(max_tokens=new_cap - done, temperature=0.0, stop=tuple(getattr(adapter, "stop", ()))))
+    response = lm(request)
+    text = response.text or ""
+    full = text if text.startswith(prefix) else prefix + text  # llama.cpp returns the prefix with the rest
+    solution = adapter.parse(predictor.signature, full)[next(iter(predictor.signature.output_fields))]
+    c = Candidate(index=0, solution=solution, answer=cascade.task.parse(solution, ""))
+    if response.finish_reason == "length":
+        c.cut_off()
+    more = int(response.usage.output_tokens or 0) if response.usage else 0
+    rate = cascade.prices.rate(lm.model) or (0.0, 0.0)
+    c.usage = {**recorded["usage"], "completion_tokens": done + more,
+               "total_tokens": (recorded["usage"].get("prompt_tokens") or 0) + done + more,
+               "usd": _usd(recorded) + more * rate[1] / 1e6}
+    c.extra = {"continued_from_tokens": done, "continuation": {
+        "prompt_tokens": int(response.usage.input_tokens or 0) if response.usage else 0, "completion_tokens": more}}
+    return c.to_dict()
+
+
+def probe(folder: Path, new_cap: int, out: Path, *, redraw: bool = False, concurrency: int = CONCURRENCY,
+          threads: int = 2, progress=print) -> dict[str, Any]:
+    """Ask the cut large-alone replies of `folder` again at `new_cap` (continued, or re-drawn with `redraw`);
+    append each to out/probe.jsonl."""
     from cope_dspy import Cascade
     from cope_dspy.costs import Prices
     from cope_dspy.pair import open_model
+    from cope_dspy.plain import PlainAdapter
     from cope_dspy.records import solve_unplanned
     from cope_dspy.role import unplanned
 
@@ -125,6 +173,7 @@ def probe(folder: Path, new_cap: int, out: Path, *, concurrency: int = CONCURREN
 
     run = with_defaults(json.loads((folder / "run.json").read_text()))
     old_cap = int(run["max_tokens"])
+    mode = "redraw" if redraw else "continue"
     if new_cap <= old_cap:
         raise SystemExit(f"cap_probe: --max-tokens {new_cap} is not above the recorded cap {old_cap}; give a larger one")
     if "large_executor" in (run.get("role_max_tokens") or {}):
@@ -134,6 +183,8 @@ def probe(folder: Path, new_cap: int, out: Path, *, concurrency: int = CONCURREN
     out.mkdir(parents=True, exist_ok=True)
     path = out / "probe.jsonl"
     probed = read_probe(path)
+    if any(item.get("mode", "redraw") != mode for item in probed.values()):
+        raise SystemExit(f"cap_probe: {path} holds replies asked another way; give --out a new folder")
     todo = [r for r in cut_records(records, old_cap) if r["id"] not in probed]
     if todo:
         examples = {ex.id: ex for ex in load(run["benchmark"], split=run["split"], acceptance=run["acceptance"] or "user")}
@@ -148,16 +199,20 @@ def probe(folder: Path, new_cap: int, out: Path, *, concurrency: int = CONCURREN
             cascade = Cascade(small=lm, large=lm, task=bench.task(instructions=instructions(run["wordings"])),
                               n=int(run["n"]), prices=Prices({m: tuple(r) for m, r in run.get("prices", {}).items()}),
                               formats=run["formats"] or None)
+            if not redraw and not isinstance(cascade.adapter_for("large_executor"), PlainAdapter):
+                raise SystemExit("cap_probe: the recording asked the large model in the chat format, whose records "
+                                 "keep parsed fields, not the reply, so it cannot be continued: add --redraw")
             predictor = unplanned(cascade.large_executor)
 
             def ask(record: dict[str, Any]) -> None:
                 ex = examples[record["id"]]
-                reply = solve_unplanned(cascade, predictor, "large_executor", ex.question, 0.0, None)
+                recorded = record["baselines"]["large_greedy"]
+                reply = (solve_unplanned(cascade, predictor, "large_executor", ex.question, 0.0, None) if redraw
+                         else continue_reply(cascade, predictor, lm, ex.question, recorded, new_cap))
                 if run["benchmark"] != "mtbench":
                     reply["correct"] = bool(bench.correct(ex, reply))
-                old = record["baselines"]["large_greedy"].get("solution") or ""
-                item = {"id": record["id"], "max_tokens": new_cap, "reply": reply,
-                        "begins_with_recorded": (reply.get("solution") or "").startswith(old)}
+                item = {"id": record["id"], "max_tokens": new_cap, "mode": mode, "reply": reply,
+                        "begins_with_recorded": (reply.get("solution") or "").startswith(recorded.get("solution") or "")}
                 with lock, path.open("a") as f:
                     f.write(json.dumps(item) + "\n")
                 progress(f"{record['id']}: {_tokens(reply)} tokens"
@@ -173,7 +228,7 @@ def probe(folder: Path, new_cap: int, out: Path, *, concurrency: int = CONCURREN
                 print(f"stopped; replies so far in {path}. Rerun the same command to resume.", file=sys.stderr)
                 raise
             pool.shutdown(wait=True)
-    summary = summarize(records, read_probe(path), old_cap, new_cap, judged=run["benchmark"] != "mtbench")
+    summary = summarize(records, read_probe(path), old_cap, new_cap, judged=run["benchmark"] != "mtbench", mode=mode)
     (out / "probe.md").write_text(markdown(folder, summary))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -184,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m evals.cap_probe", description=__doc__.split("\n")[0])
     p.add_argument("folder", type=Path, help="a recorded benchmark folder (run.json + records.jsonl)")
     p.add_argument("--max-tokens", type=int, required=True, help="the larger reply cap to ask the cut replies under")
-    p.add_argument("--out", type=Path, default=None, help="default: FOLDER/cap-probe-<max-tokens>")
+    p.add_argument("--redraw", action="store_true",
+                   help="ask each cut reply again from the start instead of continuing the recorded one")
+    p.add_argument("--out", type=Path, default=None,
+                   help="default: FOLDER/cap-probe-<max-tokens> (-redraw with --redraw)")
     p.add_argument("--concurrency", type=int, default=CONCURRENCY, help="replies asked at once")
     p.add_argument("--threads", type=int, default=2,
                    help="CPU threads of an embedded server (1 beside another recording on 2 cores)")
@@ -194,9 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     for flag, value in (("--concurrency", args.concurrency), ("--threads", args.threads)):
         if value < 1:
             raise SystemExit(f"cap_probe: {flag} must be >= 1, got {value}")
-    out = args.out or args.folder / f"cap-probe-{args.max_tokens}"
+    out = args.out or args.folder / f"cap-probe-{args.max_tokens}{'-redraw' if args.redraw else ''}"
     try:
-        probe(args.folder, args.max_tokens, out, concurrency=args.concurrency, threads=args.threads)
+        probe(args.folder, args.max_tokens, out, redraw=args.redraw, concurrency=args.concurrency, threads=args.threads)
     except KeyboardInterrupt:
         return 130
     print((out / "probe.md").read_text())

@@ -33,6 +33,7 @@ class Call:
     user: str
     extra: dict = field(default_factory=dict)
     max_tokens: int | None = None  # the reply cap this call was sent with
+    prefill: str | None = None  # a final assistant message: the start of the reply, to be continued
 
 
 class cut(str):  # noqa: N801 - reads as a marker: return cut(reply(...)) from a scripted model
@@ -78,8 +79,10 @@ class _Engine:
         role = "goal" if "`goal`" in system else "guideline" if "`guideline`" in system else "execute"
         call = Call(
             lm=self.owner.name, role=role, question=_section(user, "question"), plans=_section(user, "plans"),
-            temperature=kwargs.get("temperature"), rollout_id=kwargs.get("rollout_id"), system=system, user=user,
+            temperature=kwargs.get("temperature", getattr(getattr(request, "config", None), "temperature", None)),
+            rollout_id=kwargs.get("rollout_id"), system=system, user=user,
             max_tokens=getattr(getattr(request, "config", None), "max_tokens", None),
+            prefill=request.messages[-1].text if request.messages and request.messages[-1].role == "assistant" else None,
         )
         with self.owner.lock:
             self.owner.calls.append(call)
