@@ -94,6 +94,7 @@ def summarize(records: list[dict[str, Any]], probed: dict[str, dict[str, Any]], 
         "usd_old_cap": sum(_usd(c) for c in old),
         "usd_new_cap": sum(_usd(c) for c in new) if complete else None,
         "right_now_among_asked": sum(bool(c.get("correct")) for c in asked) if judged else None,
+        "asked_tokens": sorted(new_cap if cut_off(c, new_cap) else _tokens(c) for c in asked),
     }
 
 
@@ -109,6 +110,7 @@ def markdown(folder: Path, s: dict[str, Any]) -> str:
                                                           "recorded)" if s.get("mode") == "redraw" else ""),
          "n/a" if not s["complete"] else
          str(s["cap_under_target"]) if s["cap_under_target"] else f"above {s['new_cap']} (censored)"),
+        ("completion tokens of the replies asked again, sorted", ", ".join(map(str, s.get("asked_tokens", [])))),
         ("new replies that begin with the recorded one", f"{s['begins_with_recorded_reply']} of {s['asked']}"
          + (" (continued from it)" if s.get("mode") == "continue" else " (re-drawn from the start)")),
         ("large alone right", "n/a (judged at report time)" if s["accuracy_old_cap"] is None else

@@ -73,7 +73,7 @@ def test_only_the_cut_replies_are_asked_again_under_the_larger_cap(tmp_path, lar
     assert s["cap_under_target"] == 21
     assert s["accuracy_old_cap"] == pytest.approx(11 / 25)  # odd ids right, p1 cut
     assert s["accuracy_new_cap"] == pytest.approx(12 / 25)  # p1 now ends with the right answer
-    assert s["begins_with_recorded_reply"] == 2
+    assert s["begins_with_recorded_reply"] == 2 and s["asked_tokens"] == [20, NEW_CAP]
     # two recorded calls at $0.001 replaced by two new ones at 100 x $1 + 20 x $2 per million
     assert s["usd_new_cap"] == pytest.approx(s["usd_old_cap"] - 2 * 0.001 + 2 * 140e-6)
     md = (folder / "probe" / "probe.md").read_text()

@@ -376,10 +376,10 @@ def test_math500_asks_its_guideline_in_math_hint_unless_told_own_and_other_bench
     folder = _recorded_folder(tmp_path / "old", benchmark="math500", max_tokens=1024, formats={"goal_planner": "plain"})
     monkeypatch.setattr(pair, "open_models", lambda *a, **k: (_ for _ in ()).throw(ServersWouldStart()))
     with pytest.raises(SystemExit, match=r"wordings=\{\}; this run asks wordings=\{'guideline_planner': 'math-hint'\}"):
-        main(["math500", "--limit", "3", "--format", "goal_planner=plain", "--out", str(folder)])
-    with pytest.raises(ServersWouldStart):
-        main(["math500", "--limit", "3", "--format", "goal_planner=plain", "--wording", "guideline_planner=own",
-              "--out", str(folder)])
+        main(["math500", "--limit", "3", "--max-tokens", "1024", "--format", "goal_planner=plain", "--out", str(folder)])
+    with pytest.raises(ServersWouldStart):  # recorded at 1024, before MATH-500's cap became 2048
+        main(["math500", "--limit", "3", "--max-tokens", "1024", "--format", "goal_planner=plain", "--wording",
+              "guideline_planner=own", "--out", str(folder)])
 
 
 def test_a_folder_holding_every_problem_reports_without_starting_a_server(tmp_path, monkeypatch):
