@@ -4,7 +4,8 @@ problem, read from a recorded (or re-scored) code or math folder with no model c
 Both methods are replayed as the folder's table replays them (code: `evals.report.code_rows` and
 `code_baseline_rows`, under the folder's acceptance rule; math: `evals.report.cope_rows` at the paper's
 thresholds and `baseline_rows`' MoT-vote). Each problem falls in one case, by the stage where each method
-decided: COPE's stage 1 draws n small samples, each with a small goal; MoT's first stage draws n unplanned small
+decided: COPE's stage 1 draws n small samples, each with a small goal (none in a `--stage1 alone` folder, whose
+table says so); MoT's first stage draws n unplanned small
 samples; COPE's stage 2 adds the large guideline; each method's last stage is the large model (COPE's with the
 guideline, MoT's alone). On code a stage decides when a program passes its acceptance tests, on math when the
 samples agree enough. Per case: how many problems, and on how many only COPE or only MoT is right. The cases
@@ -37,6 +38,22 @@ MATH_CASES = {
     (3, 2): "both end at the large model: COPE's answer with the guideline against large alone",
 }
 CASES = CODE_CASES  # the keys every table has
+# A folder recorded with `--stage1 alone` (`Cascade(stage1_plans=False)`): COPE's stage 1 asks the question alone,
+# the same call as MoT's first stage, drawn separately, so "planned" describes only stage 2 and 3.
+_UNPLANNED_STAGE1 = (("(COPE's samples planned, MoT's not)", "(no goals in either: two draws of the same call)"),
+                     ("a planned small", "a small"), ("its planned small", "its small"),
+                     ("COPE's planned samples", "COPE's samples"), ("MoT's unplanned samples", "MoT's samples"),
+                     ("MoT's unplanned ones", "MoT's"))
+
+
+def without_goals(texts: dict[tuple[int, int], str]) -> dict[tuple[int, int], str]:
+    """The case texts for a folder whose COPE stage 1 had no goals."""
+    out = {}
+    for key, text in texts.items():
+        for old, new in _UNPLANNED_STAGE1:
+            text = text.replace(old, new)
+        out[key] = text
+    return out
 CODE_BENCHMARKS, MATH_BENCHMARKS = ("mbpp", "humaneval"), ("gsm8k", "math500")
 
 
@@ -90,16 +107,17 @@ def folder_rows(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         raise SystemExit(f"python -m evals.versus: {folder} is a {benchmark} folder; give a code "
                          f"({' or '.join(CODE_BENCHMARKS)}) or math ({' or '.join(MATH_BENCHMARKS)}) folder")
     records = folder_records(folder)  # as the table reads them (older record layouts too)
+    said = (lambda texts: texts) if run.get("stage1_plans", True) else without_goals  # noqa: E731
     if benchmark in CODE_BENCHMARKS:
         cope, _ = code_rows(records.items, run["n"])
         mot = code_baseline_rows(records.items, run.get("acceptance") or "grading")[CODE_MOT]  # older runs lack it
-        return cope, mot, CODE_CASES
+        return cope, mot, said(CODE_CASES)
     from cope_dspy.calibrate import PAPER_DEFAULT
     from cope_dspy.tasks import Math
 
     same = Math().same
     cope, _ = cope_rows(records, same, **PAPER_DEFAULT)
-    return cope, baseline_rows(records.items, same)[f"MoT-vote (tau {MOT_TAU})"], MATH_CASES
+    return cope, baseline_rows(records.items, same)[f"MoT-vote (tau {MOT_TAU})"], said(MATH_CASES)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ import json
 import pytest
 from fakes import math_record
 
-from evals.versus import main, markdown, part_ways
+from evals.versus import CODE_CASES, MATH_CASES, main, markdown, part_ways, without_goals
 
 
 def row(stage, correct):
@@ -59,3 +59,15 @@ def test_a_math_folder_is_read_at_the_papers_thresholds_against_mot_vote(tmp_pat
     assert "written with the large guideline (2, 2) | 1 | 1 | 0 |" in out
     assert "against large alone (3, 2) | 1 | 0 | 1 |" in out
     assert "(COPE's samples planned, MoT's not) (1, 1) | 1 | 0 | 0 |" in out
+
+
+def test_a_folder_recorded_without_goals_is_not_described_as_planned_at_stage_1(tmp_path, capsys):
+    for texts in (CODE_CASES, MATH_CASES):
+        said = without_goals(texts)
+        assert said.keys() == texts.keys() and not any("planned" in said[k] for k in ((1, 1), (1, 2), (2, 1), (3, 1)))
+        assert said[(3, 2)] == texts[(3, 2)]  # stage 3 still has the guideline
+    records = [math_record("both-small", ["7"] * 4, ["1", "2", "3", "4"], "7", ["7", "7", "7", "1"], "7")]
+    (tmp_path / "run.json").write_text(json.dumps({"benchmark": "gsm8k", "n": 4, "stage1_plans": False}))
+    (tmp_path / "records.jsonl").write_text(json.dumps(records[0]) + "\n")
+    assert main([str(tmp_path)]) == 0
+    assert "(no goals in either: two draws of the same call) (1, 1) | 1 | 0 | 0 |" in capsys.readouterr().out
