@@ -9,7 +9,8 @@ are unknown. Only those replies are asked again, the large model alone at temper
 prompt, format and wording, in one of two ways:
 
 - continued (the default): the recorded reply is sent back as the start of the assistant's message (llama.cpp's
-  server, and most chat APIs, continue a final assistant message) and the model goes on from it, up to the new
+  server continues a final assistant message, as Anthropic's API does; an API that starts a new turn instead,
+  such as OpenAI's, would give a wrong reading: use --redraw there) and the model goes on from it, up to the new
   cap in all. Its first tokens are the recorded ones, so the reading is about the recording itself: each
   recorded reply that ended under the old cap ends the same way under a larger one, and each cut one is read to
   where it would have ended. Plain-text formats only (a chat-format record keeps parsed fields, not the reply);
