@@ -230,6 +230,12 @@ def unplanned_samples(cascade, question: str) -> dict[str, Any]:
 
 def solve_unplanned(cascade, predictor, role: str, question: str, temperature: float, rollout: int | None):
     """One unplanned baseline sample, metered like the cascade's own samples."""
+    return solve(cascade, predictor, role, {"question": question}, temperature, rollout)
+
+
+def solve(cascade, predictor, role: str, inputs: dict[str, Any], temperature: float, rollout: int | None):
+    """One executor sample on `inputs` (the question, and the plans when the predictor takes them), metered like
+    the cascade's own samples, as a candidate dict."""
     import dspy
 
     tracker = CostTracker(prices=cascade.prices)
@@ -240,7 +246,7 @@ def solve_unplanned(cascade, predictor, role: str, question: str, temperature: f
     with dspy.context(adapter=cascade.adapter_for(role), callbacks=[*dspy.settings.callbacks, tracker]), \
             tag(stage=0, role=role):
         try:
-            out = predictor(question=question, config=config)
+            out = predictor(**inputs, config=config)
             raw = getattr(out, "answer", "") or ""
             c = Candidate(index=rollout or 0, solution=out.solution or "",
                           answer=cascade.task.parse(out.solution or "", raw), extra={"raw_answer": raw} if raw else {})

@@ -32,6 +32,7 @@ import json
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -124,38 +125,58 @@ def markdown(folder: Path, s: dict[str, Any]) -> str:
                       *[f"| {k} | {v} |" for k, v in rows], ""])
 
 
-def continue_reply(cascade, predictor, lm, question: str, recorded: dict[str, Any], new_cap: int) -> dict[str, Any]:
-    """The recorded cut reply continued greedily up to `new_cap` completion tokens in all, as a candidate the
-    way the recording keeps one: its usage is one call at `new_cap` (the recorded prompt and tokens plus the new
-    completion tokens at the completion price; the continuation's own call is kept in extra)."""
+def continue_text(cascade, role: str, predictor, lm, inputs: dict[str, Any], prefix: str, done: int, new_cap: int,
+                  temperature: float) -> dict[str, Any]:
+    """`prefix`, a reply of `role` that the old cap cut after `done` completion tokens, continued at `temperature`
+    up to `new_cap` completion tokens in all: the adapter's own messages (what DSPy sends) with the prefix as the
+    start of the assistant's message. Returns the whole reply's output field (`text`), whether it was cut again
+    (`cut`), the new completion tokens (`more`), the continuation call's prompt tokens and its seconds."""
     from dspy.lm15 import Config, Message, Request, TextPart
 
-    from cope_dspy.consensus import Candidate
-
-    adapter = cascade.adapter_for("large_executor")
-    prefix = recorded.get("solution") or ""
-    done = _tokens(recorded)
-    messages = adapter.format(predictor.signature, predictor.demos, {"question": question})  # what DSPy sends
+    adapter = cascade.adapter_for(role)
+    messages = adapter.format(predictor.signature, predictor.demos, inputs)
     turns = [Message.user(m["content"]) if m["role"] == "user" else Message.assistant([TextPart(m["content"])])
              for m in messages if m["role"] != "system"]
     request = Request(
         model=lm.model, messages=(*turns, Message.assistant([TextPart(prefix)])),
         system="\n\n".join(m["content"] for m in messages if m["role"] == "system") or None,
-        config=Config(max_tokens=new_cap - done, temperature=0.0, stop=tuple(getattr(adapter, "stop", ()))))
+        config=Config(max_tokens=new_cap - done, temperature=temperature, stop=tuple(getattr(adapter, "stop", ()))))
+    started = time.perf_counter()
     response = lm(request)
     text = response.text or ""
     full = text if text.startswith(prefix) else prefix + text  # llama.cpp returns the prefix with the rest
-    solution = adapter.parse(predictor.signature, full)[next(iter(predictor.signature.output_fields))]
-    c = Candidate(index=0, solution=solution, answer=cascade.task.parse(solution, ""))
-    if response.finish_reason == "length":
-        c.cut_off()
-    more = int(response.usage.output_tokens or 0) if response.usage else 0
+    return {"text": adapter.parse(predictor.signature, full)[next(iter(predictor.signature.output_fields))],
+            "cut": response.finish_reason == "length",
+            "more": int(response.usage.output_tokens or 0) if response.usage else 0,
+            "prompt_tokens": int(response.usage.input_tokens or 0) if response.usage else 0,
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def continued_usage(cascade, lm, recorded: dict[str, Any], more: int) -> dict[str, Any]:
+    """A recorded candidate's usage as one call at the new cap: its recorded prompt and tokens plus `more`
+    completion tokens at the completion price."""
     rate = cascade.prices.rate(lm.model) or (0.0, 0.0)
-    c.usage = {**recorded["usage"], "completion_tokens": done + more,
-               "total_tokens": (recorded["usage"].get("prompt_tokens") or 0) + done + more,
-               "usd": _usd(recorded) + more * rate[1] / 1e6}
+    usage = recorded.get("usage") or {}
+    done = _tokens(recorded)
+    return {**usage, "completion_tokens": done + more, "total_tokens": (usage.get("prompt_tokens") or 0) + done + more,
+            "usd": _usd(recorded) + more * rate[1] / 1e6}
+
+
+def continue_reply(cascade, predictor, lm, question: str, recorded: dict[str, Any], new_cap: int) -> dict[str, Any]:
+    """The recorded cut large-alone reply continued greedily up to `new_cap` completion tokens in all, as a
+    candidate the way the recording keeps one: its usage is one call at `new_cap` (the continuation's own call is
+    kept in extra)."""
+    from cope_dspy.consensus import Candidate
+
+    done = _tokens(recorded)
+    more = continue_text(cascade, "large_executor", predictor, lm, {"question": question},
+                         recorded.get("solution") or "", done, new_cap, 0.0)
+    c = Candidate(index=0, solution=more["text"], answer=cascade.task.parse(more["text"], ""))
+    if more["cut"]:
+        c.cut_off()
+    c.usage = continued_usage(cascade, lm, recorded, more["more"])
     c.extra = {"continued_from_tokens": done, "continuation": {
-        "prompt_tokens": int(response.usage.input_tokens or 0) if response.usage else 0, "completion_tokens": more}}
+        "prompt_tokens": more["prompt_tokens"], "completion_tokens": more["more"], "seconds": more["seconds"]}}
     return c.to_dict()
 
 
