@@ -22,9 +22,9 @@ Greedy replies (T = 0) are continued greedily; on a server that batches requests
 bit-reproducible (evals.cap_probe's re-draws), so the continuation is the recorded reply's own end, not a rerun.
 Two passes, one model server at a time (a small machine's cores): the large model's replies (stage 3 and large
 alone; the latter read from FOLDER/cap-probe-N when that probe continued them), then the small model's. Writes
-NEW/run.json (the recording's settings at the new cap and where they came from), NEW/large.jsonl and
-NEW/records.jsonl (one finished record per line: rerun the command to resume; `kill` lets the records in flight
-finish). Seconds: a continued or re-drawn sample's seconds add the new calls' to the recorded ones, measured
+NEW/run.json (the recording's settings at the new cap and where they came from), NEW/large.jsonl,
+NEW/calls.jsonl (every small-model call, by what it asked) and NEW/records.jsonl (one finished record per line):
+rerun the command to resume; `kill` stops at once, losing only the calls in flight. Seconds: a continued or re-drawn sample's seconds add the new calls' to the recorded ones, measured
 under whatever else ran then, so this folder's latency columns are not a recording's.
 """
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import hashlib
 import json
 import os
 import sys
@@ -102,7 +103,7 @@ def large_work(record: dict[str, Any]) -> list[str]:
 class Extender:
     """One pass's model, and the cascade that formats its prompts (the recording's formats and wordings)."""
 
-    def __init__(self, run: dict[str, Any], lm, new_cap: int):
+    def __init__(self, run: dict[str, Any], lm, new_cap: int, calls: Path | None = None):
         from cope_dspy import Cascade
         from cope_dspy.costs import Prices
 
@@ -115,6 +116,33 @@ class Extender:
                                n=int(run["n"]), prices=Prices({m: tuple(r) for m, r in run.get("prices", {}).items()}),
                                formats=run["formats"], stage1_plans=run.get("stage1_plans", True))
         self.t = self.cascade.policy.temperatures
+        # every call made, by what was asked: a rerun reuses them, so a stop loses only the calls in flight
+        self.calls_path, self.stopping = calls, threading.Event()
+        self.calls = {x["key"]: x["value"] for x in read_jsonl(calls)} if calls else {}
+        self.lock = threading.Lock()
+
+    def once(self, spec: dict[str, Any], make) -> dict[str, Any]:
+        """`make()`'s result for the call `spec` describes (role, inputs, prefix, temperature, sample), made once
+        and kept in calls.jsonl; nothing is kept once a stop began (a call cut short by it is not a reply)."""
+        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        if key not in self.calls:
+            value = make()
+            if self.stopping.is_set():
+                raise KeyboardInterrupt
+            with self.lock:
+                self.calls[key] = value
+                if self.calls_path:
+                    with self.calls_path.open("a") as f:
+                        f.write(json.dumps({"key": key, "value": value}) + "\n")
+        return copy.deepcopy(self.calls[key])
+
+    def more(self, role: str, predictor, inputs: dict[str, Any], prefix: str, temperature: float,
+             index: int) -> dict[str, Any]:
+        """`prefix` continued to the new cap (`continue_text`), once per call."""
+        spec = {"continue": role, "inputs": inputs, "prefix": prefix, "temperature": temperature, "index": index,
+                "max_tokens": self.new_cap}
+        return self.once(spec, lambda: continue_text(self.cascade, role, predictor, self.lm, inputs, prefix,
+                                                     self.old_cap, self.new_cap, temperature))
 
     # ------------------------------------------------------------------------------------- one reply
 
@@ -124,8 +152,7 @@ class Extender:
         at the new cap, its seconds the recorded ones plus the continuation's."""
         from cope_dspy.consensus import Candidate
 
-        more = continue_text(self.cascade, role, predictor, self.lm, inputs, recorded.get("solution") or "",
-                             self.old_cap, self.new_cap, temperature)
+        more = self.more(role, predictor, inputs, recorded.get("solution") or "", temperature, recorded["index"])
         c = Candidate(index=recorded["index"], solution=more["text"], answer=self.cascade.task.parse(more["text"], ""),
                       plans=dict(recorded.get("plans") or {}))
         if more["cut"]:
@@ -141,7 +168,10 @@ class Extender:
         """A sample drawn again from the start under the new cap (its plan changed)."""
         from cope_dspy.records import solve
 
-        c = solve(self.cascade, getattr(self.cascade, stage_role), stage_role, inputs, temperature, index)
+        spec = {"draw": stage_role, "inputs": inputs, "temperature": temperature, "index": index,
+                "max_tokens": self.new_cap}
+        c = self.once(spec, lambda: solve(self.cascade, getattr(self.cascade, stage_role), stage_role, inputs,
+                                          temperature, index))
         c["index"], c["plans"] = index, plans
         c.setdefault("extra", {})["redrawn"] = {"max_tokens": self.new_cap}
         return c
@@ -253,8 +283,8 @@ class Extender:
         """A stage-1 sample whose goal was cut: the goal continued, then its executor drawn again reading it."""
         from cope_dspy.signatures import format_plans
 
-        more = continue_text(self.cascade, "goal_planner", self.cascade.goal_planner, self.lm, {"question": question},
-                             goal, self.old_cap, self.new_cap, self.t.goal)
+        more = self.more("goal_planner", self.cascade.goal_planner, {"question": question}, goal, self.t.goal,
+                         sample["index"])
         new = self.drawn("small_executor", {"question": question, "plans": format_plans(goal=more["text"])},
                          self.t.stage1_executor, sample["index"], {"goal": more["text"]})
         u = new["usage"]
@@ -331,15 +361,18 @@ def extend(folder: Path, new_cap: int, out: Path, *, concurrency: int = CONCURRE
                          f"split (e.g. {missing[0]!r})")
     lock = threading.Lock()
 
-    def each(work, items, name):
-        """`work` on every item, `concurrency` at once; a SIGTERM/Ctrl-C lets those in flight finish."""
+    def each(work, items, name, ext):
+        """`work` on every item, `concurrency` at once. A SIGTERM/Ctrl-C stops at once: a record can take many
+        calls in sequence, so the records in flight are not waited for; every call they finished is kept
+        (calls.jsonl) and a rerun makes only the rest."""
         pool = ThreadPoolExecutor(max_workers=concurrency)
         try:
             with sigterm_as_interrupt():
                 for f in [pool.submit(work, i) for i in items]:
                     f.result()
         except KeyboardInterrupt:
-            pool.shutdown(wait=True, cancel_futures=True)
+            ext.stopping.set()
+            pool.shutdown(wait=False, cancel_futures=True)
             print(f"stopped in the {name} pass; work so far in {out}. Rerun the same command to resume.",
                   file=sys.stderr)
             raise
@@ -362,6 +395,8 @@ def extend(folder: Path, new_cap: int, out: Path, *, concurrency: int = CONCURRE
             ext = Extender(run, server.lm(max_tokens=new_cap, cache=False), new_cap)
 
             def ask(item):
+                if ext.stopping.is_set():
+                    return
                 r, where = item
                 reply = ext.large(r, where, examples[r["id"]])
                 with lock, large_path.open("a") as f:
@@ -369,7 +404,7 @@ def extend(folder: Path, new_cap: int, out: Path, *, concurrency: int = CONCURRE
                 progress(f"large {r['id']} {where}: {reply['usage']['completion_tokens']} tokens"
                          + (", still cut" if is_cut(reply) else ""))
 
-            each(ask, todo, "large")
+            each(ask, todo, "large", ext)
     large = {}
     for x in read_jsonl(large_path):
         large.setdefault(x["id"], {})[x["where"]] = x["reply"]
@@ -381,16 +416,18 @@ def extend(folder: Path, new_cap: int, out: Path, *, concurrency: int = CONCURRE
     if todo_records:
         with contextlib.ExitStack() as stack:
             server = stack.enter_context(LocalServer(run["small"], parallel=concurrency, threads=threads))
-            ext = Extender(run, server.lm(max_tokens=new_cap, cache=False), new_cap)
+            ext = Extender(run, server.lm(max_tokens=new_cap, cache=False), new_cap, calls=out / "calls.jsonl")
 
             def redo(r):
                 new = ext.small(r, examples[r["id"]], large.get(r["id"], {}))
+                if ext.stopping.is_set():
+                    return
                 with lock, path.open("a") as f:
                     f.write(json.dumps(new) + "\n")
                 progress(f"small {r['id']}: {new['extended']['continued']} continued, "
                          f"{new['extended']['redrawn']} drawn again")
 
-            each(redo, todo_records, "small")
+            each(redo, todo_records, "small", ext)
     return path
 
 

@@ -187,3 +187,16 @@ def test_what_a_continuation_cannot_read_is_refused_before_any_server_starts(tmp
     with pytest.raises(SystemExit, match=message):
         cap_extend.extend(folder, NEW, tmp_path / "new", progress=lambda *_: None)
     assert opened == []
+
+
+def test_a_stopped_run_keeps_every_finished_call_and_makes_only_the_rest(tmp_path, served):
+    models, _ = served
+    folder = folder_with(tmp_path, [p1(), p2()])
+    path = cap_extend.extend(folder, NEW, tmp_path / "new", concurrency=1, progress=lambda *_: None)
+    first = lines(path)
+    small_calls = len(models["scripted/small"].calls)
+    assert len(cap_extend.read_jsonl(tmp_path / "new" / "calls.jsonl")) == small_calls  # one line a call
+    path.unlink()  # as if stopped before p1's record was written: its calls are kept
+    cap_extend.extend(folder, NEW, tmp_path / "new", concurrency=1, progress=lambda *_: None)
+    assert len(models["scripted/small"].calls) == small_calls  # every call reused, none made again
+    assert lines(path) == first
