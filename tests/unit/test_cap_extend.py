@@ -200,3 +200,26 @@ def test_a_stopped_run_keeps_every_finished_call_and_makes_only_the_rest(tmp_pat
     cap_extend.extend(folder, NEW, tmp_path / "new", concurrency=1, progress=lambda *_: None)
     assert len(models["scripted/small"].calls) == small_calls  # every call reused, none made again
     assert lines(path) == first
+
+
+def test_re_reading_the_unchanged_math500_records_reproduces_them():
+    """The committed MATH-500 recording, read again without a change: every vote, stage 2's goal and each
+    record's outcome come out as the cascade recorded them (no model call)."""
+    from pathlib import Path
+
+    from evals.folders import with_defaults
+
+    folder = Path(__file__).resolve().parents[2] / "evals/results/math500-qwen2.5-coder-0.5b+qwen2.5-coder-1.5b-plain-n4-cap1024-math-hint"
+    run = with_defaults(json.loads((folder / "run.json").read_text()))
+    ext = cap_extend.Extender(run, dspy.LM("openai/unused"), 2048)
+    records = cap_extend.read_jsonl(folder / "records.jsonl")
+    assert len(records) == 100
+    for r in records:
+        votes = {e["stage"]: e for e in r["trace"] if e["kind"] == "vote"}
+        for entry in votes.values():
+            again = cap_extend.revote(ext.cascade, r["inputs"], entry, sorted(entry["candidates"], key=lambda c: c["index"]))
+            assert {k: again[k] for k in ("drawn", "accepted", "confidence", "answer")} == \
+                {k: entry[k] for k in ("drawn", "accepted", "confidence", "answer")}, r["id"]
+        goal = cap_extend.goal_behind(ext.cascade, r["inputs"], votes[1])
+        assert all(c["plans"].get("goal") == goal for c in votes[2]["candidates"]), r["id"]
+        assert cap_extend.outcome(r["trace"]) == (r["stage"], r["answer"]), r["id"]
