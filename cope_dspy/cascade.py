@@ -259,7 +259,7 @@ class Cascade(dspy.Module):
         try:
             if 1 in p.stages and 1 not in skip:
                 last = yield from self._vote(1, p.tau1, inputs, full, tracker, lambda i: self._stage1(question, i))
-                goal = _goal_behind(last)
+                goal = goal_behind(last)
                 trace.append(last.to_record(1, p.tau1))
                 if last.accepted or p.stages[-1] == 1:
                     result = _prediction(last, 1, trace, goal)
@@ -438,7 +438,7 @@ def _plans(goal: str | None, guideline: str | None) -> dict[str, str]:
     return {k: v for k, v in (("goal", goal), ("guideline", guideline)) if v}
 
 
-def _goal_behind(d: Decision) -> str | None:
+def goal_behind(d: Decision) -> str | None:
     """g_S: the goal of the first sample behind the majority answer. Samples are exchangeable, so this is
     distributed as the paper's random pick among them, and it is deterministic."""
     chosen = d.supporters[0] if d.supporters else d.chosen

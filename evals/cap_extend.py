@@ -56,17 +56,11 @@ def is_cut(c: dict[str, Any]) -> bool:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """A file of JSON lines; a line torn by a killed run is skipped (its work is done again), and ended, so that
-    the next line appended starts on its own."""
-    out = []
-    if path.exists():
-        if not path.read_text().endswith("\n") and path.stat().st_size:
-            with path.open("a") as f:
-                f.write("\n")
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                out.append(json.loads(line))
-    return out
+    """A file of JSON lines ([] when missing); a last line torn by a killed run is cut from the file (its work is
+    done again), so the next line appended starts on its own."""
+    from cope_dspy.records import read_lines
+
+    return read_lines(path, repair=True)
 
 
 def check_extendable(run: dict[str, Any], records: list[dict[str, Any]], new_cap: int) -> None:
@@ -319,10 +313,11 @@ def revote(cascade, inputs: dict[str, Any], entry: dict[str, Any], cands: list[d
 
 
 def goal_behind(cascade, inputs: dict[str, Any], entry: dict[str, Any]) -> str | None:
-    """The goal stage 2 reads: that of the first sample behind stage 1's majority (`Cascade._goal_behind`)."""
-    d = _decision(cascade, inputs, entry, sorted(entry["candidates"], key=lambda s: s["index"]))
-    chosen = d.supporters[0] if d.supporters else d.chosen
-    return chosen.plans.get("goal") if chosen else None
+    """The goal stage 2 reads, as the cascade picks it (`cope_dspy.cascade.goal_behind`) from stage 1's vote."""
+    from cope_dspy import cascade as cascade_module
+
+    return cascade_module.goal_behind(_decision(cascade, inputs, entry,
+                                                sorted(entry["candidates"], key=lambda s: s["index"])))
 
 
 def outcome(trace: list[dict[str, Any]]) -> tuple[int, str | None]:

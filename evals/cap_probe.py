@@ -57,14 +57,10 @@ def cut_records(records: list[dict[str, Any]], cap: int) -> list[dict[str, Any]]
 
 
 def read_probe(path: Path) -> dict[str, dict[str, Any]]:
-    """probe.jsonl by id (a line torn by a killed run is skipped: that reply is asked again)."""
-    out = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            with contextlib.suppress(json.JSONDecodeError):
-                item = json.loads(line)
-                out[item["id"]] = item
-    return out
+    """probe.jsonl by id (a last line torn by a killed run is cut: that reply is asked again)."""
+    from cope_dspy.records import read_lines
+
+    return {item["id"]: item for item in read_lines(path, repair=True)}
 
 
 def summarize(records: list[dict[str, Any]], probed: dict[str, dict[str, Any]], old_cap: int, new_cap: int,
