@@ -11,7 +11,7 @@ Executors: each model answers the first --limit test problems alone (no plan), g
 variant (format x wording). Guidelines: the --planner model writes one guideline per problem for the first
 --guideline-limit problems (T=0.8, as in the cascade) in each planner variant; its length is compared with
 the same model's plain-text answer alone on those problems, and a guideline "states the answer" when a
-number in it equals the gold answer. On HumanEval (`--benchmark humaneval`: planners only, no executor is
+number in it equals the gold answer. On HumanEval and MBPP (`--benchmark humaneval` / `mbpp`: planners only, no executor is
 run) the answer a guideline is compared with is the large-alone reply of a recorded benchmark folder
 (`--answers`, on the problems it holds), and a guideline "states the answer" when it holds a `def` of the
 function to write with a body (`evals.plan_stats.code_states_answer`); on MATH-500 (`--benchmark math500`, the
@@ -44,7 +44,7 @@ from .benchmarks import folder_records
 from .loaders import load
 from .metrics import gsm8k_match
 from .plan_stats import code_states_answer, math_states_answer, reads_as
-from .wordings import CODE_ONE_SENTENCE, MATH_HINT, QWEN_MATH
+from .wordings import CODE_HINT, CODE_ONE_SENTENCE, MATH_HINT, QWEN_MATH
 
 # name -> (format, instructions or None for the task's own, number of few-shot demos from the dev split)
 EXECUTORS = {
@@ -69,10 +69,12 @@ PLANNERS = {
 CODE_PLANNERS = {
     "code-today": ("plain", Code.instructions["guideline_planner"]),
     "code-one-sentence": ("plain", CODE_ONE_SENTENCE),
+    "code-hint": ("plain", CODE_HINT),
 }
-BENCHMARKS = ("gsm8k", "humaneval", "math500")
+BENCHMARKS = ("gsm8k", "humaneval", "mbpp", "math500")
+CODE_BENCHMARKS = ("humaneval", "mbpp")  # asked with Code's planner wordings
 # Benchmarks asked for guidelines only, compared with a recorded folder's large-alone answers (--answers).
-PLANNERS_ONLY = ("humaneval", "math500")
+PLANNERS_ONLY = ("humaneval", "mbpp", "math500")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
@@ -196,7 +198,7 @@ def record(args, examples) -> None:
                         if tuple(key.values()) not in done:
                             jobs.append((i, key, lambda c=cascade, p=predictor, ex=ex: _solve(c, p, ex)))
             if model == args.planner and args.planners:
-                code = args.benchmark == "humaneval"
+                code = args.benchmark in CODE_BENCHMARKS
                 wordings, task_type = (CODE_PLANNERS, Code) if code else (PLANNERS, Math)
                 planners = {
                     name: _cascade(lm, "guideline_planner", wordings[name], task_type)
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         "--benchmark",
         default="gsm8k",
         choices=BENCHMARKS,
-        help="humaneval: guidelines only (--models with no names), compared with --answers",
+        help=f"{', '.join(PLANNERS_ONLY)}: guidelines only (--models with no names), compared with --answers",
     )
     p.add_argument("--models", nargs="*", default=["qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"])
     p.add_argument("--executors", nargs="*", default=list(EXECUTORS), choices=list(EXECUTORS))
@@ -340,12 +342,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         choices=[*PLANNERS, *CODE_PLANNERS],
         help=f"planner wordings (default: all of the benchmark's; gsm8k: {', '.join(PLANNERS)}; "
-        f"humaneval: {', '.join(CODE_PLANNERS)})",
+        f"{', '.join(CODE_BENCHMARKS)}: {', '.join(CODE_PLANNERS)})",
     )
     p.add_argument(
         "--answers",
         type=Path,
-        help="humaneval: a recorded benchmark folder whose large-alone "
+        help=f"{', '.join(PLANNERS_ONLY)}: a recorded benchmark folder whose large-alone "
         "replies the guidelines are compared with (only its problems are asked)",
     )
     p.add_argument("--limit", type=int, default=40)
@@ -354,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (= server slots)")
     p.add_argument("--summary-only", action="store_true")
     args = p.parse_args(argv)
-    wordings = CODE_PLANNERS if args.benchmark == "humaneval" else PLANNERS
+    wordings = CODE_PLANNERS if args.benchmark in CODE_BENCHMARKS else PLANNERS
     if args.planners is None:
         args.planners = list(wordings)
     wrong = [name for name in args.planners if name not in wordings]

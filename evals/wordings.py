@@ -23,7 +23,22 @@ MATH_HINT = (
     "formula to use. Do not solve the problem, do not calculate anything, and do not write or box an answer."
 )
 
-WORDINGS = {"qwen-math": QWEN_MATH, "code-one-sentence": CODE_ONE_SENTENCE, "math-hint": MATH_HINT}
+# Code's guideline as a short hint, MATH_HINT's shape carried over to code: on MBPP's first 100 test problems
+# the one-sentence wording's guidelines were still 59% of a large-alone answer's tokens, 26 of 100 writing the
+# function (the 1.5B model restates the shown assert, explains, then codes: evals/README, "The one-sentence code
+# guideline in the cascade: MBPP variants"); this one names the length and what a hint must not hold.
+CODE_HINT = (
+    "You are a programming coach. Give a hint for the coding problem in one sentence of at most 25 words: the "
+    "algorithm, data structure or built-in function to use. Do not write any code, do not list steps, and do "
+    "not restate the problem or its test."
+)
+
+WORDINGS = {
+    "qwen-math": QWEN_MATH,
+    "code-one-sentence": CODE_ONE_SENTENCE,
+    "math-hint": MATH_HINT,
+    "code-hint": CODE_HINT,
+}
 # The name of the task's own wording: `--wording guideline_planner=own` undoes a benchmark's default below. It is
 # not kept in run.json (a role in its task's own wording is no entry), so folders recorded before the defaults
 # existed resume with it.

@@ -123,14 +123,19 @@ def test_few_shot_variant_sends_the_demos_and_the_plain_one_does_not(scripted, t
     assert all(e["problems"] == 2 and e["mean_prompt_tokens"] == 100 for e in summary["executors"])
 
 
-def test_code_planner_wordings_are_compared_with_recorded_large_alone_replies(monkeypatch, tmp_path):
-    """`--benchmark humaneval`: one guideline per recorded problem and wording, in plain text with the wording
-    as the system message; a def of the function to write counts as stating the answer; the share is of the
-    recorded large-alone reply's completion tokens on the same problems."""
+@pytest.mark.parametrize(
+    "benchmark, ids, entry_point",
+    [("humaneval", ["HumanEval/0", "HumanEval/3"], "has_close_elements"), ("mbpp", ["mbpp-11", "mbpp-13"], "remove_Occ")],
+)
+def test_code_planner_wordings_are_compared_with_recorded_large_alone_replies(
+    monkeypatch, tmp_path, benchmark, ids, entry_point
+):
+    """`--benchmark humaneval` / `mbpp`: one guideline per recorded problem and wording, in plain text with the
+    wording as the system message; a def of the function to write counts as stating the answer; the share is of
+    the recorded large-alone reply's completion tokens on the same problems."""
     folder = tmp_path / "recorded"
     folder.mkdir()
-    ids = ["HumanEval/0", "HumanEval/3"]
-    (folder / "run.json").write_text(json.dumps({"benchmark": "humaneval"}))
+    (folder / "run.json").write_text(json.dumps({"benchmark": benchmark}))
     lines = [
         {
             "format": "cope-dspy/records/1",
@@ -148,21 +153,21 @@ def test_code_planner_wordings_are_compared_with_recorded_large_alone_replies(mo
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
 
     def respond(call):
-        if "In one sentence" in call.system:
+        if "one sentence" in call.system:
             return "Sort the numbers, then compare neighbours."
-        return "Compare every pair:\n\n```python\ndef has_close_elements(numbers, threshold):\n    return False\n```"
+        return f"Compare every pair:\n\n```python\ndef {entry_point}(numbers, threshold):\n    return False\n```"
 
     planner = ScriptedLM("scripted/large", respond, usage=(100, 50))
     monkeypatch.setattr(plain_format, "LocalServer", lambda model, **kw: _Serving(planner.lm))
     out = tmp_path / "run"
     argv = [
         "--benchmark",
-        "humaneval",
+        benchmark,
         "--models",
         "--answers",
         str(folder),
         "--guideline-limit",
-        "164",
+        "500",
         "--out",
         str(out),
     ]
@@ -174,16 +179,17 @@ def test_code_planner_wordings_are_compared_with_recorded_large_alone_replies(mo
     )  # only the recorded problems are asked
     assert {c.system.strip() for c in planner.calls} == {
         plain_format.CODE_ONE_SENTENCE,
+        plain_format.CODE_HINT,
         plain_format.Code.instructions["guideline_planner"],
     }
     assert all("[[ ##" not in c.user for c in planner.calls)  # plain text, no field markers
     by = {(r["variant"], r["id"]): r for r in records}
-    assert by[("code-today", "HumanEval/0")]["states_answer"]  # a def of the entry point, with a body
-    assert not by[("code-today", "HumanEval/3")]["states_answer"]  # another function's name
-    assert not any(by[("code-one-sentence", i)]["states_answer"] for i in ids)
+    assert by[("code-today", ids[0])]["states_answer"]  # a def of the entry point, with a body
+    assert not by[("code-today", ids[1])]["states_answer"]  # another function's name
+    assert not any(by[(v, i)]["states_answer"] for v in ("code-one-sentence", "code-hint") for i in ids)
     summary = json.loads((out / "summary.json").read_text())
     shares = {g["variant"]: g["share_of_recorded_answer"] for g in summary["guidelines"]}
-    assert shares == {"code-today": 0.25, "code-one-sentence": 0.25}  # 50 scripted tokens of 200 recorded
+    assert shares == dict.fromkeys(plain_format.CODE_PLANNERS, 0.25)  # 50 scripted tokens of 200 recorded
 
 
 def test_code_planner_run_refuses_executors_and_a_missing_answers_folder(tmp_path):
