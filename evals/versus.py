@@ -71,12 +71,31 @@ def part_ways(cope: Sequence[dict[str, Any]], mot: Sequence[dict[str, Any]]) -> 
     return cases
 
 
-def markdown(cases: dict[tuple[int, int], dict[str, int]], folder_name: str, texts: dict = CODE_CASES) -> str:
+def by_stage(rows: Sequence[dict[str, Any]]) -> dict[int, dict[str, int]]:
+    """Per deciding stage of one method's per-problem rows: the problems it decided there and how many right."""
+    out: dict[int, dict[str, int]] = {}
+    for r in rows:
+        stage = out.setdefault(r["stage"], {"problems": 0, "right": 0})
+        stage["problems"] += 1
+        stage["right"] += bool(r["correct"])
+    return dict(sorted(out.items()))
+
+
+def markdown(cases: dict[tuple[int, int], dict[str, int]], folder_name: str, texts: dict = CODE_CASES,
+             stages: dict[str, dict[int, dict[str, int]]] | None = None) -> str:
+    """The cases as a table; `stages` ({method: `by_stage(rows)`}) adds a line per method: right of decided, by stage."""
     total = {k: sum(c[k] for c in cases.values()) for k in ("problems", "only_cope", "only_mot")}
     lines = [
         f"COPE against the MoT-style cascade, {folder_name} ({total['problems']} problems): only COPE right on "
         f"{total['only_cope']}, only MoT on {total['only_mot']}.",
         "",
+    ]
+    for method, per_stage in (stages or {}).items():
+        lines.append(f"{method} by the stage that decided: " + "; ".join(
+            f"stage {k} right on {v['right']} of {v['problems']}" for k, v in per_stage.items()) + ".")
+    if stages:
+        lines.append("")
+    lines += [
         "| case (COPE's stage, MoT's) | problems | only COPE right | only MoT right |",
         "|---|---|---|---|",
     ]
@@ -125,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folder", type=Path, help="a code (MBPP, HumanEval) or math (GSM8K, MATH-500) result folder")
     args = p.parse_args(argv)
     cope, mot, texts = folder_rows(args.folder)
-    print(markdown(part_ways(cope, mot), str(args.folder), texts), end="")
+    stages = {"COPE": by_stage(cope), "MoT": by_stage(mot)}
+    print(markdown(part_ways(cope, mot), str(args.folder), texts, stages), end="")
     return 0
 
 

@@ -49,8 +49,12 @@ OWN = "own"
 # folds of the joint variant study on the first 37 test problems and again on 40; COPE's accuracy within one
 # problem of Math's own wording at about half its API cost, its guideline 28-30% of an answer's tokens against
 # 68-69% (evals/README, "The hint-length guideline in the cascade"). GSM8K keeps Math's own wording: no variant
-# study of it there.
-DEFAULT_WORDINGS = {"math500": {"guideline_planner": "math-hint"}}
+# study of it there. MBPP: code-hint, recorded in the cascade on the first 100 test problems (2026-12-03): the
+# guideline 10% of an answer's tokens against 76%, COPE at 36% of large alone's cost against 53%, its 4-point
+# lower accuracy (51.0 against 55.0) from stage 1, which both ask the same; chosen in 3 of 5 folds (evals/README,
+# "The hint-length code guideline in the cascade: MBPP"). HumanEval keeps Code's own wording: the cascade has not
+# been recorded there with code-hint.
+DEFAULT_WORDINGS = {"math500": {"guideline_planner": "math-hint"}, "mbpp": {"guideline_planner": "code-hint"}}
 
 
 def parse_wordings(items: list[str], benchmark: str | None = None) -> dict[str, str]:

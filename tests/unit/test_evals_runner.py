@@ -352,7 +352,7 @@ def test_a_named_wording_asks_its_role_in_it_and_keeps_the_folder_to_it(tmp_path
         main(["gsm8k", "--limit", "2", "--format", "chat", "--max-tokens", "320", "--out", folder])
 
 
-def test_math500_asks_its_guideline_in_math_hint_unless_told_own_and_other_benchmarks_keep_their_task_s(
+def test_math500_and_mbpp_ask_their_guideline_in_their_hint_unless_told_own_and_the_others_keep_their_task_s(
         tmp_path, monkeypatch):
     import cope_dspy.pair as pair
     from evals.run import main
@@ -371,6 +371,15 @@ def test_math500_asks_its_guideline_in_math_hint_unless_told_own_and_other_bench
     assert main(["gsm8k", "--limit", "1", "--out", str(tmp_path / "g")]) == 130
     assert seen["task"].signature("guideline_planner", "plain").instructions == own
     assert wordings(tmp_path / "g") == {}
+    # MBPP asks its guideline in code-hint; HumanEval, the same Code task, in Code's own wording
+    from evals.wordings import CODE_HINT
+    assert main(["mbpp", "--limit", "1", "--out", str(tmp_path / "mb")]) == 130
+    code_own = type(seen["task"])().signature("guideline_planner", "plain").instructions
+    assert seen["task"].signature("guideline_planner", "plain").instructions == CODE_HINT != code_own
+    assert wordings(tmp_path / "mb") == {"guideline_planner": "code-hint"}
+    assert main(["humaneval", "--limit", "1", "--out", str(tmp_path / "he")]) == 130
+    assert seen["task"].signature("guideline_planner", "plain").instructions == code_own
+    assert wordings(tmp_path / "he") == {}
     # a MATH-500 folder recorded in Math's own wording refuses the new default and names the difference
     (tmp_path / "old").mkdir()
     folder = _recorded_folder(tmp_path / "old", benchmark="math500", max_tokens=1024, formats={"goal_planner": "plain"})

@@ -5,7 +5,7 @@ import json
 import pytest
 from fakes import math_record
 
-from evals.versus import CODE_CASES, MATH_CASES, main, markdown, part_ways, without_goals
+from evals.versus import CODE_CASES, MATH_CASES, by_stage, main, markdown, part_ways, without_goals
 
 
 def row(stage, correct):
@@ -24,6 +24,19 @@ def test_each_problem_falls_in_the_case_of_both_deciding_stages_and_counts_who_a
     md = markdown(cases, "scripted")
     assert "(5 problems): only COPE right on 2, only MoT on 2." in md
     assert "against large alone (3, 2) | 1 | 1 | 0 |" in md
+
+
+def test_each_method_is_counted_by_the_stage_that_decided_and_said_per_stage():
+    cope = [row(1, False), row(1, True), row(3, True), row(2, True), row(3, False)]
+    mot = [row(1, True), row(1, True), row(2, False), row(2, False), row(1, True)]
+    stages = {"COPE": by_stage(cope), "MoT": by_stage(mot)}
+    assert stages["COPE"] == {1: {"problems": 2, "right": 1}, 2: {"problems": 1, "right": 1},
+                              3: {"problems": 2, "right": 1}}
+    assert stages["MoT"] == {1: {"problems": 3, "right": 3}, 2: {"problems": 2, "right": 0}}
+    md = markdown(part_ways(cope, mot), "scripted", CODE_CASES, stages)
+    assert "COPE by the stage that decided: stage 1 right on 1 of 2; stage 2 right on 1 of 1; stage 3 right on 1 of 2." in md
+    assert "MoT by the stage that decided: stage 1 right on 3 of 3; stage 2 right on 0 of 2." in md
+    assert "stage 1 right" not in markdown(part_ways(cope, mot), "scripted")  # the lines only when asked
 
 
 def test_rows_of_different_problems_are_refused():
