@@ -658,6 +658,10 @@ def markdown(summary: dict[str, Any]) -> str:
     if run.get("stage1_plans") is False:
         lines += ["Stage 1 without goals (`--stage1 alone`: `Cascade(stage1_plans=False)`, not the paper's): every "
                   "COPE row's stage 1 is n small samples of the question alone.", ""]
+    if run.get("stage1_from"):
+        lines += [f"Stages 2 and 3 recorded on `{run['stage1_from']}`'s stage 1 (`--stage1-from`, evals/restage.py): "
+                  "each problem's stage-1 samples and the baselines (small, large alone, MoT) are that folder's "
+                  "records, so only the guideline setting differs between the two folders' COPE rows.", ""]
     if run["benchmark"] in CODE_BENCHMARKS:
         rule = run.get("acceptance") or "grading"
         lines += [f"Code acceptance: **{rule}** ({ACCEPTANCE_RULE[rule]})."

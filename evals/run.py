@@ -19,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+from . import restage
 from .folders import (  # noqa: F401 (SETTINGS, RESULTS and parse_formats: read from here by other modules and tests)
     AGENT_GAMES,
     CODE,
@@ -90,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1", default="goals", choices=["goals", "alone"],
                    help="stage 1: 'goals' (the paper: a small goal per sample) or 'alone' (the small samples answer "
                         "the question alone: Cascade(stage1_plans=False), not the paper's)")
+    p.add_argument("--stage1-from", type=Path, default=None, metavar="FOLDER",
+                   help="record only stages 2 and 3, each problem's stage 1 and baselines taken from FOLDER's "
+                        "record (a --stage1 alone recording whose settings this run shares but the guideline "
+                        "planner's): a paired comparison of a guideline setting (evals/restage.py)")
     p.add_argument("--concurrency", type=int, default=2, help="problems recorded at once")
     p.add_argument("--out", type=Path, default=None, help="result folder (default: derived from the arguments)")
     p.add_argument("--report-only", action="store_true", help="do not record; report what is recorded")
@@ -144,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                         ("--concurrency", args.concurrency), ("--judge-max-tokens", args.judge_max_tokens)):
         if value is not None and value < 1:
             raise SystemExit(f"cope eval: {flag} must be >= 1, got {value}")
+    if args.stage1_from is not None and args.stage1 != "alone":
+        raise SystemExit("cope eval: --stage1-from needs --stage1 alone (under the paper's stage 1, stage 2 follows "
+                         "stage 1's goal, so another recording's stage 1 cannot be paired with new stages 2-3)")
     if args.offset < 0:
         raise SystemExit(f"cope eval: --offset must be >= 0, got {args.offset}")
     parse_prices(args.price)  # bad prices fail here, before any server starts
@@ -164,10 +172,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = {"benchmark": args.benchmark, "split": args.split, "small": args.small, "large": args.large,
                     "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
                     "acceptance": acceptance, "user_tests": user_tests(args.benchmark, acceptance), "formats": formats,
-                    "wordings": wordings, "stage1_plans": args.stage1 == "goals"}
+                    "wordings": wordings, "stage1_plans": args.stage1 == "goals",
+                    "stage1_from": None if args.stage1_from is None else str(args.stage1_from)}
         check_same_settings(folder, settings, keys=tuple(settings))  # before any server starts
+        base_lines = None if args.stage1_from is None else restage.base_records(args.stage1_from, settings)
         recorded = {r["id"] for r in folder_records(folder).items if r["variant"] == "default"}
-        if not args.price and all(ex.id in recorded for ex in examples):  # (prices given: checked with servers)
+        wanted = [ex for ex in examples if base_lines is None or ex.id in base_lines]
+        if len(wanted) < len(examples):
+            print(f"{len(examples) - len(wanted)} of the {len(examples)} problems asked for are not in "
+                  f"{args.stage1_from} yet: not recorded here; rerun this command once they are")
+        if not args.price and all(ex.id in recorded for ex in wanted):  # (prices given: checked with servers)
             print(f"all {len(examples)} problems asked for are recorded in {folder}: no server started")
             args.report_only = True
     if not args.report_only:
@@ -179,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                     "small": args.small,
                     "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
                     "acceptance": acceptance, "user_tests": user_tests(args.benchmark, acceptance), "formats": formats,
-                    "wordings": wordings, "stage1_plans": args.stage1 == "goals", "price_note": large.price_note,
+                    "wordings": wordings, "stage1_plans": args.stage1 == "goals",
+                    "stage1_from": settings["stage1_from"], "price_note": large.price_note,
                     "prices": {m: list(r) for m, r in prices.overrides.items()} if hasattr(prices, "overrides") else {},
                     "command": "python -m evals.run " + " ".join(argv if argv is not None else os.sys.argv[1:])}
             check_same_settings(folder, meta)  # the prices too (stand-in prices come with the servers)
@@ -190,8 +205,16 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             try:
                 with sigterm_as_interrupt():
-                    record_all(cascade, examples, bench.correct, folder / "records.jsonl",
-                               concurrency=args.concurrency, progress=not args.no_progress, accept=bench.accept)
+                    if base_lines is None:
+                        record_all(cascade, examples, bench.correct, folder / "records.jsonl",
+                                   concurrency=args.concurrency, progress=not args.no_progress, accept=bench.accept)
+                    else:  # stages 2 and 3 only, on the base folder's stage 1 (the whole cascade checks the policy)
+                        later = Cascade(small=small.lm, large=large.lm, task=task, n=args.n, prices=prices,
+                                        max_tokens=role_caps or None, formats=formats, stage1_plans=False,
+                                        stages=(2, 3))
+                        restage.record_on(base_lines, str(args.stage1_from), cascade, later, examples, bench.correct,
+                                          folder / "records.jsonl", accept=bench.accept,
+                                          concurrency=args.concurrency, progress=not args.no_progress)
             except KeyboardInterrupt:
                 print(f"stopped after {time.perf_counter() - started:.0f}s; records so far in "
                       f"{folder / 'records.jsonl'}. Rerun the same command to resume, or add --report-only "
