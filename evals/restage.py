@@ -2,8 +2,8 @@
 a paired comparison of a guideline setting.
 
 Two recordings of the cascade in two guideline wordings differ in their stage-1 draws as much as in their
-guidelines: on MBPP's 100 problems the code-hint recording's stage 1 (asked identically) passed 6 fewer problems
-than Code's own (evals/README), more than the wording's own effect. Here the new recording asks only what the
+guidelines: on MBPP's 100 problems the code-hint recording's stage 1 (asked identically) accepted 54 problems and
+got 40 right, Code's own wording's 61 and 47 (evals/README), more than the 4 points between their COPE rows. Here the new recording asks only what the
 guideline setting changes: the guideline, stage 2's small samples following it, stage 3's large answer. Each record
 takes stage 1 and the unplanned baselines from BASE's record of the same problem, so both folders' COPE rows
 share their stage 1 and their large-alone and MoT rows are the same samples.
@@ -12,11 +12,17 @@ This is exact only when stage 2 does not depend on stage 1's draw: with `--stage
 the guideline and no goal). Under the paper's stage 1 they follow the goal behind stage 1's ballot, so BASE must
 have been recorded with `--stage1 alone`. Only the guideline planner's settings (wording, format, reply cap) may
 differ from BASE's; everything else must match, or the shared rows would not be the same method's.
+
+`python -m evals.restage NEW` then compares NEW with its BASE problem by problem (`paired`): on the problems both
+hold, the paper's COPE in each (at the thresholds its table replays), how many only one gets right, an exact
+two-sided sign test on those, and what each folder's guideline and COPE cost.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -94,3 +100,93 @@ def record_on(base_lines: dict[str, dict[str, Any]], base: str, full_cascade, la
                     path, concurrency=concurrency, progress=progress, desc=f"recording {path.parent.name}",
                     unit="problem")
     return missing
+
+
+def sign_test(a: int, b: int) -> float:
+    """Exact two-sided sign test: the chance of a split of a + b discordant problems at least as uneven as (a, b)
+    when either folder is as likely to be the one right."""
+    n, k = a + b, min(a, b)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def paired(new: Path) -> dict[str, Any]:
+    """NEW (recorded with --stage1-from) against its BASE on the problems both hold: COPE's rows (`evals.versus`'s,
+    as each table replays them), the discordant problems by the stage each decided at, the sign test, and per
+    folder the guideline's mean completion tokens and COPE's mean API dollars."""
+    from .benchmarks import folder_records
+    from .versus import folder_rows
+
+    new = Path(new)
+    if not (new / "run.json").is_file():
+        raise SystemExit(f"python -m evals.restage: {new} has no run.json; give a folder `python -m evals.run ... "
+                         "--stage1-from BASE --out FOLDER` wrote")
+    base = json.loads((new / "run.json").read_text()).get("stage1_from")
+    if not base:
+        raise SystemExit(f"python -m evals.restage: {new} was not recorded with --stage1-from: nothing to pair it with")
+    base = Path(base)
+    ids = sorted(set(folder_records(new).by_id()) & set(folder_records(base).by_id()))
+    if not ids:
+        raise SystemExit(f"python -m evals.restage: {new} and {base} hold no problem in common")
+    out: dict[str, Any] = {"base": str(base), "new": str(new), "problems": len(ids)}
+    rows = {}
+    for name, folder in (("base", base), ("new", new)):
+        rows[name], _, _ = folder_rows(folder, ids)
+        by_id = folder_records(folder).by_id()
+        tokens = [_guideline_tokens(by_id[i]) for i in ids]
+        out[name] = {"right": sum(r["correct"] for r in rows[name]),
+                     "usd_per_1k": 1000 * sum(r["usd"] for r in rows[name]) / len(ids),
+                     "exits": {s: sum(r["stage"] == s for r in rows[name]) for s in (1, 2, 3)},
+                     "guideline_tokens_mean": sum(tokens) / len(tokens)}
+    only = {"base": {}, "new": {}}
+    for b, n in zip(rows["base"], rows["new"], strict=True):
+        if b["correct"] != n["correct"]:
+            side = "base" if b["correct"] else "new"
+            key = f"{b['stage']}/{n['stage']}"
+            only[side][key] = only[side].get(key, 0) + 1
+    out["only_base_right"], out["only_new_right"] = sum(only["base"].values()), sum(only["new"].values())
+    out["only_by_stages"] = only  # "base stage/new stage" -> problems
+    out["sign_test_p"] = sign_test(out["only_base_right"], out["only_new_right"])
+    return out
+
+
+def _guideline_tokens(record: dict[str, Any]) -> int:
+    entry = next((e for e in record["trace"] if e["kind"] == "guideline"), None)
+    return int(((entry or {}).get("usage") or {}).get("completion_tokens") or 0)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    b, n = result["base"], result["new"]
+    lines = [f"Paired on {result['problems']} problems, stage 1 shared: `{result['new']}` (new) against `{result['base']}` "
+             "(base).", "",
+             "| folder | COPE right | API $ per 1k problems | exits at stage 1 / 2 / 3 | guideline tokens, mean |",
+             "|---|---|---|---|---|"]
+    for name, r in (("base", b), ("new", n)):
+        lines.append(f"| {name} | {r['right']} of {result['problems']} | {r['usd_per_1k']:.4f} | "
+                     f"{' / '.join(str(r['exits'][s]) for s in (1, 2, 3))} | {r['guideline_tokens_mean']:.0f} |")
+    said = lambda d: ", ".join(f"{v} at stages {k}" for k, v in sorted(d.items())) or "none"  # noqa: E731
+    lines += ["", f"Only base right on {result['only_base_right']} ({said(result['only_by_stages']['base'])}); only new "
+              f"right on {result['only_new_right']} ({said(result['only_by_stages']['new'])}); stages read base/new. "
+              f"Exact two-sided sign test p = {result['sign_test_p']:.3f}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evals.restage", description="Compare a --stage1-from folder with its "
+                                "base, problem by problem (no model call).")
+    p.add_argument("folder", type=Path, help="a folder `python -m evals.run ... --stage1-from BASE` recorded")
+    p.add_argument("--out", type=Path, help="also write paired.md and paired.json here")
+    args = p.parse_args(argv)
+    result = paired(args.folder)
+    text = markdown(result)
+    print(text, end="")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "paired.md").write_text(text)
+        (args.out / "paired.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -105,8 +105,11 @@ def markdown(cases: dict[tuple[int, int], dict[str, int]], folder_name: str, tex
     return "\n".join(lines) + "\n"
 
 
-def folder_rows(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict]:
-    """COPE's and MoT's per-problem rows from a code or math folder, and the case texts for its kind."""
+def folder_rows(folder: Path, ids: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict]:
+    """COPE's and MoT's per-problem rows from a code or math folder, and the case texts for its kind. `ids`: only
+    those problems, in that order (two folders' rows side by side)."""
+    from cope_dspy.records import Records
+
     from .report import (
         CODE_MOT,
         MOT_TAU,
@@ -126,6 +129,9 @@ def folder_rows(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]
         raise SystemExit(f"python -m evals.versus: {folder} is a {benchmark} folder; give a code "
                          f"({' or '.join(CODE_BENCHMARKS)}) or math ({' or '.join(MATH_BENCHMARKS)}) folder")
     records = folder_records(folder)  # as the table reads them (older record layouts too)
+    if ids is not None:
+        by_id = records.by_id()
+        records = Records([by_id[i] for i in ids], records.path)
     said = (lambda texts: texts) if run.get("stage1_plans", True) else without_goals  # noqa: E731
     if benchmark in CODE_BENCHMARKS:
         cope, _ = code_rows(records.items, run["n"])

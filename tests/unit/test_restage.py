@@ -45,7 +45,8 @@ def base_folder(tmp_path, **settings):
     base = tmp_path / "base"
     base.mkdir()
     small = math_model("scripted/small", small_answer)
-    large = math_model("scripted/large", lambda call: str(2 * int(call.question.split()[2])))
+    large = math_model("scripted/large", lambda call: "7" if "1 + 1" in call.question else
+                       str(2 * int(call.question.split()[2])))  # the base's stage 3 gets p1 wrong
     full, _ = cascades(small, large)
     record_all(full, examples(), get("gsm8k").correct, base / "records.jsonl", progress=False)
     (base / "run.json").write_text(json.dumps({**SETTINGS, "command": "test", **settings}))
@@ -87,6 +88,22 @@ def test_new_stages_are_recorded_on_the_base_folders_stage_1_and_baselines(tmp_p
     assert "recorded on" in md and str(base) in md
     summary = json.loads((out / "summary.json").read_text())
     assert {m["method"]: m for m in summary["methods"]}["COPE (0.75 / 0.5)"]["accuracy"] == 1.0
+    # paired: p1 is right only in the new folder (the base ended at its stage 3, the new one at stage 2)
+    result = restage.paired(out)
+    assert (result["problems"], result["base"]["right"], result["new"]["right"]) == (2, 1, 2)
+    assert (result["only_base_right"], result["only_new_right"]) == (0, 1)
+    assert result["only_by_stages"] == {"base": {}, "new": {"3/2": 1}}
+    assert result["base"]["exits"] == {1: 1, 2: 0, 3: 1} and result["new"]["exits"] == {1: 1, 2: 1, 3: 0}
+    assert result["new"]["guideline_tokens_mean"] == result["base"]["guideline_tokens_mean"] == 20  # one per record
+    assert result["new"]["usd_per_1k"] < result["base"]["usd_per_1k"]  # no stage-3 answer paid
+    assert "only new right on 1 (1 at stages 3/2)" in restage.markdown(result)
+
+
+def test_sign_test_is_exact_and_two_sided():
+    assert restage.sign_test(0, 5) == pytest.approx(2 / 32)
+    assert restage.sign_test(5, 0) == restage.sign_test(0, 5)
+    assert restage.sign_test(3, 3) == 1.0 and restage.sign_test(0, 0) == 1.0
+    assert restage.sign_test(1, 9) == pytest.approx(2 * 11 / 1024)
 
 
 def test_a_base_folder_that_cannot_be_paired_is_refused_and_named(tmp_path):
