@@ -129,7 +129,7 @@ def paired(new: Path) -> dict[str, Any]:
     ids = sorted(set(folder_records(new).by_id()) & set(folder_records(base).by_id()))
     if not ids:
         raise SystemExit(f"python -m evals.restage: {new} and {base} hold no problem in common")
-    out: dict[str, Any] = {"base": str(base), "new": str(new), "problems": len(ids)}
+    out: dict[str, Any] = {"base_folder": str(base), "new_folder": str(new), "problems": len(ids)}
     rows = {}
     for name, folder in (("base", base), ("new", new)):
         rows[name], _, _ = folder_rows(folder, ids)
@@ -158,7 +158,8 @@ def _guideline_tokens(record: dict[str, Any]) -> int:
 
 def markdown(result: dict[str, Any]) -> str:
     b, n = result["base"], result["new"]
-    lines = [f"Paired on {result['problems']} problems, stage 1 shared: `{result['new']}` (new) against `{result['base']}` "
+    lines = [f"Paired on {result['problems']} problems, stage 1 shared: `{result['new_folder']}` (new) against "
+             f"`{result['base_folder']}` "
              "(base).", "",
              "| folder | COPE right | API $ per 1k problems | exits at stage 1 / 2 / 3 | guideline tokens, mean |",
              "|---|---|---|---|---|"]

@@ -371,15 +371,19 @@ def test_math500_and_mbpp_ask_their_guideline_in_their_hint_unless_told_own_and_
     assert main(["gsm8k", "--limit", "1", "--out", str(tmp_path / "g")]) == 130
     assert seen["task"].signature("guideline_planner", "plain").instructions == own
     assert wordings(tmp_path / "g") == {}
-    # MBPP asks its guideline in code-hint; HumanEval, the same Code task, in Code's own wording
+    # MBPP and HumanEval ask their guideline in code-hint, unless told Code's own
     from evals.wordings import CODE_HINT
     assert main(["mbpp", "--limit", "1", "--out", str(tmp_path / "mb")]) == 130
     code_own = type(seen["task"])().signature("guideline_planner", "plain").instructions
     assert seen["task"].signature("guideline_planner", "plain").instructions == CODE_HINT != code_own
     assert wordings(tmp_path / "mb") == {"guideline_planner": "code-hint"}
     assert main(["humaneval", "--limit", "1", "--out", str(tmp_path / "he")]) == 130
+    assert seen["task"].signature("guideline_planner", "plain").instructions == CODE_HINT
+    assert seen["task"].signature("small_executor", "block").instructions != CODE_HINT  # that role only
+    assert wordings(tmp_path / "he") == {"guideline_planner": "code-hint"}
+    assert main(["humaneval", "--limit", "1", "--wording", "guideline_planner=own", "--out", str(tmp_path / "ho")]) == 130
     assert seen["task"].signature("guideline_planner", "plain").instructions == code_own
-    assert wordings(tmp_path / "he") == {}
+    assert wordings(tmp_path / "ho") == {}
     # a MATH-500 folder recorded in Math's own wording refuses the new default and names the difference
     (tmp_path / "old").mkdir()
     folder = _recorded_folder(tmp_path / "old", benchmark="math500", max_tokens=1024, formats={"goal_planner": "plain"})
