@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(examples) - len(wanted)} of the {len(examples)} problems asked for are not in "
                   f"{args.stage1_from} yet: not recorded here; rerun this command once they are")
         if not args.price and all(ex.id in recorded for ex in wanted):  # (prices given: checked with servers)
-            print(f"all {len(examples)} problems asked for are recorded in {folder}: no server started")
+            print(f"all {len(wanted)} problems to record are recorded in {folder}: no server started")
             args.report_only = True
     if not args.report_only:
         with contextlib.ExitStack() as stack:
