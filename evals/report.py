@@ -711,7 +711,9 @@ def markdown(summary: dict[str, Any]) -> str:
         notes.append(_per_correct(summary["methods"]))
     lines += ["", *notes,
               f"- Recording every model's samples took {summary['recording_seconds_per_problem']:.0f} s per problem "
-              "for the cascade part (all stages in full, 2 CPU cores, both models local).", ""]
+              + ("for stages 2 and 3 (in full; stage 1 and the baselines are the base folder's), "
+                 if run.get("stage1_from") else "for the cascade part (all stages in full, ")
+              + "2 CPU cores, both models local).", ""]
     return "\n".join(lines)
 
 

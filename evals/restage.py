@@ -126,15 +126,15 @@ def paired(new: Path) -> dict[str, Any]:
     if not base:
         raise SystemExit(f"python -m evals.restage: {new} was not recorded with --stage1-from: nothing to pair it with")
     base = Path(base)
-    ids = sorted(set(folder_records(new).by_id()) & set(folder_records(base).by_id()))
+    records = {"base": folder_records(base).by_id(), "new": folder_records(new).by_id()}
+    ids = sorted(set(records["base"]) & set(records["new"]))
     if not ids:
         raise SystemExit(f"python -m evals.restage: {new} and {base} hold no problem in common")
     out: dict[str, Any] = {"base_folder": str(base), "new_folder": str(new), "problems": len(ids)}
     rows = {}
     for name, folder in (("base", base), ("new", new)):
         rows[name], _, _ = folder_rows(folder, ids)
-        by_id = folder_records(folder).by_id()
-        tokens = [_guideline_tokens(by_id[i]) for i in ids]
+        tokens = [_guideline_tokens(records[name][i]) for i in ids]
         out[name] = {"right": sum(r["correct"] for r in rows[name]),
                      "usd_per_1k": 1000 * sum(r["usd"] for r in rows[name]) / len(ids),
                      "exits": {s: sum(r["stage"] == s for r in rows[name]) for s in (1, 2, 3)},
