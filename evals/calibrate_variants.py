@@ -39,12 +39,15 @@ from .report import (
 )
 
 
-def _recording_cost(records: list[dict]) -> dict:
-    """LM calls and recorded job seconds of the cascade's full recording (baselines not included); seconds
-    are None for records made before jobs were timed."""
+def _recording_cost(records: list[dict], stage1_from: str | None = None) -> dict:
+    """LM calls and recorded job seconds of the cascade's recording (baselines not included); seconds are None
+    for records made before jobs were timed. A folder recorded with `--stage1-from BASE` holds BASE's stage-1
+    vote in every record: those calls were made (and are counted) for BASE, not for this folder."""
     calls, seconds = 0, []
     for r in records:
         for entry in r["trace"]:
+            if stage1_from and entry.get("stage") == 1:
+                continue
             jobs = entry.get("candidates") or [entry]
             calls += sum((j.get("usage") or {}).get("calls", 0) for j in jobs)
             seconds += [(j.get("extra") or {}).get("seconds", j.get("seconds")) for j in jobs]
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             "cross_fitted": summarize(f"COPE calibrated ({label})", rows, own["usd"], exits=exits),
             "chosen": chosen,
             "large_alone": summarize(f"large alone ({label})", own["rows"], own["usd"]),
-            "recording": _recording_cost(recs[label]),
+            "recording": {**_recording_cost(recs[label], runs[label].get("stage1_from")),
+                          "stage1_from": runs[label].get("stage1_from")},
             "methods": study["methods"][label],
         }
     rows, exits, chosen = study["joint"]
@@ -156,7 +160,8 @@ def markdown(out: dict) -> str:
         shown = "chat" if not formats else names.pop() if len(formats) == 4 and len(names) == 1 else ", ".join(
             f"{role}={name}" for role, name in formats.items())
         shown += "".join(f"; {role} in wording {name}" for role, name in v.get("wordings", {}).items())
-        lines.append(f"| {label} | {shown} | {v['max_tokens']} | {rec['lm_calls']}, {rec['job_seconds']} |")
+        shared = f" (stages 2-3 only: stage 1 is {rec['stage1_from']}'s)" if rec.get("stage1_from") else ""
+        lines.append(f"| {label} | {shown} | {v['max_tokens']} | {rec['lm_calls']}, {rec['job_seconds']}{shared} |")
     return "\n".join(lines) + "\n"
 
 

@@ -156,6 +156,8 @@ def test_calibrate_variants_runs_a_code_study_from_two_folders(tmp_path, capsys)
         folder = tmp_path / label
         folder.mkdir()
         run = {"benchmark": "humaneval", "n": 4, "acceptance": "user", "max_tokens": 768}
+        if label == "strong":  # recorded with --stage1-from: its records hold the weak folder's stage-1 votes
+            run["stage1_from"] = str(tmp_path / "weak")
         (folder / "run.json").write_text(json.dumps(run))
         (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in code_records(p_pass)))
         folders.append(f"{label}={folder}")
@@ -169,7 +171,12 @@ def test_calibrate_variants_runs_a_code_study_from_two_folders(tmp_path, capsys)
         strong["usd_per_1k"] < weak["usd_per_1k"]
         and out["joint"]["cross_fitted"]["usd_per_1k"] == strong["usd_per_1k"]
     )
+    # each record: 4 stage-1 samples, a guideline, 4 stage-2 samples, a final answer; a folder whose stage 1
+    # came from another counts stages 2-3 only, as the weak folder paid its stage 1
+    assert out["variants"]["weak"]["recording"]["lm_calls"] == 30 * 10
+    assert out["variants"]["strong"]["recording"]["lm_calls"] == 30 * 6
     md = (tmp_path / "out" / "variants.md").read_text()
+    assert f"180, 180 (stages 2-3 only: stage 1 is {tmp_path / 'weak'}'s)" in md
     assert "| method | weak | strong |" in md and md.count("| COPE |") == 1  # one row, a cell per variant
     assert [m["method"] for m in out["variants"]["weak"]["methods"]][:3] == [
         "small single", "small n, the one its user tests pick", "large alone"]
