@@ -64,14 +64,27 @@ def check_model_name(name: str) -> str:
 
 
 def open_model(stack: contextlib.ExitStack, name: str, *, max_tokens: int = 512, parallel: int = 2, threads: int = 2,
-               cache: bool = True) -> dspy.BaseLM:
+               cache: bool = True, repeat_penalty: float | None = None) -> dspy.BaseLM:
     """One model from its name: a local catalogue name starts an embedded llama.cpp server (stopped with
     `stack`; `parallel` slots, `threads` CPU threads), `ollama_chat/<name>` goes to Ollama, anything else is a
-    LiteLLM model string (its API key must be set)."""
+    LiteLLM model string (its API key must be set).
+
+    repeat_penalty: the embedded server's repetition penalty on the last 64 tokens (llama-server's
+    `--repeat-penalty`; None keeps llama.cpp's default, 1.0, off; Ollama's default is 1.1). Only an embedded
+    server takes one here: Ollama applies its own (a Modelfile's `PARAMETER repeat_penalty`) and an API has none."""
     from .local import LocalServer, catalogue
 
+    if repeat_penalty is not None and name not in catalogue():
+        raise CopeInputError(
+            f"repeat_penalty={repeat_penalty} is a setting of the embedded llama.cpp server, and {name!r} is not a "
+            "packaged model (see `cope models`): Ollama applies its own (1.1 unless a Modelfile sets "
+            "`PARAMETER repeat_penalty`), an API model takes none; leave repeat_penalty unset for it"
+        )
+    if repeat_penalty is not None and not 0 < repeat_penalty < float("inf"):
+        raise CopeInputError(f"repeat_penalty must be a finite number > 0 (1.0 is off), got {repeat_penalty}")
     if name in catalogue():
-        server = stack.enter_context(LocalServer(name, parallel=parallel, threads=threads))
+        flags = ("--repeat-penalty", f"{repeat_penalty:g}") if repeat_penalty is not None else ()
+        server = stack.enter_context(LocalServer(name, parallel=parallel, threads=threads, extra_args=flags))
         return server.lm(max_tokens=max_tokens, cache=cache)
     if name.startswith(("ollama/", "ollama_chat/")):
         from .models import ollama
@@ -83,18 +96,21 @@ def open_model(stack: contextlib.ExitStack, name: str, *, max_tokens: int = 512,
 
 
 def open_models(stack: contextlib.ExitStack, small: str, large: str, prices: dict[str, tuple[float, float]],
-                *, max_tokens: int = 512, parallel: int = 4, cache: bool = True) -> tuple[ModelSpec, ModelSpec, Prices]:
+                *, max_tokens: int = 512, parallel: int = 4, cache: bool = True,
+                repeat_penalty: float | None = None) -> tuple[ModelSpec, ModelSpec, Prices]:
     """Start what needs starting (on `stack`, so servers stop on exit) and price the large model.
 
     cache=False: every call goes to the model (benchmark recordings, where a reply served from DSPy's cache
-    would be billed at $0 and timed at ~0 s, understating both)."""
+    would be billed at $0 and timed at ~0 s, understating both). repeat_penalty: given to each embedded server
+    the pair starts (see `open_model`); models served elsewhere are asked as they are."""
     from .local import catalogue
 
     local_names = set(catalogue())
     both_local = small in local_names and large in local_names
     # two servers share the 2 cores of a small machine: one thread each, or they stall each other
     specs = [ModelSpec(name, open_model(stack, name, max_tokens=max_tokens, cache=cache,
-                                        parallel=parallel if role == "small" else 2, threads=1 if both_local else 2),
+                                        parallel=parallel if role == "small" else 2, threads=1 if both_local else 2,
+                                        repeat_penalty=repeat_penalty if name in local_names else None),
                        name in local_names or name.startswith(("ollama/", "ollama_chat/")), "")
              for role, name in (("small", small), ("large", large))]
     small_spec, large_spec = specs

@@ -214,8 +214,9 @@ def probe(folder: Path, new_cap: int, out: Path, *, redraw: bool = False, concur
                              f"{run['split']} split (e.g. {missing[0]!r})")
         lock = threading.Lock()
         with contextlib.ExitStack() as stack:
+            penalty = float(run["repeat_penalty"])  # the recording's own (1.0, off, unless it set one)
             lm = open_model(stack, run["large"], max_tokens=new_cap, cache=False, parallel=concurrency,
-                            threads=threads)
+                            threads=threads, repeat_penalty=None if penalty == 1.0 else penalty)
             cascade = Cascade(small=lm, large=lm, task=bench.task(instructions=instructions(run["wordings"])),
                               n=int(run["n"]), prices=Prices({m: tuple(r) for m, r in run.get("prices", {}).items()}),
                               formats=run["formats"] or None)

@@ -24,6 +24,7 @@ SETTINGS = (
     "wordings",
     "stage1_plans",
     "stage1_from",
+    "repeat_penalty",
     "prices",
 )
 CODE = ("mbpp", "humaneval")
@@ -78,8 +79,9 @@ def user_tests(benchmark: str, acceptance: str | None) -> str | None:
 
 def with_defaults(run: dict) -> dict:
     """A folder's run.json with the settings that runs recorded before a setting existed lacked."""
-    # no caps, the chat format, each task's wording, the paper's stage 1, recorded in full
-    run = {"role_max_tokens": {}, "formats": {}, "wordings": {}, "stage1_plans": True, "stage1_from": None, **run}
+    # no caps, the chat format, each task's wording, the paper's stage 1, recorded in full, llama.cpp's penalty (off)
+    run = {"role_max_tokens": {}, "formats": {}, "wordings": {}, "stage1_plans": True, "stage1_from": None,
+           "repeat_penalty": 1.0, **run}
     # code runs recorded before the flag existed accepted on the grading tests; other benchmarks have no rule
     run.setdefault("acceptance", "grading" if run.get("benchmark") in CODE else None)
     run.setdefault("user_tests", OLD_USER_TESTS.get(run.get("benchmark")) if run["acceptance"] == "user" else None)
@@ -94,7 +96,8 @@ def check_same_settings(folder: Path, meta: dict, keys=SETTINGS) -> None:
         return
     old = with_defaults(json.loads(old_path.read_text()))
     meta = {"acceptance": "grading" if meta.get("benchmark") in CODE else None, "formats": {}, "wordings": {},
-            "user_tests": None, "stage1_plans": True, "stage1_from": None, **meta}
+            "user_tests": None, "stage1_plans": True, "stage1_from": None,
+            "repeat_penalty": 1.0, **meta}
     diff = [k for k in keys if k in old and old[k] != meta[k]]
     if diff:
         was = ", ".join(f"{k}={old[k]!r}" for k in diff)

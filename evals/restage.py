@@ -51,7 +51,7 @@ def base_records(base: Path, settings: dict[str, Any]) -> dict[str, dict[str, An
         raise SystemExit(f"cope eval: --stage1-from {base}: it was recorded with the paper's stage 1 (goals), where "
                          "stage 2's samples follow the goal behind stage 1's ballot, so its stage 1 cannot be paired "
                          "with new stages 2-3; give a folder recorded with --stage1 alone")
-    diff = []
+    diff, settings = [], with_defaults(settings)
     for key in SETTINGS:
         if key in ("prices", "stage1_from"):  # prices: checked against the folder once the servers give theirs
             continue

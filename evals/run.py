@@ -48,6 +48,12 @@ DEFAULT_N = 4
 # cut, so MATH-500 gets 2048 (evals/README, "Reply caps"). The committed MATH-500 recordings
 # were made at 1024, and resume with `--max-tokens 1024`.
 DEFAULT_MAX_TOKENS = {"gsm8k": 768, "math500": 2048, "mbpp": 768, "humaneval": 768, "mtbench": 1024}
+# The embedded llama.cpp servers' repetition penalty per benchmark (llama.cpp's default, 1.0, is off; Ollama's is
+# 1.1). MT-Bench's open-ended replies: at 1.0 two of the first 40 greedy large-alone replies repeat one phrase to
+# any cap (2048 tried), so MT-Bench is asked at Ollama's 1.1 (evals/README, "Reply caps"); answers that are a
+# number or a program keep 1.0, under which every other recording was made (code repeats tokens on purpose). The
+# MT-Bench recordings of 2026-12-02 were made at 1.0 and resume with `--repeat-penalty 1.0`.
+DEFAULT_REPEAT_PENALTY = {"mtbench": 1.1}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"samples per stage and for the majority-vote baseline (default {DEFAULT_N}; the paper uses 8)")
     p.add_argument("--max-tokens", type=int, default=None, help="reply cap (default per benchmark: " +
                    ", ".join(f"{b} {t}" for b, t in DEFAULT_MAX_TOKENS.items()) + ")")
+    p.add_argument("--repeat-penalty", type=float, default=None, metavar="X",
+                   help="the embedded servers' repetition penalty (llama-server --repeat-penalty; 1.0 is off, Ollama's "
+                        "default is 1.1); models not served here are asked as they are (default per benchmark: " +
+                        ", ".join(f"{b} {x}" for b, x in DEFAULT_REPEAT_PENALTY.items()) + "; elsewhere 1.0)")
     p.add_argument("--role-max-tokens", action="append", default=[], metavar="ROLE=N",
                    help="cap one role's replies (Cascade(max_tokens=...)), e.g. guideline_planner=128; repeatable")
     p.add_argument("--acceptance", choices=["user", "grading"], default="user",
@@ -145,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.n = DEFAULT_N if args.n is None else args.n
     args.max_tokens = DEFAULT_MAX_TOKENS[args.benchmark] if args.max_tokens is None else args.max_tokens
+    if args.repeat_penalty is None:
+        args.repeat_penalty = DEFAULT_REPEAT_PENALTY.get(args.benchmark, 1.0)
+    if not 0 < args.repeat_penalty < float("inf"):
+        raise SystemExit(f"cope eval: --repeat-penalty must be a number > 0 (1.0 is off), got {args.repeat_penalty}")
     for flag, value in (("--limit", args.limit), ("--n", args.n), ("--max-tokens", args.max_tokens),
                         ("--concurrency", args.concurrency), ("--judge-max-tokens", args.judge_max_tokens)):
         if value is not None and value < 1:
@@ -173,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                     "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
                     "acceptance": acceptance, "user_tests": user_tests(args.benchmark, acceptance), "formats": formats,
                     "wordings": wordings, "stage1_plans": args.stage1 == "goals",
-                    "stage1_from": None if args.stage1_from is None else str(args.stage1_from)}
+                    "stage1_from": None if args.stage1_from is None else str(args.stage1_from),
+                    "repeat_penalty": args.repeat_penalty}
         check_same_settings(folder, settings, keys=tuple(settings))  # before any server starts
         base_lines = None if args.stage1_from is None else restage.base_records(args.stage1_from, settings)
         recorded = {r["id"] for r in folder_records(folder).items if r["variant"] == "default"}
@@ -188,13 +203,14 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             # no DSPy cache: a reply replayed from the cache would be billed $0 and timed ~0 s in the records
             small, large, prices = open_models(stack, args.small, args.large, parse_prices(args.price), cache=False,
-                                               max_tokens=args.max_tokens)
+                                               max_tokens=args.max_tokens, repeat_penalty=args.repeat_penalty)
             meta = {"benchmark": args.benchmark, "split": args.split, "limit": args.limit, "offset": args.offset,
                     "small": args.small,
                     "large": args.large, "n": args.n, "max_tokens": args.max_tokens, "role_max_tokens": role_caps,
                     "acceptance": acceptance, "user_tests": user_tests(args.benchmark, acceptance), "formats": formats,
                     "wordings": wordings, "stage1_plans": args.stage1 == "goals",
-                    "stage1_from": settings["stage1_from"], "price_note": large.price_note,
+                    "stage1_from": settings["stage1_from"], "repeat_penalty": args.repeat_penalty,
+                    "price_note": large.price_note,
                     "prices": {m: list(r) for m, r in prices.overrides.items()} if hasattr(prices, "overrides") else {},
                     "command": "python -m evals.run " + " ".join(argv if argv is not None else os.sys.argv[1:])}
             check_same_settings(folder, meta)  # the prices too (stand-in prices come with the servers)

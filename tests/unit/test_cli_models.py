@@ -42,3 +42,4 @@ def test_cope_eval_without_the_harness_says_how_to_get_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "evals.run", None)
     assert main(["eval", "gsm8k", "--limit", "1"]) == 2
     assert "pip install -e ." in capsys.readouterr().err
+

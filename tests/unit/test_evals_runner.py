@@ -254,9 +254,9 @@ def test_recorded_prices_must_match_too(tmp_path):
         check_same_settings(folder, same | {"prices": {"openai/qwen2.5-coder-1.5b": [2.5, 10.0]}})
 
 
-def test_default_reply_cap_follows_the_benchmark(tmp_path, monkeypatch):
+def _servers_asked(monkeypatch) -> dict:
+    """What evals.run would start its servers with (filled in as it tries, before it raises ServersWouldStart)."""
     import cope_dspy.pair as pair
-    from evals.run import DEFAULT_MAX_TOKENS, main
 
     seen = {}
 
@@ -265,6 +265,13 @@ def test_default_reply_cap_follows_the_benchmark(tmp_path, monkeypatch):
         raise ServersWouldStart()
 
     monkeypatch.setattr(pair, "open_models", fake_open_models)
+    return seen
+
+
+def test_default_reply_cap_follows_the_benchmark(tmp_path, monkeypatch):
+    from evals.run import DEFAULT_MAX_TOKENS, main
+
+    seen = _servers_asked(monkeypatch)
     for bench in ("gsm8k", "mbpp"):
         with pytest.raises(ServersWouldStart):
             main([bench, "--limit", "1", "--out", str(tmp_path / bench)])
@@ -272,6 +279,32 @@ def test_default_reply_cap_follows_the_benchmark(tmp_path, monkeypatch):
     with pytest.raises(ServersWouldStart):
         main(["mbpp", "--limit", "1", "--max-tokens", "200", "--out", str(tmp_path / "mbpp")])
     assert seen["max_tokens"] == 200
+
+
+def test_the_repeat_penalty_follows_the_benchmark_and_is_a_folder_setting(tmp_path, monkeypatch):
+    from evals.run import DEFAULT_REPEAT_PENALTY, main
+
+    seen = _servers_asked(monkeypatch)
+    with pytest.raises(ServersWouldStart):
+        main(["mtbench", "--limit", "1", "--out", str(tmp_path / "mt")])
+    assert seen["repeat_penalty"] == DEFAULT_REPEAT_PENALTY["mtbench"] == 1.1  # Ollama's default, open-ended replies
+    with pytest.raises(ServersWouldStart):
+        main(["gsm8k", "--limit", "1", "--out", str(tmp_path / "g")])
+    assert seen["repeat_penalty"] == 1.0  # llama.cpp's default (off) elsewhere
+    with pytest.raises(ServersWouldStart):
+        main(["mtbench", "--limit", "1", "--repeat-penalty", "1.3", "--out", str(tmp_path / "mt")])
+    assert seen["repeat_penalty"] == 1.3
+    with pytest.raises(SystemExit, match="--repeat-penalty must be a number > 0"):
+        main(["mtbench", "--repeat-penalty", "0", "--out", str(tmp_path / "mt")])
+    # a folder recorded before the setting existed was recorded at 1.0: it resumes only at 1.0
+    (tmp_path / "old").mkdir()
+    folder = str(_recorded_folder(tmp_path / "old", max_tokens=768,
+                                  formats={r: "plain" for r in ("goal_planner", "guideline_planner", "small_executor",
+                                                                "large_executor")}))
+    with pytest.raises(SystemExit, match=r"made with repeat_penalty=1.0; this run asks repeat_penalty=1.1"):
+        main(["gsm8k", "--limit", "1", "--repeat-penalty", "1.1", "--out", folder])
+    with pytest.raises(ServersWouldStart):
+        main(["gsm8k", "--limit", "2", "--out", folder])
 
 
 def test_offset_records_the_problems_after_it(tmp_path, monkeypatch):
