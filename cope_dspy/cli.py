@@ -98,7 +98,11 @@ def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
 _LOCAL_DEFAULTS = {"model": "smollm2-135m", "parallel": 4, "threads": 2}
 _CASCADE_DEFAULTS = {"small": "qwen2.5-coder-0.5b", "large": "qwen2.5-coder-1.5b", "task": "math", "host": "127.0.0.1",
                      "budget_usd": None, "on_exceed": "raise", "calibration": None, "load": None, "n": None,
-                     "tau1": None, "tau2": None, "api_key_env": None, "model_name": "cope", "max_tokens": 512}
+                     "tau1": None, "tau2": None, "api_key_env": None, "model_name": "cope", "max_tokens": 512,
+                     "repeat_penalty": None}
+REPEAT_PENALTY_HELP = ("the embedded llama.cpp servers' repetition penalty (their --repeat-penalty: 1.0, llama.cpp's "
+                       "default, is off; Ollama's default is 1.1); a model served elsewhere (Ollama, an API) is "
+                       "asked as it is")
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -133,6 +137,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                         "last stage's answer, flagged budget_limited (fallback)")
     c.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT", help="USD per million tokens")
     c.add_argument("--max-tokens", type=_int_in(1), default=None, help="reply cap of both models (default 512)")
+    c.add_argument("--repeat-penalty", type=float, default=None, metavar="X", help=REPEAT_PENALTY_HELP)
     c.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1; any other needs "
                                                 "--api-key-env)")
     c.add_argument("--api-key-env", default=None, metavar="NAME",
@@ -260,7 +265,8 @@ def _serve_cascade(args: argparse.Namespace) -> int:
     cascade_from_args(args)  # every flag and file checked before any model server starts
     port = args.port or 8000
     with contextlib.ExitStack() as stack:
-        small, large, prices = open_models(stack, args.small, args.large, table, max_tokens=args.max_tokens)
+        small, large, prices = open_models(stack, args.small, args.large, table, max_tokens=args.max_tokens,
+                                           repeat_penalty=args.repeat_penalty)
         cascade = cascade_from_args(args, small.lm, large.lm, prices)
         budget = "no budget" if cascade.budget is None else f"budget ${cascade.budget.usd} ({cascade.budget.on_exceed})"
         print(f"Serving COPE as model {args.model_name!r} at http://{args.host}:{port}/v1: small {args.small}, "
@@ -306,6 +312,7 @@ def _ask_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--price", action="append", default=[], metavar="MODEL=IN,OUT", help="USD per million tokens")
     p.add_argument("--load", default=None, help="a saved cascade (Cascade.save) whose prompts and policy to use")
     p.add_argument("--max-tokens", type=_int_in(1), default=512)
+    p.add_argument("--repeat-penalty", type=float, default=None, metavar="X", help=REPEAT_PENALTY_HELP)
     p.add_argument("--json", action="store_true", help="print the prediction (answer, stage, cost, plans) as JSON")
 
 
@@ -324,7 +331,8 @@ def ask_cmd(args: argparse.Namespace) -> int:
     table = parse_prices(args.price)
     Prices(table)
     with contextlib.ExitStack() as stack:
-        small, large, prices = open_models(stack, args.small, args.large, table, max_tokens=args.max_tokens)
+        small, large, prices = open_models(stack, args.small, args.large, table, max_tokens=args.max_tokens,
+                                           repeat_penalty=args.repeat_penalty)
         if args.load:
             cascade.load(args.load)
         for p in (cascade.goal_planner, cascade.small_executor):

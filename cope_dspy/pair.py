@@ -63,6 +63,12 @@ def check_model_name(name: str) -> str:
     return name
 
 
+def check_repeat_penalty(value: float | None) -> None:
+    """None (the server's default) or a finite number > 0; raises CopeInputError otherwise."""
+    if value is not None and not 0 < value < float("inf"):
+        raise CopeInputError(f"repeat_penalty must be a finite number > 0 (1.0 is off), got {value}")
+
+
 def open_model(stack: contextlib.ExitStack, name: str, *, max_tokens: int = 512, parallel: int = 2, threads: int = 2,
                cache: bool = True, repeat_penalty: float | None = None) -> dspy.BaseLM:
     """One model from its name: a local catalogue name starts an embedded llama.cpp server (stopped with
@@ -74,14 +80,13 @@ def open_model(stack: contextlib.ExitStack, name: str, *, max_tokens: int = 512,
     server takes one here: Ollama applies its own (a Modelfile's `PARAMETER repeat_penalty`) and an API has none."""
     from .local import LocalServer, catalogue
 
+    check_repeat_penalty(repeat_penalty)
     if repeat_penalty is not None and name not in catalogue():
         raise CopeInputError(
             f"repeat_penalty={repeat_penalty} is a setting of the embedded llama.cpp server, and {name!r} is not a "
             "packaged model (see `cope models`): Ollama applies its own (1.1 unless a Modelfile sets "
             "`PARAMETER repeat_penalty`), an API model takes none; leave repeat_penalty unset for it"
         )
-    if repeat_penalty is not None and not 0 < repeat_penalty < float("inf"):
-        raise CopeInputError(f"repeat_penalty must be a finite number > 0 (1.0 is off), got {repeat_penalty}")
     if name in catalogue():
         flags = ("--repeat-penalty", f"{repeat_penalty:g}") if repeat_penalty is not None else ()
         server = stack.enter_context(LocalServer(name, parallel=parallel, threads=threads, extra_args=flags))
@@ -102,9 +107,10 @@ def open_models(stack: contextlib.ExitStack, small: str, large: str, prices: dic
 
     cache=False: every call goes to the model (benchmark recordings, where a reply served from DSPy's cache
     would be billed at $0 and timed at ~0 s, understating both). repeat_penalty: given to each embedded server
-    the pair starts (see `open_model`); models served elsewhere are asked as they are."""
+    the pair starts (see `open_model`); a model served elsewhere (Ollama, an API) is asked as it is."""
     from .local import catalogue
 
+    check_repeat_penalty(repeat_penalty)  # before any server starts
     local_names = set(catalogue())
     both_local = small in local_names and large in local_names
     # two servers share the 2 cores of a small machine: one thread each, or they stall each other

@@ -39,3 +39,18 @@ def test_a_repeat_penalty_goes_to_the_embedded_server_and_nowhere_else(monkeypat
         with pytest.raises(CopeInputError, match="finite number > 0"):
             open_model(stack, "qwen2.5-coder-0.5b", repeat_penalty=0.0)
     assert len(started) == 4  # neither refusal started a server
+
+
+def test_the_command_line_passes_a_repeat_penalty_on_and_refuses_a_bad_one_before_any_server(monkeypatch, capsys):
+    import cope_dspy.local as local
+    from cope_dspy.cli import build_parser, main, serve_mode
+    from cope_dspy.errors import CopeInputError
+
+    monkeypatch.setattr(local, "LocalServer", lambda *a, **k: (_ for _ in ()).throw(AssertionError("started")))
+    assert main(["ask", "--repeat-penalty", "0", "What is 1 + 1?"]) == 1
+    assert "repeat_penalty must be a finite number > 0" in capsys.readouterr().err
+    assert main(["serve", "--cascade", "--repeat-penalty", "-1"]) == 1
+    assert "repeat_penalty must be a finite number > 0" in capsys.readouterr().err
+    assert serve_mode(build_parser().parse_args(["serve", "--cascade", "--repeat-penalty", "1.1"])).repeat_penalty == 1.1
+    with pytest.raises(CopeInputError, match="--repeat-penalty: not a flag of `cope serve` with no --cascade"):
+        serve_mode(build_parser().parse_args(["serve", "--model", "smollm2-135m", "--repeat-penalty", "1.1"]))
