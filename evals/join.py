@@ -8,7 +8,8 @@ own folder (two processes never append to one file). Joining them gives one tabl
 
 Only folders recorded with the same settings join (`evals.folders.check_same_settings`: models, n, caps,
 formats, wordings, acceptance, prices); a record is added when DST has none with its id and variant, so joining again
-after both recordings went on adds only what is new. SRC is left as it is.
+after both recordings went on adds only what is new. SRC is left as it is. MT-Bench: SRC's judgments
+(judgments.jsonl) that DST lacks are added too, so DST's report does not ask the judge again for them.
 
 Text games (`cope eval twc`) join too: two recordings of other methods (`--methods`) or seeds, each into its
 own folder, with the same game settings (`evals.folders.AGENT_SETTINGS`); DST's run.json then lists every
@@ -52,6 +53,14 @@ def join(src: Path, dst: Path) -> int:
             writer.write(record)
             held.add(key)
             added += 1
+    judged = src / "judgments.jsonl"  # MT-Bench: a judgment is keyed by judge, prompts, question and both answers
+    if judged.exists():
+        cached = Writer(dst / "judgments.jsonl")
+        have = {j["key"] for j in read_lines(cached.path)}
+        for judgment in read_lines(judged):
+            if judgment["key"] not in have:
+                cached.write(judgment)
+                have.add(judgment["key"])
     if game:  # DST's table covers the methods and seeds SRC played too
         from .agent_methods import METHODS
         from .agent_run import merge_seeds

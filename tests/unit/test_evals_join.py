@@ -48,3 +48,15 @@ def test_folders_recorded_with_other_settings_do_not_join(tmp_path):
     assert ids(first) == ["p0"]
     with pytest.raises(SystemExit, match="not a result folder"):
         join(tmp_path / "missing", first)
+
+
+def test_judgments_the_destination_lacks_are_joined_too(tmp_path):
+    first = folder(tmp_path, "first", {"p0"})
+    second = folder(tmp_path, "second", {"p1"})
+    (first / "judgments.jsonl").write_text(json.dumps({"key": "k0", "verdict": "a"}) + "\n")
+    (second / "judgments.jsonl").write_text("".join(json.dumps({"key": k, "verdict": "b"}) + "\n" for k in ("k0", "k1")))
+    join(second, first)
+    joined = [json.loads(line) for line in (first / "judgments.jsonl").read_text().splitlines()]
+    assert joined == [{"key": "k0", "verdict": "a"}, {"key": "k1", "verdict": "b"}]  # DST's own kept, SRC's new added
+    join(second, first)
+    assert len((first / "judgments.jsonl").read_text().splitlines()) == 2  # again: nothing new
