@@ -6,7 +6,8 @@
 Each LABEL=FOLDER is a benchmark recording (`evals.run`) of one variant (format, wording, reply cap) with the
 same models; the problems every folder holds are compared. Math: Optuna chooses tau1, tau2 and n per fold
 (`cross_fitted`); code (MBPP, HumanEval; every folder under one acceptance rule): n and the stages
-(`code_cross_fitted`). `--stage3 choose` lets the study also choose stage 3 without plans. Printed and
+(`code_cross_fitted`; each folder offers n up to its own recording's, so an n = 8 recording of the same setting
+is a variant that lets the study choose n = 6 or 8). `--stage3 choose` lets the study also choose stage 3 without plans. Printed and
 written to <out>/variants.md (every method of every variant on the common problems, side by side) and
 <out>/variants.json: each variant calibrated alone and all variants in one study, both cross-fitted
 (thresholds and variant chosen on the other folds, scored on the held-out fold), large alone per variant,
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             "formats": runs[label].get("formats", {}),
             "wordings": runs[label].get("wordings", {}),
             "max_tokens": runs[label].get("max_tokens"),
+            "n": runs[label].get("n"),
             "cross_fitted": summarize(f"COPE calibrated ({label})", rows, own["usd"], exits=exits),
             "chosen": chosen,
             "large_alone": summarize(f"large alone ({label})", own["rows"], own["usd"]),
@@ -152,8 +154,8 @@ def markdown(out: dict) -> str:
     reference = labels[0]
     lines += ["", f"One study over all variants ({out['folds']}-fold cross-fitted, held to and costed against "
               f"large alone in {reference!r}): {cell(joint)}; per fold: {out['joint']['chosen']}.", "",
-              "| variant | formats (and wordings other than the task's own) | reply cap | recording the cascade: LM calls, job seconds (summed over jobs that "
-              "ran at once: not wall time) |", "|---|---|---|---|"]
+              "| variant | formats (and wordings other than the task's own) | reply cap | n recorded | recording the cascade: LM calls, job seconds (summed over jobs that "
+              "ran at once: not wall time) |", "|---|---|---|---|---|"]
     for label, v in out["variants"].items():
         rec, formats = v["recording"], v["formats"]
         names = set(formats.values())
@@ -161,7 +163,7 @@ def markdown(out: dict) -> str:
             f"{role}={name}" for role, name in formats.items())
         shown += "".join(f"; {role} in wording {name}" for role, name in v.get("wordings", {}).items())
         shared = f" (stages 2-3 only: stage 1 is {rec['stage1_from']}'s)" if rec.get("stage1_from") else ""
-        lines.append(f"| {label} | {shown} | {v['max_tokens']} | {rec['lm_calls']}, {rec['job_seconds']}{shared} |")
+        lines.append(f"| {label} | {shown} | {v['max_tokens']} | {v.get('n', '')} | {rec['lm_calls']}, {rec['job_seconds']}{shared} |")
     return "\n".join(lines) + "\n"
 
 
@@ -190,9 +192,9 @@ def _code_study(recs: dict[str, list[dict]], runs: dict[str, dict], stage3_plans
     """Code: n and the stages (tau only decides "accept on a pass"), each fold held to large alone on the
     other folds, per variant and jointly (`code_cross_fitted`)."""
     acceptance = _acceptance(runs)
-    run_n = min(int(run["n"]) for run in runs.values())
+    run_n = {label: int(runs[label]["n"]) for label in recs}  # each variant offers n up to its own recording's
     large = {label: _large(code_baseline_rows(records, acceptance)["large alone"]) for label, records in recs.items()}
-    alone = {label: code_cross_fitted(records, run_n, large[label]["rows"], stage3_plans=stage3_plans)
+    alone = {label: code_cross_fitted(records, run_n[label], large[label]["rows"], stage3_plans=stage3_plans)
              for label, records in recs.items()}
     reference = next(iter(recs))
     joint = code_cross_fitted(recs, run_n, large[reference]["rows"], stage3_plans=stage3_plans)

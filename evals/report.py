@@ -130,7 +130,7 @@ def code_baseline_rows(records: list[dict[str, Any]], acceptance: str = "grading
 CODE_SETTINGS = [(n, stages) for stages in ((1, 2, 3), (1, 2), (2, 3), (1, 3)) for n in (1, 2, 3, 4, 6, 8)]
 
 
-def code_cross_fitted(records: list[dict[str, Any]] | dict[str, list[dict[str, Any]]], run_n: int,
+def code_cross_fitted(records: list[dict[str, Any]] | dict[str, list[dict[str, Any]]], run_n: int | dict,
                       large_rows: list[dict[str, Any]], stage3_plans=(True,)):
     """COPE calibrated on code without scoring a problem with a setting chosen on it: with test-pass
     confidence tau only decides "accept on a pass" (any tau in (0, 1)), so the choice is n and the stages.
@@ -138,14 +138,16 @@ def code_cross_fitted(records: list[dict[str, Any]] | dict[str, list[dict[str, A
     most accurate), replayed on the held-out fold. `stage3_plans=(True, False)` also chooses stage 3 alone.
     `records` may map variant labels (prompt formats or wordings) to each variant's records of the same
     problems in the same order: the study then chooses the variant too, and the fold is replayed from that
-    variant's records."""
+    variant's records. `run_n` is the samples per stage the records hold: one number, or one per variant (a
+    variant recorded at n = 8 offers n up to 8, one at n = 4 up to 4)."""
     variants = records if isinstance(records, dict) else {None: records}
+    max_n = run_n if isinstance(run_n, dict) else dict.fromkeys(variants, run_n)
     first = next(iter(variants.values()))
     for label, recs in variants.items():
         if [r["id"] for r in recs] != [r["id"] for r in first]:
             raise ValueError(f"variant {label!r}: a variant study needs every variant's records of the same "
                              "problems in the same order (keep only the common ones)")
-    settings = [(v, n, st, plans) for v in variants for n, st in CODE_SETTINGS if n <= run_n
+    settings = [(v, n, st, plans) for v in variants for n, st in CODE_SETTINGS if n <= max_n[v]
                 for plans in stage3_plans if plans or 3 in st]
     table = {key: code_rows(variants[key[0]], *key[1:]) for key in settings}
     rows: list[dict[str, Any]] = [{}] * len(first)

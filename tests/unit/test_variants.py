@@ -146,6 +146,31 @@ def test_a_code_study_chooses_the_variant_that_settles_more_problems_for_free():
         code_cross_fitted({"weak": variants["weak"], "strong": variants["strong"][::-1]}, 4, large)
 
 
+def test_a_code_study_offers_each_variant_the_n_its_recording_holds():
+    from test_code_acceptance import cand, rec
+
+    from evals.report import code_baseline_rows, code_cross_fitted
+
+    def records(n, first_pass):  # stage 1's samples pass from index `first_pass` on (never when it is >= n)
+        out = []
+        for e in range(30):
+            stage1 = [cand(i, i >= first_pass, i >= first_pass) for i in range(n)]
+            r = rec(stage1, [cand(i, False, False) for i in range(n)], final_correct=True)
+            r["id"] = f"e{e}"
+            out.append(r)
+        return out
+
+    variants = {"n4": records(4, 4), "n8": records(8, 5)}  # only the sixth sample on passes
+    large = code_baseline_rows(variants["n4"], "user")["large alone"]
+    _, _, n4_alone = code_cross_fitted(variants["n4"], 4, large)
+    assert all(c["n"] <= 4 for c in n4_alone)  # an n = 4 recording is never replayed at n = 6 or 8
+    rows, exits, chosen = code_cross_fitted(variants, {"n4": 4, "n8": 8}, large)
+    assert {(c["variant"], c["n"]) for c in chosen} == {("n8", 6)}  # the cheapest n that reaches a pass
+    assert exits == {1: 30, 2: 0, 3: 0} and all(r["correct"] for r in rows)
+    _, _, capped = code_cross_fitted(variants, 4, large)  # one number caps every variant: no free exit left
+    assert all(c["n"] <= 4 for c in capped)
+
+
 def test_calibrate_variants_runs_a_code_study_from_two_folders(tmp_path, capsys):
     import json
 
@@ -164,6 +189,7 @@ def test_calibrate_variants_runs_a_code_study_from_two_folders(tmp_path, capsys)
     assert main([*folders, "--stage3", "choose", "--out", str(tmp_path / "out")]) == 0
     out = json.loads((tmp_path / "out" / "variants.json").read_text())
     assert out["benchmark"] == "humaneval" and out["acceptance"] == "user" and out["problems"] == 30
+    assert out["variants"]["weak"]["n"] == 4 and "| n recorded |" in (tmp_path / "out" / "variants.md").read_text()
     assert {c["variant"] for c in out["joint"]["chosen"]} == {"strong"}
     assert all("stage3_plans" in c for c in out["joint"]["chosen"])
     strong, weak = out["variants"]["strong"]["cross_fitted"], out["variants"]["weak"]["cross_fitted"]
